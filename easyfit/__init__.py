@@ -1,0 +1,19 @@
+"""easyfit: deep-learning training with a fastai-like API on its own autograd engine.
+
+The tensor API lives in `easyfit.core` and is re-exported here:
+
+>>> import easyfit as ef
+>>> x = ef.tensor([1.0, 2.0, 3.0], requires_grad=True)
+>>> (x * x).sum().backward()
+>>> x.grad
+tensor([2., 4., 6.])
+"""
+__version__ = "0.1.0"
+
+from .core import (Tensor, Function, tensor, from_numpy, zeros, ones, full, empty, arange, eye, rand,
+                   randn, zeros_like, ones_like, manual_seed, no_grad, enable_grad, set_grad_enabled,
+                   is_grad_enabled, detect_anomaly, AnomalyError, grad, gradcheck, gradgradcheck, exp, log,
+                   sqrt, abs, tanh, sigmoid, relu, maximum, minimum, where, reshape, transpose, swapaxes,
+                   expand_dims, squeeze, broadcast_to, concatenate, stack, split, matmul, einsum, pad, sum,
+                   mean, var, max, min, argmax, argmin, clip, cuda, float16, float32, float64, int32,
+                   int64, bool_)

@@ -1,0 +1,174 @@
+"""The backward engine: grad mode, anomaly detection, and the iterative backward pass.
+
+Backward visits op nodes (Function instances) in decreasing generation order using a
+heap, so every consumer of a tensor is processed before the op that produced it and no
+recursion is involved (a 100,000-op chain is fine). Each node's incoming gradients are
+summed in a per-node slot list; leaf tensors accumulate into `.grad`.
+"""
+import heapq
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+
+from .backend import get_array_module
+
+# Global switches, read on every op: plain module-level lists are the cheapest lookup.
+_grad_enabled = [True]
+_anomaly_enabled = [False]
+
+
+def is_grad_enabled():
+    return _grad_enabled[0]
+
+
+class _GradMode:
+    """Context manager and decorator that sets grad mode and restores it on exit."""
+    __slots__ = ("enabled", "previous")
+
+    def __init__(self, enabled):
+        self.enabled = enabled
+
+    def __enter__(self):
+        self.previous = _grad_enabled[0]
+        _grad_enabled[0] = self.enabled
+
+    def __exit__(self, *exc):
+        _grad_enabled[0] = self.previous
+
+    def __call__(self, func):
+        enabled = self.enabled
+
+        def wrapper(*args, **kwargs):
+            with _GradMode(enabled):
+                return func(*args, **kwargs)
+        wrapper.__name__ = getattr(func, "__name__", "wrapper")
+        wrapper.__doc__ = getattr(func, "__doc__", None)
+        wrapper.__wrapped__ = func
+        return wrapper
+
+
+def no_grad():
+    """Ops inside record no graph: `with easyfit.no_grad(): ...` or as a decorator."""
+    return _GradMode(False)
+
+
+def enable_grad():
+    """Re-enable graph recording inside a `no_grad` block."""
+    return _GradMode(True)
+
+
+def set_grad_enabled(mode):
+    return _GradMode(bool(mode))
+
+
+class AnomalyError(RuntimeError):
+    """A NaN or infinity appeared in a gradient during backward."""
+
+
+@contextmanager
+def detect_anomaly():
+    """Record where each op was created; a non-finite gradient then names it.
+
+    Slower (every op captures the caller's source line), so use it while debugging.
+    """
+    previous = _anomaly_enabled[0]
+    _anomaly_enabled[0] = True
+    try:
+        yield
+    finally:
+        _anomaly_enabled[0] = previous
+
+
+def is_anomaly_enabled():
+    return _anomaly_enabled[0]
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def user_frame_summary():
+    """'file:line: code' of the innermost stack frame outside the easyfit package."""
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown location>"
+    summary = traceback.extract_stack(frame, limit=1)[-1]
+    code = f": {summary.line}" if summary.line else ""
+    return f"{summary.filename}:{summary.lineno}{code}"
+
+
+def _check_finite(fn, grads):
+    for index, g in enumerate(grads):
+        if g is None:
+            continue
+        data = g.data
+        if data.dtype.kind in "fc" and data.size and not bool(get_array_module(data).isfinite(data).all()):
+            where = getattr(fn, "source", None) or "<unknown location; enable detect_anomaly() before the forward pass>"
+            raise AnomalyError(
+                f"{type(fn).__name__} backward produced non-finite values (nan or inf) in the "
+                f"gradient of its input {index}; that op was created at {where}")
+
+
+def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
+    """Backpropagate `root_grads` (Tensors) from `roots` through their graph.
+
+    Without `capture`, leaf tensors that require grad accumulate into `.grad`. With
+    `capture` (a list of tensors), nothing is accumulated; the gradients reaching those
+    tensors are returned in the same order (None where none arrived).
+    """
+    captured = None
+    capture_index = None
+    if capture is not None:
+        captured = [None] * len(capture)
+        capture_index = {}
+        for i, t in enumerate(capture):
+            capture_index.setdefault(id(t), []).append(i)
+
+    heap = []
+    pending = {}   # Function -> list of summed output gradients
+    counter = 0    # tie-breaker so the heap never compares Functions
+
+    def deliver(tensor, grad):
+        nonlocal counter
+        if capture_index is not None:
+            slots = capture_index.get(id(tensor))
+            if slots is not None:
+                for i in slots:
+                    captured[i] = grad if captured[i] is None else captured[i] + grad
+        creator = tensor.creator
+        if creator is None:
+            if capture_index is None and tensor.requires_grad:
+                tensor.grad = grad if tensor.grad is None else tensor.grad + grad
+            return
+        slot = pending.get(creator)
+        if slot is None:
+            if creator.inputs is None:
+                raise RuntimeError(
+                    "Trying to backward through the graph a second time (or directly access "
+                    "saved tensors after they have already been freed). Pass "
+                    "retain_graph=True to the first backward() or easyfit.grad() call if you "
+                    "need to backward through the graph again.")
+            slot = pending[creator] = [None] * creator.n_outputs
+            counter += 1
+            heapq.heappush(heap, (-creator.generation, counter, creator))
+        index = tensor.output_index
+        slot[index] = grad if slot[index] is None else slot[index] + grad
+
+    with _GradMode(create_graph):
+        for root, grad in zip(roots, root_grads):
+            deliver(root, grad)
+        check = _anomaly_enabled[0]
+        while heap:
+            fn = heapq.heappop(heap)[2]
+            output_grads = pending.pop(fn)
+            input_grads = fn.backward_inputs(output_grads)
+            if check:
+                _check_finite(fn, input_grads)
+            for x, gx in zip(fn.inputs, input_grads):
+                if gx is not None and x.requires_grad:
+                    deliver(x, gx)
+            if not retain_graph:
+                fn.release()
+    return captured

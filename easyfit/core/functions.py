@@ -1,0 +1,331 @@
+"""Differentiable functions with NumPy names that are not Tensor methods.
+
+Each op is one small Function subclass plus a lowercase function; backward is written
+with Tensor ops, so every function here supports higher-order gradients.
+"""
+import builtins
+
+import numpy as np
+
+from .backend import get_array_module
+from .tensor import (Function, Tensor, _operand, _wrap, _to_array, Log, reshape, expand_dims,
+                     swapaxes, transpose, sum, mean, var, max, min, argmax, argmin, clip, squeeze,
+                     broadcast_to, sum_to, matmul, log)
+
+__all__ = [
+    "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "maximum", "minimum", "where",
+    "reshape", "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "sum_to",
+    "concatenate", "stack", "split", "matmul", "einsum", "pad", "sum", "mean", "var", "max",
+    "min", "argmax", "argmin", "clip", "Log",
+]
+
+
+def _as_tensor(x, like=None):
+    if isinstance(x, Tensor):
+        return x
+    if like is not None:
+        return _operand(x, like)
+    return Tensor(_to_array(x, None))
+
+
+# ----- unary elementwise --------------------------------------------------------------
+
+class Exp(Function):
+    save_outputs = True
+
+    def forward(self, a):
+        return get_array_module(a).exp(a)
+
+    def backward(self, gy):
+        return gy * self.output()
+
+
+def exp(x):
+    return Exp()(x)
+
+
+class Sqrt(Function):
+    save_outputs = True
+
+    def forward(self, a):
+        return get_array_module(a).sqrt(a)
+
+    def backward(self, gy):
+        return gy / (self.output() * 2.0)
+
+
+def sqrt(x):
+    return Sqrt()(x)
+
+
+def abs(x):
+    return x.__abs__()
+
+
+class Tanh(Function):
+    save_outputs = True
+
+    def forward(self, a):
+        return get_array_module(a).tanh(a)
+
+    def backward(self, gy):
+        y = self.output()
+        return gy * (1.0 - y * y)
+
+
+def tanh(x):
+    return Tanh()(x)
+
+
+class Sigmoid(Function):
+    save_outputs = True
+
+    def forward(self, a):
+        # 0.5 * (1 + tanh(x / 2)) equals 1 / (1 + exp(-x)) and never overflows.
+        xp = get_array_module(a)
+        y = xp.tanh(a * a.dtype.type(0.5))
+        y += 1
+        y *= 0.5
+        return y
+
+    def backward(self, gy):
+        y = self.output()
+        return gy * y * (1.0 - y)
+
+
+def sigmoid(x):
+    return Sigmoid()(x)
+
+
+class ReLU(Function):
+    def forward(self, a):
+        return get_array_module(a).maximum(a, 0)
+
+    def backward(self, gy):
+        mask = self.inputs[0].data > 0
+        return gy * _wrap(mask.astype(gy.dtype))
+
+
+def relu(x):
+    return ReLU()(x)
+
+
+# ----- binary elementwise -------------------------------------------------------------
+
+class Maximum(Function):
+    """Elementwise max; ties share the gradient evenly (as PyTorch does)."""
+
+    def __init__(self, take_min=False):
+        self.take_min = take_min
+
+    def forward(self, a, b):
+        xp = get_array_module(a)
+        return xp.minimum(a, b) if self.take_min else xp.maximum(a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        xp = get_array_module(a.data)
+        wins = (a.data < b.data) if self.take_min else (a.data > b.data)
+        share = wins + 0.5 * (a.data == b.data)
+        share = xp.broadcast_to(share, gy.shape).astype(gy.dtype)
+        ga = gy * _wrap(share) if a.requires_grad else None
+        gb = gy * _wrap(1 - share) if b.requires_grad else None
+        return ga, gb
+
+
+def maximum(a, b):
+    a, b = _pair(a, b)
+    return Maximum(False)(a, b)
+
+
+def minimum(a, b):
+    a, b = _pair(a, b)
+    return Maximum(True)(a, b)
+
+
+def _pair(a, b):
+    if isinstance(a, Tensor):
+        return a, _operand(b, a)
+    if isinstance(b, Tensor):
+        return _operand(a, b), b
+    return _as_tensor(a), _as_tensor(b)
+
+
+class Where(Function):
+    def __init__(self, condition):
+        self.condition = condition
+
+    def forward(self, a, b):
+        return get_array_module(a).where(self.condition, a, b)
+
+    def backward(self, gy):
+        a, b = self.inputs
+        xp = get_array_module(gy.data)
+        mask = xp.broadcast_to(self.condition, gy.shape)
+        ga = gy * _wrap(mask.astype(gy.dtype)) if a.requires_grad else None
+        gb = gy * _wrap((~mask).astype(gy.dtype)) if b.requires_grad else None
+        return ga, gb
+
+
+def where(condition, x, y):
+    """Elements of x where condition holds, else of y; no gradient flows to condition."""
+    condition = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
+    x, y = _pair(x, y)
+    if condition.dtype != np.bool_:
+        condition = condition.astype(bool)
+    return Where(condition)(x, y)
+
+
+# ----- joining and splitting ---------------------------------------------------------
+
+class Concatenate(Function):
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, *arrays):
+        return get_array_module(arrays[0]).concatenate(arrays, axis=self.axis)
+
+    def backward(self, gy):
+        sizes = [x.shape[self.axis] for x in self.inputs]
+        return split(gy, np.cumsum(sizes)[:-1].tolist(), axis=self.axis)
+
+
+def concatenate(tensors, axis=0):
+    tensors = [_as_tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("concatenate needs at least one tensor")
+    axis = axis % tensors[0].ndim if tensors[0].ndim else axis
+    return Concatenate(axis)(*tensors)
+
+
+def stack(tensors, axis=0):
+    tensors = [_as_tensor(t) for t in tensors]
+    if not tensors:
+        raise ValueError("stack needs at least one tensor")
+    shapes = {t.shape for t in tensors}
+    if len(shapes) > 1:
+        raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
+    return concatenate([expand_dims(t, axis) for t in tensors], axis=axis)
+
+
+class Split(Function):
+    def __init__(self, indices_or_sections, axis):
+        self.indices_or_sections, self.axis = indices_or_sections, axis
+
+    def forward(self, a):
+        return tuple(get_array_module(a).split(a, self.indices_or_sections, axis=self.axis))
+
+    def backward(self, *grads):
+        return concatenate(grads, axis=self.axis)
+
+
+def split(x, indices_or_sections, axis=0):
+    """NumPy's split: a number of equal sections, or the indices to cut at."""
+    if not isinstance(indices_or_sections, int):
+        indices_or_sections = [int(i) for i in indices_or_sections]
+    return list(Split(indices_or_sections, axis % x.ndim)(x))
+
+
+# ----- einsum ---------------------------------------------------------------------------
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _explicit_subscripts(subscripts, shapes):
+    """Rewrite 'ij,jk' or '...ij,...jk->...ik' as explicit subscripts without ellipses."""
+    subscripts = subscripts.replace(" ", "")
+    if "->" in subscripts:
+        inputs, output = subscripts.split("->")
+    else:
+        inputs, output = subscripts, None
+    terms = inputs.split(",")
+    if len(terms) != len(shapes):
+        raise ValueError(f"einsum: {len(terms)} operand subscripts for {len(shapes)} operands")
+    used = set(subscripts)
+    spare = [c for c in _LETTERS if c not in used]
+    ellipsis_ndim = 0
+    for term, shape in zip(terms, shapes):
+        if "..." in term:
+            ellipsis_ndim = builtins.max(ellipsis_ndim, len(shape) - len(term.replace("...", "")))
+    ellipsis = "".join(spare[:ellipsis_ndim])
+    expanded = []
+    for term, shape in zip(terms, shapes):
+        if "..." in term:
+            count = len(shape) - len(term.replace("...", ""))
+            term = term.replace("...", ellipsis[len(ellipsis) - count:] if count else "")
+        expanded.append(term)
+    if output is None:
+        counts = {}
+        for term in expanded:
+            for c in term:
+                counts[c] = counts.get(c, 0) + 1
+        output = ellipsis + "".join(sorted(c for c, n in counts.items() if n == 1 and c not in ellipsis))
+    else:
+        output = output.replace("...", ellipsis)
+    return expanded, output
+
+
+class Einsum(Function):
+    def __init__(self, terms, output):
+        self.terms, self.output_term = terms, output
+
+    def forward(self, *arrays):
+        spec = ",".join(self.terms) + "->" + self.output_term
+        return get_array_module(arrays[0]).einsum(spec, *arrays)
+
+    def backward(self, gy):
+        grads = []
+        for i, (x, term) in enumerate(zip(self.inputs, self.terms)):
+            if not x.requires_grad:
+                grads.append(None)
+                continue
+            if len(set(term)) != len(term):
+                raise NotImplementedError(
+                    f"einsum: the gradient for an operand with a repeated subscript ({term!r}, a diagonal) "
+                    "is not supported; take the diagonal explicitly first")
+            others = [(t, s) for j, (t, s) in enumerate(zip(self.inputs, self.terms)) if j != i]
+            available = set(self.output_term).union(*[set(s) for _, s in others])
+            present = "".join(c for c in term if c in available)
+            g = Einsum([self.output_term] + [s for _, s in others], present)(gy, *[t for t, _ in others])
+            if present != term:
+                # Letters only this operand had were summed away: broadcast back along them.
+                shape = tuple(x.shape[k] if c in available else 1 for k, c in enumerate(term))
+                order = [present.index(c) for c in term if c in available]
+                g = transpose(g, order) if order != sorted(order) else g
+                g = broadcast_to(reshape(g, shape), x.shape)
+            grads.append(g)
+        return tuple(grads)
+
+
+def einsum(subscripts, *operands):
+    operands = [_as_tensor(t) for t in operands]
+    terms, output = _explicit_subscripts(subscripts, [t.shape for t in operands])
+    for term, t in zip(terms, operands):
+        if len(term) != t.ndim:
+            raise ValueError(f"einsum: subscripts {term!r} do not match an operand of shape {t.shape}")
+    return Einsum(terms, output)(*operands)
+
+
+# ----- padding ------------------------------------------------------------------------
+
+class Pad(Function):
+    def __init__(self, pad_width, constant_values):
+        self.pad_width, self.constant_values = pad_width, constant_values
+
+    def forward(self, a):
+        return get_array_module(a).pad(a, self.pad_width, mode="constant",
+                                       constant_values=self.constant_values)
+
+    def backward(self, gy):
+        index = tuple(slice(before, gy.shape[k] - after) for k, (before, after) in enumerate(self.pad_width))
+        return gy[index]
+
+
+def pad(x, pad_width, mode="constant", constant_values=0):
+    """NumPy's pad; `mode='constant'` (the mode whose gradient is a plain crop)."""
+    if mode != "constant":
+        raise ValueError(f"pad: mode {mode!r} is not supported; only mode='constant' is differentiable here")
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (x.ndim, 2))
+    if (widths < 0).any():
+        raise ValueError(f"pad: pad_width must be non-negative, got {pad_width!r}")
+    return Pad(tuple((int(b), int(a)) for b, a in widths), constant_values)(x)

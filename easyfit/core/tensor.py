@@ -1,0 +1,910 @@
+"""Tensor, Function (the op base class), and the ops that Tensor exposes as methods.
+
+An op is a small `Function` subclass: `forward` works on raw arrays (NumPy or CuPy),
+`backward` is written with Tensor ops, so running it with grad mode on (under
+`create_graph=True`) records a graph of the backward pass and gives higher-order
+gradients for free. Functions that are not Tensor methods live in `functions.py`.
+"""
+import builtins
+import weakref
+
+import numpy as np
+
+from . import autograd
+from .autograd import _grad_enabled, _anomaly_enabled, run_backward, user_frame_summary
+from .backend import get_array_module, device_of, parse_device, to_device, scatter_add, is_array
+
+DEFAULT_FLOAT = np.dtype(np.float32)
+
+
+class Tensor:
+    """An n-dimensional array that records the ops applied to it for backward.
+
+    `data` is the underlying NumPy/CuPy array, `grad` the accumulated gradient (a
+    Tensor or None), `creator` the op that produced it (None for leaves).
+    """
+    __slots__ = ("data", "grad", "requires_grad", "creator", "output_index", "__weakref__")
+    # NumPy arithmetic with a Tensor on the right defers to the Tensor's reflected operator.
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad=False):
+        if not is_array(data):
+            data = _to_array(data, None)
+        self.data = data
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self.creator = None
+        self.output_index = 0
+        if requires_grad and data.dtype.kind not in "fc":
+            raise TypeError(f"only floating point tensors can require gradients, got dtype {data.dtype}")
+
+    # ----- properties -------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def device(self):
+        return device_of(self.data)
+
+    @property
+    def is_leaf(self):
+        return self.creator is None
+
+    @property
+    def T(self):
+        return transpose(self)
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __repr__(self):
+        body = np.array2string(self.numpy_cpu(), separator=", ", prefix="tensor(")
+        extras = []
+        if self.data.dtype != DEFAULT_FLOAT:
+            extras.append(f"dtype={self.data.dtype}")
+        if not isinstance(self.data, np.ndarray):
+            extras.append(f"device='{self.device}'")
+        if self.creator is not None:
+            extras.append(f"grad_fn={type(self.creator).__name__}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+    __hash__ = object.__hash__
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise ValueError(f"the truth value of a tensor with {self.data.size} elements is ambiguous")
+        return bool(self.data)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.data.dtype.kind not in "iu" or self.data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        array = self.numpy_cpu()
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+    # ----- conversion -------------------------------------------------------------
+    def numpy(self):
+        """The data as a NumPy array: the same memory on the CPU (no copy)."""
+        if isinstance(self.data, np.ndarray):
+            return self.data
+        raise TypeError(f"tensor is on {self.device}: call .cpu() before .numpy()")
+
+    def numpy_cpu(self):
+        return self.data if isinstance(self.data, np.ndarray) else self.data.get()
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.data.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.numpy_cpu().tolist()
+
+    def detach(self):
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and self.data.dtype.kind not in "fc":
+            raise TypeError(f"only floating point tensors can require gradients, got dtype {self.data.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    def to(self, device=None, dtype=None):
+        out = self
+        if device is not None:
+            device = parse_device(device)
+            if device != self.device:
+                out = ToDevice(device)(out)
+        if dtype is not None:
+            out = out.astype(dtype)
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, index=0):
+        return self.to(f"cuda:{index}")
+
+    def astype(self, dtype):
+        dtype = np.dtype(dtype)
+        if dtype == self.data.dtype:
+            return self
+        return Cast(dtype)(self)
+
+    def float(self):
+        return self.astype(np.float32)
+
+    def double(self):
+        return self.astype(np.float64)
+
+    def long(self):
+        return self.astype(np.int64)
+
+    # ----- autograd ---------------------------------------------------------------
+    def backward(self, grad=None, retain_graph=None, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad`.
+
+        `grad` defaults to 1 for a one-element tensor. The graph's buffers are freed
+        afterwards unless `retain_graph` (default: `create_graph`) is true.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad and has no grad_fn; "
+                               "create the inputs with requires_grad=True")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"grad can be implicitly created only for one-element outputs; this tensor "
+                                   f"has shape {self.data.shape}: pass grad= to backward()")
+            grad = Tensor(get_array_module(self.data).ones_like(self.data))
+        elif not isinstance(grad, Tensor):
+            grad = Tensor(_to_array(grad, self.data.dtype, like=self.data))
+        if grad.shape != self.shape:
+            raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has shape {self.shape}")
+        if retain_graph is None:
+            retain_graph = create_graph
+        run_backward([self], [grad], retain_graph, create_graph)
+
+    # ----- operators --------------------------------------------------------------
+    def __add__(self, other):
+        return Add()(self, _operand(other, self))
+
+    def __radd__(self, other):
+        return Add()(_operand(other, self), self)
+
+    def __sub__(self, other):
+        return Sub()(self, _operand(other, self))
+
+    def __rsub__(self, other):
+        return Sub()(_operand(other, self), self)
+
+    def __mul__(self, other):
+        return Mul()(self, _operand(other, self))
+
+    def __rmul__(self, other):
+        return Mul()(_operand(other, self), self)
+
+    def __truediv__(self, other):
+        return Div()(self, _operand(other, self))
+
+    def __rtruediv__(self, other):
+        return Div()(_operand(other, self), self)
+
+    def __pow__(self, other):
+        return Pow()(self, _operand(other, self))
+
+    def __rpow__(self, other):
+        return Pow()(_operand(other, self), self)
+
+    def __matmul__(self, other):
+        return MatMul()(self, _operand(other, self))
+
+    def __rmatmul__(self, other):
+        return MatMul()(_operand(other, self), self)
+
+    def __neg__(self):
+        return Neg()(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return Abs()(self)
+
+    def __getitem__(self, index):
+        return GetItem(_normalize_index(index))(self)
+
+    def __setitem__(self, index, value):
+        if self.requires_grad or self.creator is not None:
+            raise RuntimeError("in-place assignment to a tensor that is part of a graph (or requires grad) "
+                               "would corrupt its gradient; assign to tensor.data, or build a new tensor")
+        self.data[_normalize_index(index)] = value.data if isinstance(value, Tensor) else value
+
+    # Comparisons give boolean tensors and carry no gradient.
+    def __eq__(self, other):
+        return _compare(np.equal, self, other)
+
+    def __ne__(self, other):
+        return _compare(np.not_equal, self, other)
+
+    def __lt__(self, other):
+        return _compare(np.less, self, other)
+
+    def __le__(self, other):
+        return _compare(np.less_equal, self, other)
+
+    def __gt__(self, other):
+        return _compare(np.greater, self, other)
+
+    def __ge__(self, other):
+        return _compare(np.greater_equal, self, other)
+
+    # ----- methods with NumPy names -----------------------------------------------
+    def sum(self, axis=None, keepdims=False):
+        return sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return mean(self, axis, keepdims)
+
+    def var(self, axis=None, keepdims=False, ddof=0):
+        return var(self, axis, keepdims, ddof)
+
+    def std(self, axis=None, keepdims=False, ddof=0):
+        return var(self, axis, keepdims, ddof) ** 0.5
+
+    def max(self, axis=None, keepdims=False):
+        return max(self, axis, keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return min(self, axis, keepdims)
+
+    def argmax(self, axis=None, keepdims=False):
+        return argmax(self, axis, keepdims)
+
+    def argmin(self, axis=None, keepdims=False):
+        return argmin(self, axis, keepdims)
+
+    def clip(self, min=None, max=None):
+        return clip(self, min, max)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return reshape(self, shape)
+
+    def flatten(self):
+        return reshape(self, (-1,))
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = axes[0]
+        return transpose(self, axes or None)
+
+    def swapaxes(self, axis1, axis2):
+        return swapaxes(self, axis1, axis2)
+
+    def squeeze(self, axis=None):
+        return squeeze(self, axis)
+
+
+class Function:
+    """Base class of every op, and the extension point for a user's own.
+
+    Subclass it, define `forward(*arrays)` returning an array (or a tuple of arrays)
+    and `backward(*output_grads)` returning one gradient per input (a Tensor or None),
+    written with Tensor ops so that it can be differentiated again. Inputs are
+    available in backward as `self.inputs`; outputs as `self.output(i)` when the class
+    sets `save_outputs = True`. Call it with `MyOp.apply(x, y, **params)`; params go to
+    `__init__`.
+    """
+    save_outputs = False
+
+    @classmethod
+    def apply(cls, *inputs, **params):
+        reference = next((x for x in inputs if isinstance(x, Tensor)), None)
+        inputs = [x if isinstance(x, Tensor) else Tensor(_to_array(x, None, like=reference.data if reference else None))
+                  for x in inputs]
+        return cls(**params)(*inputs)
+
+    def __call__(self, *inputs):
+        try:
+            outputs = self.forward(*[x.data for x in inputs])
+        except (ValueError, TypeError, IndexError) as error:
+            raise _op_error(self, inputs, error) from None
+        if type(outputs) is tuple:
+            outputs = [_wrap(y) for y in outputs]
+            single = False
+        else:
+            outputs = [_wrap(outputs)]
+            single = True
+        record = False
+        if _grad_enabled[0]:
+            generation = 0
+            for x in inputs:
+                if x.requires_grad:
+                    record = True
+                    creator = x.creator
+                    if creator is not None and creator.generation > generation:
+                        generation = creator.generation
+        if record:
+            self.inputs = inputs
+            self.generation = generation + 1
+            self.n_outputs = len(outputs)
+            if self.save_outputs:
+                self.saved_outputs = [weakref.ref(y) for y in outputs]
+                self.saved_output_arrays = [y.data for y in outputs]
+            if self.n_outputs > 1:
+                self.output_meta = [(y.data.shape, y.data.dtype) for y in outputs]
+            if _anomaly_enabled[0]:
+                self.source = user_frame_summary()
+            for index, y in enumerate(outputs):
+                y.requires_grad = y.data.dtype.kind in "fc"
+                y.creator = self
+                y.output_index = index
+        return outputs[0] if single else tuple(outputs)
+
+    def forward(self, *arrays):
+        raise NotImplementedError(f"{type(self).__name__} must define forward(*arrays)")
+
+    def backward(self, *output_grads):
+        raise NotImplementedError(f"{type(self).__name__} must define backward(*output_grads)")
+
+    def output(self, index=0):
+        """Output `index` for use in backward: the live tensor (graph-connected for
+        higher-order gradients) or, once the caller dropped it, a constant."""
+        y = self.saved_outputs[index]()
+        return y if y is not None else Tensor(self.saved_output_arrays[index])
+
+    def needs_grad(self, index):
+        return self.inputs[index].requires_grad
+
+    def backward_inputs(self, output_grads):
+        """Run backward and return one gradient per input, reduced to its shape."""
+        if self.n_outputs == 1:
+            grads = self.backward(output_grads[0])
+        else:
+            grads = self.backward(*[
+                g if g is not None else Tensor(get_array_module(self.inputs[0].data).zeros(shape, dtype))
+                for g, (shape, dtype) in zip(output_grads, self.output_meta)])
+        if type(grads) is not tuple:
+            grads = (grads,) if not isinstance(grads, list) else tuple(grads)
+        inputs = self.inputs
+        if len(grads) != len(inputs):
+            raise RuntimeError(f"{type(self).__name__}.backward returned {len(grads)} gradients "
+                               f"for {len(inputs)} inputs")
+        result = []
+        for x, g in zip(inputs, grads):
+            if g is not None:
+                if not isinstance(g, Tensor):
+                    g = Tensor(_to_array(g, x.data.dtype, like=x.data))
+                if g.data.shape != x.data.shape:
+                    g = sum_to(g, x.data.shape)
+            result.append(g)
+        return result
+
+    def release(self):
+        """Drop saved tensors and arrays after backward (the graph is then spent)."""
+        self.__dict__.clear()
+        self.inputs = None
+
+
+# ----- helpers ----------------------------------------------------------------------
+
+def _wrap(array):
+    t = Tensor.__new__(Tensor)
+    if not is_array(array):
+        array = np.asarray(array)
+    t.data = array
+    t.grad = None
+    t.requires_grad = False
+    t.creator = None
+    t.output_index = 0
+    return t
+
+
+def _to_array(data, dtype, like=None):
+    """Convert array-like data to an array; Python floats default to float32."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if is_array(data):
+        array = data if dtype is None else data.astype(dtype, copy=False)
+    else:
+        array = np.asarray(data, dtype=dtype)
+        if dtype is None and array.dtype == np.float64 and not isinstance(data, (np.ndarray, np.generic)):
+            array = array.astype(DEFAULT_FLOAT)
+    if like is not None and not isinstance(like, np.ndarray):
+        array = to_device(array, device_of(like))
+    return array
+
+
+def _operand(other, reference):
+    """Turn the other operand of a binary op into a Tensor.
+
+    Python and NumPy scalars take the float dtype of the tensor, so they never
+    promote a float32 tensor to float64.
+    """
+    if isinstance(other, Tensor):
+        return other
+    data = reference.data
+    if isinstance(other, (int, float, bool, np.generic)):
+        kind = data.dtype.kind
+        if kind in "fc":
+            dtype = data.dtype
+        elif isinstance(other, (float, np.floating)):
+            dtype = DEFAULT_FLOAT
+        elif isinstance(other, bool) or kind != "b":
+            dtype = data.dtype if not isinstance(other, (float, np.floating)) else DEFAULT_FLOAT
+        else:
+            dtype = np.int64
+        if isinstance(data, np.ndarray):
+            return _wrap(np.array(other, dtype=dtype))
+        return _wrap(get_array_module(data).asarray(other, dtype=dtype))
+    return Tensor(_to_array(other, None, like=data))
+
+
+def _compare(ufunc, a, b):
+    b = _operand(b, a)
+    xp = get_array_module(a.data)
+    return _wrap(getattr(xp, ufunc.__name__)(a.data, b.data))
+
+
+def _normalize_index(index):
+    """Replace Tensors inside an index by their arrays."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    if isinstance(index, list):
+        return np.asarray(index)
+    return index
+
+
+def _is_basic_index(index):
+    """True for indices made of ints, slices, None and Ellipsis (never repeat elements)."""
+    items = index if isinstance(index, tuple) else (index,)
+    for i in items:
+        if not (i is None or i is Ellipsis or isinstance(i, (int, slice, np.integer))):
+            return False
+    return True
+
+
+def _op_error(fn, inputs, error):
+    shapes = " and ".join(str(tuple(x.shape)) for x in inputs)
+    message = (f"{type(fn).__name__}: {error} (input shapes {shapes}); "
+               f"the op was called at {user_frame_summary()}")
+    try:
+        return type(error)(message)
+    except Exception:
+        return ValueError(message)
+
+
+def _normalize_axis(axis, ndim):
+    if axis is None:
+        return None
+    if isinstance(axis, (list, tuple)):
+        return tuple(sorted(a % ndim if ndim else a for a in axis))
+    return (axis % ndim if ndim else axis,)
+
+
+def _keepdims_shape(shape, axis):
+    """The shape of a reduction over `axis` with keepdims=True."""
+    if axis is None:
+        return (1,) * len(shape)
+    return tuple(1 if i in axis else n for i, n in enumerate(shape))
+
+
+# ----- elementwise arithmetic ------------------------------------------------------
+
+class Add(Function):
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, gy):
+        return gy, gy
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, gy):
+        return gy, (-gy if self.needs_grad(1) else None)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        return a * b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        return (gy * b if a.requires_grad else None,
+                gy * a if b.requires_grad else None)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        return a / b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = gy / b if a.requires_grad else None
+        gb = -gy * a / (b * b) if b.requires_grad else None
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, gy):
+        return -gy
+
+
+class Pow(Function):
+    def forward(self, a, b):
+        return a ** b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        ga = gy * b * a ** (b - 1) if a.requires_grad else None
+        gb = gy * (a ** b) * log(a) if b.requires_grad else None
+        return ga, gb
+
+
+class Abs(Function):
+    def forward(self, a):
+        return abs(a)
+
+    def backward(self, gy):
+        a = self.inputs[0]
+        return gy * _wrap(get_array_module(a.data).sign(a.data))
+
+
+class Log(Function):
+    def forward(self, a):
+        return get_array_module(a).log(a)
+
+    def backward(self, gy):
+        return gy / self.inputs[0]
+
+
+def log(x):
+    return Log()(x)
+
+
+class Cast(Function):
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, a):
+        return a.astype(self.dtype)
+
+    def backward(self, gy):
+        return gy.astype(self.inputs[0].dtype)
+
+
+class ToDevice(Function):
+    def __init__(self, device):
+        self.device = device
+
+    def forward(self, a):
+        return to_device(a, self.device)
+
+    def backward(self, gy):
+        return ToDevice(self.inputs[0].device)(gy)
+
+
+class Clip(Function):
+    def __init__(self, low, high):
+        self.low, self.high = low, high
+
+    def forward(self, a):
+        return get_array_module(a).clip(a, self.low, self.high)
+
+    def backward(self, gy):
+        a = self.inputs[0].data
+        inside = True
+        if self.low is not None:
+            inside = a >= self.low
+        if self.high is not None:
+            inside = inside & (a <= self.high)
+        return gy * _wrap(inside.astype(gy.dtype))
+
+
+def clip(x, min=None, max=None):
+    """Clamp to [min, max]; the gradient flows where the input lies inside."""
+    return Clip(min, max)(x)
+
+
+# ----- matmul -------------------------------------------------------------------------
+
+class MatMul(Function):
+    def forward(self, a, b):
+        return a @ b
+
+    def backward(self, gy):
+        a, b = self.inputs
+        if a.ndim == 2 and b.ndim == 2:
+            return (gy @ b.T if a.requires_grad else None,
+                    a.T @ gy if b.requires_grad else None)
+        # 1-D operands act as a row (a) or column (b) vector, as in NumPy.
+        a2 = a if a.ndim > 1 else reshape(a, (1, -1))
+        b2 = b if b.ndim > 1 else reshape(b, (-1, 1))
+        g2 = gy
+        if a.ndim == 1:
+            g2 = expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = expand_dims(g2, -1)
+        ga = gb = None
+        if a.requires_grad:
+            ga = g2 @ swapaxes(b2, -1, -2)
+            if a.ndim == 1:
+                ga = reshape(ga, ga.shape[:-2] + ga.shape[-1:])
+        if b.requires_grad:
+            gb = swapaxes(a2, -1, -2) @ g2
+            if b.ndim == 1:
+                gb = reshape(gb, gb.shape[:-1])
+        return ga, gb  # batch axes that were broadcast are summed away by the engine
+
+
+def matmul(a, b):
+    return MatMul()(a, b)
+
+
+def expand_dims(x, axis):
+    """Insert a size-1 axis at `axis` (an int or a tuple of ints)."""
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    ndim = x.ndim + len(axes)
+    axes = sorted(a % ndim for a in axes)
+    shape = list(x.shape)
+    for a in axes:
+        shape.insert(a, 1)
+    return reshape(x, tuple(shape))
+
+
+# ----- shape ops ----------------------------------------------------------------------
+
+class Reshape(Function):
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, a):
+        return a.reshape(self.shape)
+
+    def backward(self, gy):
+        return reshape(gy, self.inputs[0].shape)
+
+
+def reshape(x, shape):
+    if isinstance(shape, int):
+        shape = (shape,)
+    return Reshape(tuple(shape))(x)
+
+
+class Transpose(Function):
+    def __init__(self, axes):
+        self.axes = axes
+
+    def forward(self, a):
+        return a.transpose(self.axes)
+
+    def backward(self, gy):
+        if self.axes is None:
+            return transpose(gy)
+        inverse = tuple(np.argsort([a % len(self.axes) for a in self.axes]))
+        return transpose(gy, inverse)
+
+
+def transpose(x, axes=None):
+    return Transpose(tuple(axes) if axes is not None else None)(x)
+
+
+def swapaxes(x, axis1, axis2):
+    axes = list(range(x.ndim))
+    axis1, axis2 = axis1 % x.ndim, axis2 % x.ndim
+    axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
+    return Transpose(tuple(axes))(x)
+
+
+def squeeze(x, axis=None):
+    if axis is None:
+        shape = tuple(n for n in x.shape if n != 1)
+    else:
+        axes = _normalize_axis(axis, x.ndim)
+        for a in axes:
+            if x.shape[a] != 1:
+                raise ValueError(f"squeeze: axis {a} has size {x.shape[a]}, not 1 (shape {x.shape})")
+        shape = tuple(n for i, n in enumerate(x.shape) if i not in axes)
+    return reshape(x, shape)
+
+
+class BroadcastTo(Function):
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, a):
+        return get_array_module(a).broadcast_to(a, self.shape)
+
+    def backward(self, gy):
+        return sum_to(gy, self.inputs[0].shape)
+
+
+def broadcast_to(x, shape):
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    return BroadcastTo(shape)(x)
+
+
+class SumTo(Function):
+    """Sum over broadcast axes so that the result has `shape` (the inverse of broadcasting)."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, a):
+        shape = self.shape
+        lead = a.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and a.shape[lead + i] != 1)
+        y = a.sum(axis=axes, keepdims=True) if axes else a
+        if lead:
+            y = y.reshape(shape)
+        return y
+
+    def backward(self, gy):
+        return broadcast_to(gy, self.inputs[0].shape)
+
+
+def sum_to(x, shape):
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    return SumTo(shape)(x)
+
+
+# ----- reductions ---------------------------------------------------------------------
+
+class Sum(Function):
+    def __init__(self, axis, keepdims):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, a):
+        return a.sum(axis=self.axis, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        shape = self.inputs[0].shape
+        if not self.keepdims:
+            gy = reshape(gy, _keepdims_shape(shape, self.axis))
+        return broadcast_to(gy, shape)
+
+
+def sum(x, axis=None, keepdims=False):
+    return Sum(_normalize_axis(axis, x.ndim), keepdims)(x)
+
+
+class Mean(Function):
+    def __init__(self, axis, keepdims):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, a):
+        return a.mean(axis=self.axis, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        shape = x.shape
+        count = x.size // builtins.max(gy.size, 1) if x.size else 1
+        if not self.keepdims:
+            gy = reshape(gy, _keepdims_shape(shape, self.axis))
+        return broadcast_to(gy * (1.0 / count if count else 0.0), shape)
+
+
+def mean(x, axis=None, keepdims=False):
+    return Mean(_normalize_axis(axis, x.ndim), keepdims)(x)
+
+
+def var(x, axis=None, keepdims=False, ddof=0):
+    """Variance with NumPy's default ddof=0 (PyTorch's default is ddof=1)."""
+    axes = _normalize_axis(axis, x.ndim)
+    count = x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
+    centered = x - mean(x, axis, keepdims=True)
+    scale = 1.0 / (count - ddof) if count > ddof else float("nan")
+    return sum(centered * centered, axis, keepdims) * scale
+
+
+class Max(Function):
+    """max/min over axes; the gradient is shared evenly between tied extremes."""
+    save_outputs = True
+
+    def __init__(self, axis, keepdims, take_min):
+        self.axis, self.keepdims, self.take_min = axis, keepdims, take_min
+
+    def forward(self, a):
+        if a.size == 0:
+            raise ValueError(f"{'min' if self.take_min else 'max'} of an empty tensor")
+        reduce = a.min if self.take_min else a.max
+        return reduce(axis=self.axis, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        shape = _keepdims_shape(x.shape, self.axis)
+        y = self.output().data.reshape(shape)
+        mask = (x.data == y).astype(gy.dtype)
+        mask /= mask.sum(axis=self.axis, keepdims=True)
+        return broadcast_to(reshape(gy, shape), x.shape) * _wrap(mask)
+
+
+def max(x, axis=None, keepdims=False):
+    return Max(_normalize_axis(axis, x.ndim), keepdims, False)(x)
+
+
+def min(x, axis=None, keepdims=False):
+    return Max(_normalize_axis(axis, x.ndim), keepdims, True)(x)
+
+
+def argmax(x, axis=None, keepdims=False):
+    return _wrap(x.data.argmax(axis=axis, keepdims=keepdims))
+
+
+def argmin(x, axis=None, keepdims=False):
+    return _wrap(x.data.argmin(axis=axis, keepdims=keepdims))
+
+
+# ----- indexing -----------------------------------------------------------------------
+
+class GetItem(Function):
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, a):
+        return a[self.index]
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        return IndexAdd(self.index, x.shape)(gy)
+
+
+class IndexAdd(Function):
+    """zeros(shape) with `values` added at `index` (repeated indices accumulate)."""
+
+    def __init__(self, index, shape):
+        self.index, self.shape = index, shape
+
+    def forward(self, values):
+        xp = get_array_module(values)
+        out = xp.zeros(self.shape, dtype=values.dtype)
+        if _is_basic_index(self.index):
+            out[self.index] = values
+        else:
+            scatter_add(out, self.index, values)
+        return out
+
+    def backward(self, gy):
+        return GetItem(self.index)(gy)
