@@ -111,6 +111,10 @@ def _check_finite(fn, grads):
                 f"gradient of its input {index}; that op was created at {where}")
 
 
+def _owns(array, taken):
+    return array.base is None and array.flags.writeable and id(array) not in taken
+
+
 def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
     """Backpropagate `root_grads` (Tensors) from `roots` through their graph.
 
@@ -129,46 +133,54 @@ def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
     heap = []
     pending = {}   # Function -> list of summed output gradients
     counter = 0    # tie-breaker so the heap never compares Functions
-
-    def deliver(tensor, grad):
-        nonlocal counter
-        if capture_index is not None:
-            slots = capture_index.get(id(tensor))
-            if slots is not None:
-                for i in slots:
-                    captured[i] = grad if captured[i] is None else captured[i] + grad
-        creator = tensor.creator
-        if creator is None:
-            if capture_index is None and tensor.requires_grad:
-                tensor.grad = grad if tensor.grad is None else tensor.grad + grad
-            return
-        slot = pending.get(creator)
-        if slot is None:
-            if creator.inputs is None:
-                raise RuntimeError(
-                    "Trying to backward through the graph a second time (or directly access "
-                    "saved tensors after they have already been freed). Pass "
-                    "retain_graph=True to the first backward() or easyfit.grad() call if you "
-                    "need to backward through the graph again.")
-            slot = pending[creator] = [None] * creator.n_outputs
-            counter += 1
-            heapq.heappush(heap, (-creator.generation, counter, creator))
-        index = tensor.output_index
-        slot[index] = grad if slot[index] is None else slot[index] + grad
+    push, pop = heapq.heappush, heapq.heappop
+    # Leaf .grad arrays must be private and writable (optimizers and clipping update them
+    # in place), never a view or an array shared with another leaf or the caller.
+    owned = {id(g.data) for g in root_grads}
 
     with _GradMode(create_graph):
-        for root, grad in zip(roots, root_grads):
-            deliver(root, grad)
+        items = list(zip(roots, root_grads))
         check = _anomaly_enabled[0]
-        while heap:
-            fn = heapq.heappop(heap)[2]
-            output_grads = pending.pop(fn)
-            input_grads = fn.backward_inputs(output_grads)
+        while True:
+            for x, gx in items:
+                if gx is None or not x.requires_grad:
+                    continue
+                if capture_index is not None:
+                    slots = capture_index.get(id(x))
+                    if slots is not None:
+                        for i in slots:
+                            captured[i] = gx if captured[i] is None else captured[i] + gx
+                creator = x.creator
+                if creator is None:
+                    if capture_index is None:
+                        if x.grad is not None:
+                            x.grad = x.grad + gx
+                        elif gx.creator is None and not _owns(gx.data, owned):
+                            x.grad = type(gx)(gx.data.copy())
+                        else:
+                            x.grad = gx
+                        owned.add(id(x.grad.data))
+                    continue
+                slot = pending.get(creator)
+                if slot is None:
+                    if creator.inputs is None:
+                        raise RuntimeError(
+                            "Trying to backward through the graph a second time (or directly access "
+                            "saved tensors after they have already been freed). Pass "
+                            "retain_graph=True to the first backward() or easyfit.grad() call if you "
+                            "need to backward through the graph again.")
+                    slot = pending[creator] = [None] * creator.n_outputs
+                    counter += 1
+                    push(heap, (-creator.generation, counter, creator))
+                index = x.output_index
+                slot[index] = gx if slot[index] is None else slot[index] + gx
+            if not heap:
+                break
+            fn = pop(heap)[2]
+            input_grads = fn.backward_inputs(pending.pop(fn))
             if check:
                 _check_finite(fn, input_grads)
-            for x, gx in zip(fn.inputs, input_grads):
-                if gx is not None and x.requires_grad:
-                    deliver(x, gx)
+            items = zip(fn.inputs, input_grads)   # zip keeps the inputs alive past release()
             if not retain_graph:
                 fn.release()
     return captured

@@ -69,8 +69,24 @@ class Tanh(Function):
         return get_array_module(a).tanh(a)
 
     def backward(self, gy):
-        y = self.output()
-        return gy * (1.0 - y * y)
+        return TanhGrad()(gy, self.output())
+
+
+class TanhGrad(Function):
+    """gy * (1 - y^2) for y = tanh(x), fused: one op instead of three in backward."""
+
+    def forward(self, gy, y):
+        out = y * y
+        out *= -1
+        out += 1
+        out *= gy
+        return out
+
+    def backward(self, g):
+        gy, y = self.inputs
+        g_gy = TanhGrad()(g, y) if gy.requires_grad else None
+        g_y = g * gy * y * -2.0 if y.requires_grad else None
+        return g_gy, g_y
 
 
 def tanh(x):
@@ -89,8 +105,23 @@ class Sigmoid(Function):
         return y
 
     def backward(self, gy):
-        y = self.output()
-        return gy * y * (1.0 - y)
+        return SigmoidGrad()(gy, self.output())
+
+
+class SigmoidGrad(Function):
+    """gy * y * (1 - y) for y = sigmoid(x), fused into one op."""
+
+    def forward(self, gy, y):
+        out = 1 - y
+        out *= y
+        out *= gy
+        return out
+
+    def backward(self, g):
+        gy, y = self.inputs
+        g_gy = SigmoidGrad()(g, y) if gy.requires_grad else None
+        g_y = g * gy * (1.0 - 2.0 * y) if y.requires_grad else None
+        return g_gy, g_y
 
 
 def sigmoid(x):

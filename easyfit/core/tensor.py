@@ -329,47 +329,72 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        reference = next((x for x in inputs if isinstance(x, Tensor)), None)
-        inputs = [x if isinstance(x, Tensor) else Tensor(_to_array(x, None, like=reference.data if reference else None))
-                  for x in inputs]
+        reference = next((x.data for x in inputs if isinstance(x, Tensor)), None)
+        inputs = [x if isinstance(x, Tensor) else Tensor(_to_array(x, None, like=reference)) for x in inputs]
         return cls(**params)(*inputs)
 
+    n_outputs = 1
+
     def __call__(self, *inputs):
+        # The hot path of every op: kept flat and free of avoidable calls.
         try:
-            outputs = self.forward(*[x.data for x in inputs])
+            if len(inputs) == 2:
+                outputs = self.forward(inputs[0].data, inputs[1].data)
+            elif len(inputs) == 1:
+                outputs = self.forward(inputs[0].data)
+            else:
+                outputs = self.forward(*[x.data for x in inputs])
         except (ValueError, TypeError, IndexError) as error:
             raise _op_error(self, inputs, error) from None
         if type(outputs) is tuple:
-            outputs = [_wrap(y) for y in outputs]
-            single = False
-        else:
-            outputs = [_wrap(outputs)]
-            single = True
-        record = False
+            return self._finish_many(inputs, outputs)
+        y = Tensor.__new__(Tensor)
+        y.data = outputs if type(outputs) is np.ndarray or is_array(outputs) else np.asarray(outputs)
+        y.grad = None
+        y.output_index = 0
         if _grad_enabled[0]:
-            generation = 0
+            generation = -1
             for x in inputs:
                 if x.requires_grad:
-                    record = True
                     creator = x.creator
-                    if creator is not None and creator.generation > generation:
+                    if creator is None:
+                        if generation < 0:
+                            generation = 0
+                    elif creator.generation > generation:
                         generation = creator.generation
-        if record:
+            if generation >= 0:
+                self.inputs = inputs
+                self.generation = generation + 1
+                if self.save_outputs:
+                    self.saved_outputs = (weakref.ref(y),)
+                    self.saved_output_arrays = (y.data,)
+                if _anomaly_enabled[0]:
+                    self.source = user_frame_summary()
+                y.requires_grad = y.data.dtype.kind in "fc"
+                y.creator = self
+                return y
+        y.requires_grad = False
+        y.creator = None
+        return y
+
+    def _finish_many(self, inputs, arrays):
+        outputs = [_wrap(a) for a in arrays]
+        if _grad_enabled[0] and any(x.requires_grad for x in inputs):
             self.inputs = inputs
-            self.generation = generation + 1
+            self.generation = 1 + builtins.max(
+                [x.creator.generation if x.creator is not None else 0 for x in inputs if x.requires_grad])
             self.n_outputs = len(outputs)
+            self.output_meta = [(y.data.shape, y.data.dtype) for y in outputs]
             if self.save_outputs:
-                self.saved_outputs = [weakref.ref(y) for y in outputs]
-                self.saved_output_arrays = [y.data for y in outputs]
-            if self.n_outputs > 1:
-                self.output_meta = [(y.data.shape, y.data.dtype) for y in outputs]
+                self.saved_outputs = tuple(weakref.ref(y) for y in outputs)
+                self.saved_output_arrays = tuple(arrays)
             if _anomaly_enabled[0]:
                 self.source = user_frame_summary()
             for index, y in enumerate(outputs):
                 y.requires_grad = y.data.dtype.kind in "fc"
                 y.creator = self
                 y.output_index = index
-        return outputs[0] if single else tuple(outputs)
+        return tuple(outputs)
 
     def forward(self, *arrays):
         raise NotImplementedError(f"{type(self).__name__} must define forward(*arrays)")
@@ -395,13 +420,20 @@ class Function:
                 g if g is not None else Tensor(get_array_module(self.inputs[0].data).zeros(shape, dtype))
                 for g, (shape, dtype) in zip(output_grads, self.output_meta)])
         if type(grads) is not tuple:
-            grads = (grads,) if not isinstance(grads, list) else tuple(grads)
+            grads = tuple(grads) if isinstance(grads, list) else (grads,)
         inputs = self.inputs
         if len(grads) != len(inputs):
             raise RuntimeError(f"{type(self).__name__}.backward returned {len(grads)} gradients "
                                f"for {len(inputs)} inputs")
-        result = []
         for x, g in zip(inputs, grads):
+            if g is not None and (type(g) is not Tensor or g.data.shape != x.data.shape):
+                return self._conform(grads)
+        return grads
+
+    def _conform(self, grads):
+        """Wrap raw arrays a user's backward returned and sum broadcast gradients."""
+        result = []
+        for x, g in zip(self.inputs, grads):
             if g is not None:
                 if not isinstance(g, Tensor):
                     g = Tensor(_to_array(g, x.data.dtype, like=x.data))
@@ -459,11 +491,11 @@ def _operand(other, reference):
         if kind in "fc":
             dtype = data.dtype
         elif isinstance(other, (float, np.floating)):
-            dtype = DEFAULT_FLOAT
-        elif isinstance(other, bool) or kind != "b":
-            dtype = data.dtype if not isinstance(other, (float, np.floating)) else DEFAULT_FLOAT
+            dtype = DEFAULT_FLOAT      # then NumPy's rules apply: int tensor * 0.5 is float64
+        elif kind in "iu" or isinstance(other, (bool, np.bool_)):
+            dtype = data.dtype
         else:
-            dtype = np.int64
+            dtype = np.int64           # bool tensor with an int
         if isinstance(data, np.ndarray):
             return _wrap(np.array(other, dtype=dtype))
         return _wrap(get_array_module(data).asarray(other, dtype=dtype))

@@ -1,0 +1,108 @@
+"""Creating tensors, dtypes, copies, devices and the seeded generator."""
+import numpy as np
+import pytest
+
+import easyfit as ef
+from easyfit.core import backend
+
+
+def test_tensor_default_dtypes():
+    assert ef.tensor([1.0, 2.0]).dtype == np.float32
+    assert ef.tensor(3.5).dtype == np.float32
+    assert ef.tensor([1, 2]).dtype == np.int64
+    assert ef.tensor([True, False]).dtype == np.bool_
+    assert ef.tensor(np.zeros(2, dtype=np.float64)).dtype == np.float64
+    assert ef.tensor([1, 2], dtype=ef.float32).dtype == np.float32
+    assert ef.tensor([1.0], dtype="float64").dtype == np.float64
+
+
+def test_tensor_copies_from_numpy_shares():
+    a = np.zeros(3, dtype=np.float32)
+    copied = ef.tensor(a)
+    shared = ef.from_numpy(a)
+    a[0] = 7
+    assert copied.numpy()[0] == 0
+    assert shared.numpy()[0] == 7
+    assert shared.numpy() is a
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        ef.from_numpy([1, 2])
+
+
+def test_filled_and_ranges():
+    assert ef.zeros(2, 3).shape == (2, 3) and ef.zeros((2, 3)).numpy().sum() == 0
+    assert ef.ones(4).numpy().sum() == 4
+    np.testing.assert_array_equal(ef.full((2,), 1.5).numpy(), [1.5, 1.5])
+    assert ef.empty(2, 2).shape == (2, 2)
+    np.testing.assert_array_equal(ef.arange(4).numpy(), [0, 1, 2, 3])
+    assert ef.arange(0, 1, 0.25).dtype == np.float32
+    np.testing.assert_array_equal(ef.eye(2).numpy(), np.eye(2))
+    x = ef.ones(2, 3, dtype=np.float64)
+    assert ef.zeros_like(x).dtype == np.float64 and ef.ones_like(x).shape == (2, 3)
+    assert ef.zeros(2, requires_grad=True).requires_grad
+
+
+def test_manual_seed_makes_random_reproducible():
+    ef.manual_seed(123)
+    a, b = ef.rand(3, 4), ef.randn(5)
+    ef.manual_seed(123)
+    c, d = ef.rand(3, 4), ef.randn(5)
+    np.testing.assert_array_equal(a.numpy(), c.numpy())
+    np.testing.assert_array_equal(b.numpy(), d.numpy())
+    assert a.dtype == np.float32 and 0 <= a.numpy().min() and a.numpy().max() < 1
+    with pytest.raises(ValueError, match="non-negative integer"):
+        ef.manual_seed(-1)
+
+
+def test_rng_state_round_trip():
+    state = ef.core.get_rng_state()
+    a = ef.randn(4)
+    ef.core.set_rng_state(state)
+    np.testing.assert_array_equal(a.numpy(), ef.randn(4).numpy())
+
+
+def test_conversions():
+    x = ef.tensor([[1.0, 2.0]])
+    assert ef.tensor([2.5]).item() == 2.5
+    assert x.tolist() == [[1.0, 2.0]]
+    assert float(ef.tensor(1.5)) == 1.5 and int(ef.tensor(3)) == 3
+    assert x.ndim == 2 and x.size == 2 and len(x) == 1 and x.device == "cpu"
+    with pytest.raises(ValueError, match="one element"):
+        x.item()
+    np.testing.assert_array_equal(np.asarray(x), [[1.0, 2.0]])
+    assert x.to("cpu") is x
+    assert x.double().dtype == np.float64 and x.long().dtype == np.int64
+
+
+def test_repr():
+    assert repr(ef.tensor([1.0, 2.0])) == "tensor([1., 2.])"
+    assert "requires_grad=True" in repr(ef.tensor([1.0], requires_grad=True))
+    assert "grad_fn=Mul" in repr(ef.tensor([1.0], requires_grad=True) * 2)
+    assert "dtype=int64" in repr(ef.tensor([1]))
+
+
+def test_cuda_unavailable_is_false_not_an_error():
+    assert isinstance(ef.cuda.is_available(), bool)
+    if not ef.cuda.is_available():
+        assert ef.cuda.device_count() == 0
+
+
+@pytest.mark.skipif(ef.cuda.is_available(), reason="a GPU is present")
+def test_cuda_tensor_without_gpu_names_the_extra_or_fails_clearly():
+    with pytest.raises(Exception) as info:
+        ef.zeros(2, device="cuda")
+    if backend._import_cupy() is None:
+        assert "pip install 'easyfit[cuda]'" in str(info.value)
+
+
+def test_bad_device_names():
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        ef.zeros(2, device="gpu")
+
+
+def test_scatter_add_accumulates_repeated_rows():
+    target = np.zeros((4, 2))
+    values = np.arange(10.0).reshape(5, 2)
+    backend.scatter_add(target, np.array([0, 3, 0, -1, 1]), values)
+    expected = np.zeros((4, 2))
+    np.add.at(expected, np.array([0, 3, 0, -1, 1]), values)
+    np.testing.assert_array_equal(target, expected)
