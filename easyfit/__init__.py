@@ -17,3 +17,4 @@ from .core import (Tensor, Function, tensor, from_numpy, zeros, ones, full, empt
                    expand_dims, squeeze, broadcast_to, concatenate, stack, split, matmul, einsum, pad, sum,
                    mean, var, max, min, argmax, argmin, clip, cuda, float16, float32, float64, int32,
                    int64, bool_)
+from .core.serialization import save, load
