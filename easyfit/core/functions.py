@@ -7,7 +7,7 @@ import builtins
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import get_array_module, to_device
 from .tensor import (Function, Tensor, _operand, _wrap, _to_array, Log, reshape, expand_dims,
                      swapaxes, transpose, sum, mean, var, max, min, argmax, argmin, clip, squeeze,
                      broadcast_to, sum_to, matmul, log)
@@ -200,10 +200,9 @@ class Where(Function):
 
 def where(condition, x, y):
     """Elements of x where condition holds, else of y; no gradient flows to condition."""
-    condition = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
+    condition = condition.data if isinstance(condition, Tensor) else condition
     x, y = _pair(x, y)
-    if condition.dtype != np.bool_:
-        condition = condition.astype(bool)
+    condition = to_device(_to_array(condition, np.bool_), x.device)
     return Where(condition)(x, y)
 
 

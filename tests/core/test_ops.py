@@ -244,3 +244,22 @@ def test_every_public_function_is_covered():
     covered = " ".join(c.name for c in CASES)
     missing = [n for n in names if n not in covered]
     assert not missing, f"ops without a harness case: {missing}"
+
+
+@pytest.mark.skipif(not ef.cuda.is_available(), reason="no CUDA device (CuPy and a GPU are needed)")
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_cuda_matches_cpu(case):
+    """The same op on 'cuda' gives the CPU's values and gradients."""
+    arrays = _inputs(case)
+    results = {}
+    for device in ("cpu", "cuda"):
+        xs = [ef.tensor(a, device=device, requires_grad=True) for a in arrays]
+        out = _as_list(case.fn(*xs))
+        ef.sum(ef.stack([o.sum() for o in out])).backward()
+        results[device] = ([o.cpu().numpy() for o in out],
+                           [None if x.grad is None else x.grad.cpu().numpy() for x in xs])
+    for a, b in zip(results["cpu"][0] + results["cpu"][1], results["cuda"][0] + results["cuda"][1]):
+        if a is None or b is None:
+            assert a is None and b is None or not np.any(a if a is not None else b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
