@@ -100,7 +100,8 @@ def _encode(value, name, tensors, path):
         if not name:
             raise ValueError(f"easyfit.save({path!r}): an array needs a non-empty key")
         array = to_device(value, "cpu") if is_array(value) else np.asarray(value)
-        tensors[name] = np.ascontiguousarray(array)  # safetensors writes non-contiguous arrays wrongly
+        # safetensors writes non-contiguous arrays wrongly; np.ascontiguousarray would turn 0-d into 1-d
+        tensors[name] = array if array.flags.c_contiguous else array.copy(order="C")
         return {"tensor": name}
     if isinstance(value, dict):
         items = []
@@ -187,16 +188,14 @@ def _check_header(path):
             size = os.fstat(file.fileno()).st_size
     except FileNotFoundError:
         raise FileNotFoundError(f"easyfit.load: no such file: {path}") from None
+    if len(start) == 9 and start[8:9] == b"{" and int.from_bytes(start[:8], "little") + 8 <= size:
+        return
     if start[:4] == b"PK\x03\x04":
         raise ValueError(f"easyfit.load: {path} is a zip archive, probably a PyTorch .pt/.pth file (a pickle); "
                          f"easyfit never unpickles files. Convert it in PyTorch with "
                          f"safetensors.torch.save_file(state_dict, 'model.safetensors')")
-    if start[:1] == b"\x80" or start[:2] in (b"(d", b"(l", b"}q", b"]q"):
+    if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         raise ValueError(f"easyfit.load: {path} looks like a Python pickle; easyfit never unpickles files "
                          f"(loading a pickle can run arbitrary code). Save it as safetensors instead")
-    if len(start) < 9:
-        raise ValueError(f"easyfit.load: {path} is not a safetensors file (only {size} bytes long)")
-    header_size = int.from_bytes(start[:8], "little")
-    if start[8:9] != b"{" or header_size + 8 > size:
-        raise ValueError(f"easyfit.load: {path} is not a safetensors file (its first bytes are {start[:9]!r}, "
-                         f"expected an 8-byte header length followed by a JSON header)")
+    raise ValueError(f"easyfit.load: {path} is not a safetensors file ({size} bytes, starting {start!r}; "
+                     f"expected an 8-byte header length followed by a JSON header)")

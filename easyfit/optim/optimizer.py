@@ -212,7 +212,11 @@ class Optimizer:
             for index, p in zip(indices, group["params"]):
                 param_of[int(index)] = (p, number)
         new_groups = []
-        for group, saved in zip(self.param_groups, saved_groups):
+        for number, (group, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            missing = sorted(set(self.defaults) - set(saved))
+            if missing:
+                raise ValueError(f"{self._name}.load_state_dict: parameter group {number} of the checkpoint lacks "
+                                 f"{missing}; was the checkpoint written by another optimizer?")
             new_group = {name: _restore_hyper(name, value, group.get(name)) for name, value in saved.items()
                          if name != "params"}
             new_group["params"] = group["params"]
