@@ -56,7 +56,8 @@ def save(obj, path, metadata=None):
 def load(path, device=None):
     """Read a safetensors file written by `save` (or by PyTorch, or any safetensors writer).
 
-    Arrays come back as NumPy arrays, or on `device` ('cuda', 'cuda:1') when given.
+    Arrays come back as NumPy arrays, or on `device` ('cuda', 'cuda:1') when given;
+    bfloat16 tensors (which NumPy lacks) are widened exactly to float32.
     Anything that is not a safetensors file (a pickle, a torch .pt file, garbage)
     raises ValueError naming the file; nothing in the file is ever executed.
     """
@@ -68,7 +69,10 @@ def load(path, device=None):
     try:
         with safe_open(path, framework="np") as reader:
             header = reader.metadata() or {}
-            arrays = {name: reader.get_tensor(name) for name in reader.keys()}
+            names = list(reader.keys())
+            bfloat16 = _bfloat16_entries(path)
+            arrays = {name: (_read_bfloat16(path, *bfloat16[name]) if name in bfloat16 else reader.get_tensor(name))
+                      for name in names}
     except Exception as error:  # safetensors raises its own error types
         raise ValueError(f"easyfit.load: {path} is not a readable safetensors file ({error})") from None
     if device != "cpu":
@@ -85,6 +89,28 @@ def load(path, device=None):
         return _decode(description["tree"], arrays)
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"easyfit.load: {path} has a damaged {STRUCTURE_KEY!r} header ({error})") from None
+
+
+def _raw_header(path):
+    with open(path, "rb") as file:
+        size = int.from_bytes(file.read(8), "little")
+        return json.loads(file.read(size)), 8 + size
+
+
+def _bfloat16_entries(path):
+    """Header entries of bfloat16 tensors (PyTorch writes them; NumPy has no such dtype)."""
+    header, data_start = _raw_header(path)
+    return {name: (entry, data_start) for name, entry in header.items()
+            if name != "__metadata__" and entry.get("dtype") == "BF16"}
+
+
+def _read_bfloat16(path, entry, data_start):
+    """A bfloat16 tensor widened to float32 (exactly: bfloat16 is float32's upper 16 bits)."""
+    begin, end = entry["data_offsets"]
+    with open(path, "rb") as file:
+        file.seek(data_start + begin)
+        raw = np.frombuffer(file.read(end - begin), dtype="<u2")
+    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(entry["shape"])
 
 
 # ----- nesting ----------------------------------------------------------------------------
