@@ -1,0 +1,211 @@
+"""Composable image transforms on NumPy arrays, at item or batch level.
+
+Item transforms see one image as an (H, W, C) array - uint8 straight from the decoder
+(grey images have C = 1) - and run in the loader's workers; batch transforms see the
+collated input batch. The usual pipeline is
+
+    item_tfms  = [Resize(64), RandomCrop(56, padding=4), RandomHorizontalFlip()]
+    batch_tfms = [ImageToFloat(), Normalize(*imagenet_stats)]
+
+`ImageToFloat` turns uint8 (N,)H,W,C into float32 (N,)C,H,W in [0, 1], the layout conv
+layers take. Random transforms draw from the `rng` the loader passes (a function of
+seed, epoch and batch number), so augmentations are reproducible with any number of
+workers. Any plain callable `f(x)` may be used as a transform too.
+"""
+import numpy as np
+from PIL import Image
+
+imagenet_stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def _size_pair(size, name):
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0:
+        return int(size), int(size)
+    if (isinstance(size, (tuple, list)) and len(size) == 2
+            and all(isinstance(s, (int, np.integer)) and s > 0 for s in size)):
+        return int(size[0]), int(size[1])
+    raise ValueError(f"{name}: size must be a positive int or a (height, width) pair, got {size!r}")
+
+
+def _check_image(x, name):
+    if not isinstance(x, np.ndarray) or x.ndim != 3:
+        shape = getattr(x, "shape", None)
+        raise ValueError(f"{name} expects one image as an (H, W, C) array, got "
+                         f"{type(x).__name__}{'' if shape is None else ' of shape ' + str(shape)}")
+
+
+class Transform:
+    """Base class: `__call__(x, rng)` returns the transformed array. `rng` is a np.random.Generator."""
+    takes_rng = True
+
+    def __call__(self, x, rng=None):
+        raise NotImplementedError(f"{type(self).__name__} must define __call__(x, rng)")
+
+    def __repr__(self):
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+class Compose(Transform):
+    """Several transforms applied in order, usable as one."""
+
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+
+    def __call__(self, x, rng=None):
+        for transform in self.transforms:
+            x = transform(x, rng) if getattr(transform, "takes_rng", False) else transform(x)
+        return x
+
+
+def resize_image(x, height, width):
+    """Bilinear resize of an (H, W, C) array with Pillow (uint8 directly, other dtypes per channel as float32)."""
+    if x.shape[0] == height and x.shape[1] == width:
+        return x
+    if x.dtype == np.uint8 and x.shape[2] in (1, 3, 4):
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}[x.shape[2]]
+        image = Image.fromarray(x[:, :, 0] if x.shape[2] == 1 else x, mode)
+        out = np.asarray(image.resize((width, height), Image.BILINEAR))
+        return out[:, :, None] if out.ndim == 2 else out
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(x[:, :, c], dtype=np.float32), "F")
+                           .resize((width, height), Image.BILINEAR)) for c in range(x.shape[2])]
+    return np.stack(channels, axis=2).astype(x.dtype, copy=False)
+
+
+class Resize(Transform):
+    """Resize to `size` (int or (height, width)).
+
+    method="squish" stretches the whole image to the size; "crop" scales the shorter
+    side to fit and cuts the centre, keeping the aspect ratio.
+    """
+
+    def __init__(self, size, method="squish"):
+        self.size = _size_pair(size, "Resize")
+        if method not in ("squish", "crop"):
+            raise ValueError(f"Resize: method must be 'squish' or 'crop', got {method!r}")
+        self.method = method
+
+    def __call__(self, x, rng=None):
+        _check_image(x, "Resize")
+        height, width = self.size
+        if self.method == "squish":
+            return resize_image(x, height, width)
+        scale = max(height / x.shape[0], width / x.shape[1])
+        scaled_h, scaled_w = max(height, round(x.shape[0] * scale)), max(width, round(x.shape[1] * scale))
+        x = resize_image(x, scaled_h, scaled_w)
+        top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
+        return x[top:top + height, left:left + width]
+
+
+class CenterCrop(Transform):
+    """Cut the centre `size` region (the image must be at least that large)."""
+
+    def __init__(self, size):
+        self.size = _size_pair(size, "CenterCrop")
+
+    def __call__(self, x, rng=None):
+        _check_image(x, "CenterCrop")
+        height, width = self.size
+        if x.shape[0] < height or x.shape[1] < width:
+            raise ValueError(f"CenterCrop({height}, {width}) of an image of shape {x.shape}: the image is smaller")
+        top, left = (x.shape[0] - height) // 2, (x.shape[1] - width) // 2
+        return x[top:top + height, left:left + width]
+
+
+class RandomCrop(Transform):
+    """Cut a random `size` region, after padding each side by `padding` pixels (CIFAR-style).
+
+    `pad_mode` is NumPy's pad mode ("constant" pads with zeros, "reflect", "edge").
+    """
+
+    def __init__(self, size, padding=0, pad_mode="constant"):
+        self.size = _size_pair(size, "RandomCrop")
+        if not isinstance(padding, (int, np.integer)) or padding < 0:
+            raise ValueError(f"RandomCrop: padding must be a non-negative int, got {padding!r}")
+        self.padding = int(padding)
+        self.pad_mode = pad_mode
+
+    def __call__(self, x, rng):
+        _check_image(x, "RandomCrop")
+        if self.padding:
+            p = self.padding
+            x = np.pad(x, ((p, p), (p, p), (0, 0)), mode=self.pad_mode)
+        height, width = self.size
+        if x.shape[0] < height or x.shape[1] < width:
+            raise ValueError(f"RandomCrop({height}, {width}) of an image of shape {x.shape} "
+                             f"(after padding {self.padding}): the image is smaller")
+        top = int(rng.integers(0, x.shape[0] - height + 1))
+        left = int(rng.integers(0, x.shape[1] - width + 1))
+        return x[top:top + height, left:left + width]
+
+
+class RandomHorizontalFlip(Transform):
+    """Mirror left-right with probability p."""
+
+    def __init__(self, p=0.5):
+        if not 0 <= p <= 1:
+            raise ValueError(f"RandomHorizontalFlip: p must be in [0, 1], got {p!r}")
+        self.p = p
+
+    def __call__(self, x, rng):
+        _check_image(x, "RandomHorizontalFlip")
+        return x[:, ::-1] if rng.random() < self.p else x
+
+
+class RandomVerticalFlip(Transform):
+    """Mirror top-bottom with probability p."""
+
+    def __init__(self, p=0.5):
+        if not 0 <= p <= 1:
+            raise ValueError(f"RandomVerticalFlip: p must be in [0, 1], got {p!r}")
+        self.p = p
+
+    def __call__(self, x, rng):
+        _check_image(x, "RandomVerticalFlip")
+        return x[::-1] if rng.random() < self.p else x
+
+
+class ImageToFloat(Transform):
+    """(N,)H,W,C images -> float32 (N,)C,H,W; uint8 is divided by `div` (255) into [0, 1]."""
+
+    def __init__(self, div=255.0):
+        self.div = div
+
+    def __call__(self, x, rng=None):
+        if not isinstance(x, np.ndarray) or x.ndim not in (3, 4):
+            raise ValueError(f"ImageToFloat expects an (H, W, C) image or (N, H, W, C) batch, got "
+                             f"{type(x).__name__} of shape {getattr(x, 'shape', None)}")
+        out = np.moveaxis(x, -1, -3).astype(np.float32)
+        if x.dtype == np.uint8:
+            out *= np.float32(1.0 / self.div)
+        return np.ascontiguousarray(out)
+
+
+class Normalize(Transform):
+    """(x - mean) / std per channel, on a float (C, H, W) image or (N, C, H, W) batch."""
+
+    def __init__(self, mean, std):
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+        if self.mean.shape != self.std.shape:
+            raise ValueError(f"Normalize: mean has {self.mean.size} channels but std has {self.std.size}")
+        if np.any(self.std <= 0):
+            raise ValueError(f"Normalize: std must be positive, got {self.std.ravel().tolist()}")
+
+    def __call__(self, x, rng=None):
+        if not isinstance(x, np.ndarray) or x.ndim not in (3, 4) or x.dtype.kind != "f":
+            raise ValueError(f"Normalize expects a float (C, H, W) image or (N, C, H, W) batch (apply "
+                             f"ImageToFloat first), got {getattr(x, 'dtype', type(x).__name__)} "
+                             f"of shape {getattr(x, 'shape', None)}")
+        channels = x.shape[-3]
+        if self.mean.shape[0] not in (1, channels):
+            raise ValueError(f"Normalize has {self.mean.shape[0]} channel statistics but the input has "
+                             f"{channels} channels (shape {x.shape})")
+        return ((x - self.mean) / self.std).astype(x.dtype, copy=False)
+
+    def decode(self, x):
+        """Undo the normalisation (for showing images)."""
+        return x * self.std + self.mean
+
+    def __repr__(self):
+        return f"Normalize(mean={self.mean.ravel().tolist()}, std={self.std.ravel().tolist()})"
