@@ -370,3 +370,10 @@ def test_optimizer_subclass_extension_point():
     opt.step()
     np.testing.assert_allclose(w.data, [0.9, -0.9])
     assert opt.state_dict()["state"][0]["step"] == 1
+
+
+def test_package_doctests():
+    import doctest
+    import easyfit.optim
+    result = doctest.testmod(easyfit.optim)
+    assert result.attempted > 3 and result.failed == 0
