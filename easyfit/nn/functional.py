@@ -1,0 +1,1236 @@
+"""Functional forms of the layers and losses: `easyfit.nn.functional` (import as F).
+
+The ops that dominate training time are fused into single `Function`s whose backward
+is computed directly on arrays in first-order backward and, when a graph of the
+backward is requested (`create_graph=True`), through differentiable ops, so higher-order
+gradients still work:
+
+- `linear`: x @ W.T + b in one op;
+- `conv2d`: strided windows (im2col) and one BLAS matmul; backward is one matmul for the
+  weight and a col2im that loops only over the kernel offsets;
+- `max_pool2d` / `avg_pool2d`: loops over the kernel offsets only, argmax backward;
+- `batch_norm` / `layer_norm`: forward and closed-form backward in one op each;
+- `cross_entropy`: log-softmax and NLL (ignore_index, label_smoothing, class weight);
+- `embedding`: a row gather whose backward is a fast scatter-add.
+
+Convolution and pooling compute in channels-last memory and return NCHW views of it,
+so a stack of them never transposes activations back and forth.
+"""
+import math
+
+import numpy as np
+
+from ..core.autograd import _grad_enabled
+from ..core.backend import get_array_module, scatter_add, to_device
+from ..core.random import default_generator
+from ..core.tensor import Function, Tensor, _wrap, reshape, transpose, sum, mean, matmul
+from ..core.functions import exp, log, sqrt, tanh, sigmoid, relu, abs, maximum, where
+
+__all__ = [
+    "linear", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
+    "dropout", "embedding", "relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu", "softplus", "erf",
+    "softmax", "log_softmax", "logsumexp", "flatten", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits",
+]
+
+
+def _pair(value, name):
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def _check_reduction(reduction):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+# ===== linear ==========================================================================
+
+class Linear(Function):
+    """y = x @ weight.T + bias, for x of shape (..., in_features)."""
+
+    def forward(self, x, weight, bias=None):
+        if x.ndim == 2:
+            y = x @ weight.T
+        else:
+            y = (x.reshape(-1, x.shape[-1]) @ weight.T).reshape(x.shape[:-1] + (weight.shape[0],))
+        if bias is not None:
+            y += bias
+        return y
+
+    def backward(self, gy):
+        x, weight = self.inputs[0], self.inputs[1]
+        has_bias = len(self.inputs) == 3
+        out_features, in_features = weight.shape
+        if not _grad_enabled[0]:  # first-order: plain arrays, no graph
+            g2 = gy.data.reshape(-1, out_features)
+            gx = _wrap((g2 @ weight.data).reshape(x.shape)) if x.requires_grad else None
+            gw = _wrap(g2.T @ x.data.reshape(-1, in_features)) if weight.requires_grad else None
+            gb = _wrap(g2.sum(axis=0)) if has_bias and self.inputs[2].requires_grad else None
+        else:
+            g2 = reshape(gy, (-1, out_features))
+            gx = reshape(matmul(g2, weight), x.shape) if x.requires_grad else None
+            gw = matmul(transpose(g2), reshape(x, (-1, in_features))) if weight.requires_grad else None
+            gb = sum(g2, axis=0) if has_bias and self.inputs[2].requires_grad else None
+        return (gx, gw, gb) if has_bias else (gx, gw)
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias (weight has PyTorch's shape (out_features, in_features))."""
+    return Linear()(x, weight, bias) if bias is not None else Linear()(x, weight)
+
+
+def flatten(x, start_axis=1, end_axis=-1):
+    """Merge axes start_axis..end_axis into one (PyTorch's flatten with NumPy's axis naming)."""
+    ndim = x.ndim
+    start, end = start_axis % ndim, end_axis % ndim
+    shape = x.shape[:start] + (int(np.prod(x.shape[start:end + 1])),) + x.shape[end + 1:]
+    return reshape(x, shape)
+
+
+# ===== activations =====================================================================
+
+class Softmax(Function):
+    save_outputs = True
+
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, a):
+        xp = get_array_module(a)
+        y = a - a.max(axis=self.axis, keepdims=True)
+        xp.exp(y, out=y)
+        y /= y.sum(axis=self.axis, keepdims=True)
+        return y
+
+    def backward(self, gy):
+        y = self.output()
+        return y * (gy - sum(gy * y, axis=self.axis, keepdims=True))
+
+
+def softmax(x, axis=-1):
+    return Softmax(axis % x.ndim)(x)
+
+
+class LogSoftmax(Function):
+    save_outputs = True
+
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, a):
+        xp = get_array_module(a)
+        shifted = a - a.max(axis=self.axis, keepdims=True)
+        shifted -= xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
+        return shifted
+
+    def backward(self, gy):
+        return gy - exp(self.output()) * sum(gy, axis=self.axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    return LogSoftmax(axis % x.ndim)(x)
+
+
+class LogSumExp(Function):
+    def __init__(self, axis, keepdims):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, a):
+        xp = get_array_module(a)
+        m = a.max(axis=self.axis, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0)
+        y = xp.log(xp.exp(a - m).sum(axis=self.axis, keepdims=True)) + m
+        return y if self.keepdims else y.squeeze(axis=self.axis)
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        if not self.keepdims:
+            gy = reshape(gy, tuple(1 if i in self.axis else n for i, n in enumerate(x.shape)))
+        return gy * softmax_over(x, self.axis)
+
+
+def softmax_over(x, axes):
+    """Softmax over several axes at once (used by logsumexp's gradient)."""
+    if len(axes) == 1:
+        return softmax(x, axes[0])
+    shifted = x - Tensor(x.data.max(axis=axes, keepdims=True))
+    e = exp(shifted)
+    return e / sum(e, axis=axes, keepdims=True)
+
+
+def logsumexp(x, axis=None, keepdims=False):
+    """log(sum(exp(x))) over `axis`, computed without overflow."""
+    axes = tuple(range(x.ndim)) if axis is None else tuple(sorted(
+        a % x.ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,))))
+    return LogSumExp(axes, keepdims)(x)
+
+
+# Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): NumPy has no erf and SciPy is not a dependency.
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def _erf_array(a):
+    xp = get_array_module(a)
+    sign = xp.sign(a)
+    z = xp.abs(a)
+    t = 1.0 / (1.0 + _ERF_P * z)
+    poly = t * (_ERF_A[0] + t * (_ERF_A[1] + t * (_ERF_A[2] + t * (_ERF_A[3] + t * _ERF_A[4]))))
+    return (sign * (1.0 - poly * xp.exp(-z * z))).astype(a.dtype, copy=False)
+
+
+class Erf(Function):
+    def forward(self, a):
+        return _erf_array(a)
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        return gy * (exp(-(x * x)) * (2.0 / math.sqrt(math.pi)))
+
+
+def erf(x):
+    """The error function (to about 1.5e-7, the float32 resolution)."""
+    return Erf()(x)
+
+
+class GELU(Function):
+    """x * Phi(x), Phi the standard normal CDF (PyTorch's approximate='none')."""
+
+    def forward(self, a):
+        cdf = _erf_array(a * a.dtype.type(1 / math.sqrt(2)))
+        cdf += 1
+        cdf *= 0.5
+        cdf *= a
+        return cdf
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        cdf = (erf(x * (1 / math.sqrt(2))) + 1.0) * 0.5
+        pdf = exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
+        return gy * (cdf + x * pdf)
+
+
+def gelu(x, approximate="none"):
+    """GELU; approximate='tanh' gives the tanh approximation, as in PyTorch."""
+    if approximate == "none":
+        return GELU()(x)
+    if approximate == "tanh":
+        inner = (x + x * x * x * 0.044715) * math.sqrt(2 / math.pi)
+        return x * 0.5 * (tanh(inner) + 1.0)
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def leaky_relu(x, negative_slope=0.01):
+    return where(x.data > 0, x, x * negative_slope)
+
+
+def silu(x):
+    return x * sigmoid(x)
+
+
+def softplus(x):
+    """log(1 + exp(x)), computed without overflow."""
+    return relu(x) + log(exp(-abs(x)) + 1.0)
+
+
+# ===== dropout =========================================================================
+
+def dropout(x, p=0.5, training=True):
+    """Zero each element with probability p and scale the rest by 1/(1-p) (training only).
+
+    The mask is drawn from easyfit's seeded generator (`easyfit.manual_seed`).
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p!r}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
+    keep = default_generator().random(x.shape, dtype=dtype) >= p
+    mask = keep.astype(x.dtype)
+    mask *= 1.0 / (1.0 - p)
+    return x * _wrap(to_device(mask, x.device))
+
+
+# ===== embedding =======================================================================
+
+class EmbeddingLookup(Function):
+    """weight[indices] for an integer array of any shape."""
+
+    def __init__(self, indices, padding_idx=None):
+        self.indices, self.padding_idx = indices, padding_idx
+
+    def forward(self, weight):
+        xp = get_array_module(weight)
+        rows = xp.take(weight, self.indices.reshape(-1), axis=0)
+        return rows.reshape(self.indices.shape + weight.shape[1:])
+
+    def backward(self, gy):
+        weight = self.inputs[0]
+        return EmbeddingGrad(self.indices, weight.shape[0], self.padding_idx)(gy)
+
+
+class EmbeddingGrad(Function):
+    """The gradient of a lookup: gy's rows summed into a (num_embeddings, dim) array."""
+
+    def __init__(self, indices, num_embeddings, padding_idx):
+        self.indices, self.num_embeddings, self.padding_idx = indices, num_embeddings, padding_idx
+
+    def forward(self, gy):
+        xp = get_array_module(gy)
+        dim = gy.shape[self.indices.ndim:]
+        out = xp.zeros((self.num_embeddings,) + dim, dtype=gy.dtype)
+        scatter_add(out, self.indices.reshape(-1), gy.reshape((-1,) + dim))
+        if self.padding_idx is not None:
+            out[self.padding_idx] = 0
+        return out
+
+    def backward(self, ggw):
+        g = EmbeddingLookup(self.indices)(ggw)
+        if self.padding_idx is not None:
+            keep = (self.indices != self.padding_idx).astype(ggw.dtype)
+            g = g * _wrap(keep.reshape(keep.shape + (1,) * (g.ndim - keep.ndim)))
+        return g
+
+
+def embedding(indices, weight, padding_idx=None):
+    """Rows of `weight` at integer `indices`; the row `padding_idx` receives no gradient."""
+    indices = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got dtype {indices.dtype}")
+    num = weight.shape[0]
+    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= num):
+        raise IndexError(f"embedding: indices must lie in [0, {num}), got values in "
+                         f"[{int(indices.min())}, {int(indices.max())}]")
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx += num
+    return EmbeddingLookup(to_device(indices, weight.device), padding_idx)(weight)
+
+
+# ===== convolution =====================================================================
+
+class _ConvGeometry:
+    """Shapes and hyper-parameters of one 2-D convolution or pooling window."""
+    __slots__ = ("kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw", "oh", "ow", "groups")
+
+    def __init__(self, height, width, kernel, stride, padding, dilation, groups=1):
+        self.kh, self.kw = kernel
+        self.sh, self.sw = stride
+        self.ph, self.pw = padding
+        self.dh, self.dw = dilation
+        self.groups = groups
+        self.oh = (height + 2 * self.ph - self.dh * (self.kh - 1) - 1) // self.sh + 1
+        self.ow = (width + 2 * self.pw - self.dw * (self.kw - 1) - 1) // self.sw + 1
+
+    def offset_slices(self, i, j):
+        """The (rows, cols) slices of the padded input that kernel offset (i, j) touches."""
+        r0, c0 = i * self.dh, j * self.dw
+        return (slice(r0, r0 + self.sh * (self.oh - 1) + 1, self.sh),
+                slice(c0, c0 + self.sw * (self.ow - 1) + 1, self.sw))
+
+
+def _channels_last(x):
+    """(N, C, H, W) -> an (N, H, W, C) view (contiguous when x came from a conv or pool)."""
+    return x.transpose(0, 2, 3, 1)
+
+
+def _pad_channels_last(xh, ph, pw, fill=0.0):
+    if ph == 0 and pw == 0:
+        return xh
+    xp = get_array_module(xh)
+    n, h, w, c = xh.shape
+    out = xp.full((n, h + 2 * ph, w + 2 * pw, c), fill, dtype=xh.dtype) if fill else \
+        xp.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=xh.dtype)
+    out[:, ph:ph + h, pw:pw + w] = xh
+    return out
+
+
+def _im2col(x, g):
+    """Windows of x (N, C, H, W) as a matrix (N*OH*OW, KH*KW*C), rows in (n, oh, ow) order."""
+    xp = get_array_module(x)
+    xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw)
+    n, _, _, c = xpad.shape
+    s_n, s_h, s_w, s_c = xpad.strides
+    windows = xp.lib.stride_tricks.as_strided(
+        xpad, shape=(n, g.oh, g.ow, g.kh, g.kw, c),
+        strides=(s_n, s_h * g.sh, s_w * g.sw, s_h * g.dh, s_w * g.dw, s_c))
+    return windows.reshape(n * g.oh * g.ow, g.kh * g.kw * c)
+
+
+def _col2im(cols, x_shape, g):
+    """The adjoint of _im2col: sum window gradients (N*OH*OW, KH*KW*C) back into an NCHW view."""
+    xp = get_array_module(cols)
+    n, c, h, w = x_shape
+    cols = cols.reshape(n, g.oh, g.ow, g.kh, g.kw, c)
+    out = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=cols.dtype)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            rows, columns = g.offset_slices(i, j)
+            out[:, rows, columns] += cols[:, :, :, i, j]
+    return out[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
+
+
+def _weight_matrix(weight, groups):
+    """(O, C/g, KH, KW) -> (g, O/g, KH*KW*C/g) in the (kh, kw, c) order of _im2col's columns."""
+    o, cg, kh, kw = weight.shape
+    return weight.transpose(0, 2, 3, 1).reshape(groups, o // groups, kh * kw * cg)
+
+
+def _grouped_cols(cols, g, channels):
+    """(M, KH*KW*C) -> (groups, M, KH*KW*C/groups)."""
+    m = cols.shape[0]
+    cg = channels // g.groups
+    return cols.reshape(m, g.kh * g.kw, g.groups, cg).transpose(2, 0, 1, 3).reshape(g.groups, m, g.kh * g.kw * cg)
+
+
+def _ungrouped_cols(cols_g, g, channels):
+    """The inverse of _grouped_cols."""
+    groups, m, _ = cols_g.shape
+    cg = channels // groups
+    return cols_g.reshape(groups, m, g.kh * g.kw, cg).transpose(1, 2, 0, 3).reshape(m, g.kh * g.kw * channels)
+
+
+def _output_matrix(gy):
+    """(N, O, OH, OW) -> (N*OH*OW, O), a view when gy is channels-last in memory."""
+    n, o, oh, ow = gy.shape
+    return _channels_last(gy).reshape(n * oh * ow, o)
+
+
+def _conv_output(out_matrix, n, g):
+    """(N*OH*OW, O) -> an (N, O, OH, OW) view."""
+    return out_matrix.reshape(n, g.oh, g.ow, -1).transpose(0, 3, 1, 2)
+
+
+def _conv_forward_arrays(x, weight, g):
+    cols = _im2col(x, g)
+    if g.groups == 1:
+        out = cols @ _weight_matrix(weight, 1)[0].T
+    else:
+        wm = _weight_matrix(weight, g.groups)
+        out = (_grouped_cols(cols, g, x.shape[1]) @ wm.transpose(0, 2, 1)).transpose(1, 0, 2)
+        out = out.reshape(cols.shape[0], weight.shape[0])
+    return out, cols
+
+
+def _conv_grad_input_arrays(gy_matrix, weight, x_shape, g):
+    if g.groups == 1:
+        cols = gy_matrix @ _weight_matrix(weight, 1)[0]
+    else:
+        m, o = gy_matrix.shape
+        gy_g = gy_matrix.reshape(m, g.groups, o // g.groups).transpose(1, 0, 2)
+        cols = _ungrouped_cols(gy_g @ _weight_matrix(weight, g.groups), g, x_shape[1])
+    return _col2im(cols, x_shape, g)
+
+
+def _conv_grad_weight_arrays(gy_matrix, cols, weight_shape, g, channels):
+    o, cg, kh, kw = weight_shape
+    if g.groups == 1:
+        gw = gy_matrix.T @ cols
+    else:
+        m = gy_matrix.shape[0]
+        gy_g = gy_matrix.reshape(m, g.groups, o // g.groups).transpose(1, 2, 0)
+        gw = gy_g @ _grouped_cols(cols, g, channels)  # (groups, O/g, KH*KW*C/g)
+    xp = get_array_module(gw)
+    return xp.ascontiguousarray(gw.reshape(o, kh, kw, cg).transpose(0, 3, 1, 2))
+
+
+class Conv2d(Function):
+    """2-D cross-correlation (PyTorch's conv2d) through im2col and one matmul."""
+
+    def __init__(self, stride, padding, dilation, groups):
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+
+    def geometry(self, x_shape, w_shape):
+        return _ConvGeometry(x_shape[2], x_shape[3], w_shape[2:], self.stride, self.padding,
+                             self.dilation, self.groups)
+
+    def forward(self, x, weight, bias=None):
+        g = self.geometry(x.shape, weight.shape)
+        out, self.cols = _conv_forward_arrays(x, weight, g)
+        if bias is not None:
+            out += bias
+        return _conv_output(out, x.shape[0], g)
+
+    def backward(self, gy):
+        x, weight = self.inputs[0], self.inputs[1]
+        has_bias = len(self.inputs) == 3
+        need_bias = has_bias and self.inputs[2].requires_grad
+        params = (self.stride, self.padding, self.dilation, self.groups)
+        if not _grad_enabled[0]:
+            g = self.geometry(x.shape, weight.shape)
+            gy_matrix = _output_matrix(gy.data)
+            gx = _wrap(_conv_grad_input_arrays(gy_matrix, weight.data, x.shape, g)) if x.requires_grad else None
+            gw = _wrap(_conv_grad_weight_arrays(gy_matrix, self.cols, weight.shape, g, x.shape[1])) \
+                if weight.requires_grad else None
+            gb = _wrap(gy_matrix.sum(axis=0)) if need_bias else None
+        else:
+            gx = Conv2dGradInput(x.shape, *params)(gy, weight) if x.requires_grad else None
+            gw = Conv2dGradWeight(weight.shape, *params)(x, gy) if weight.requires_grad else None
+            gb = sum(gy, axis=(0, 2, 3)) if need_bias else None
+        return (gx, gw, gb) if has_bias else (gx, gw)
+
+
+class Conv2dGradInput(Function):
+    """d conv2d / d x applied to gy (a transposed convolution); linear in gy and in weight."""
+
+    def __init__(self, x_shape, stride, padding, dilation, groups):
+        self.x_shape = tuple(x_shape)
+        self.params = (stride, padding, dilation, groups)
+
+    def forward(self, gy, weight):
+        stride, padding, dilation, groups = self.params
+        g = _ConvGeometry(self.x_shape[2], self.x_shape[3], weight.shape[2:], stride, padding, dilation, groups)
+        return _conv_grad_input_arrays(_output_matrix(gy), weight, self.x_shape, g)
+
+    def backward(self, ggx):
+        gy, weight = self.inputs
+        g_gy = Conv2d(*self.params)(ggx, weight) if gy.requires_grad else None
+        g_w = Conv2dGradWeight(weight.shape, *self.params)(ggx, gy) if weight.requires_grad else None
+        return g_gy, g_w
+
+
+class Conv2dGradWeight(Function):
+    """d conv2d / d weight applied to gy; linear in x and in gy."""
+
+    def __init__(self, weight_shape, stride, padding, dilation, groups):
+        self.weight_shape = tuple(weight_shape)
+        self.params = (stride, padding, dilation, groups)
+
+    def forward(self, x, gy):
+        stride, padding, dilation, groups = self.params
+        g = _ConvGeometry(x.shape[2], x.shape[3], self.weight_shape[2:], stride, padding, dilation, groups)
+        return _conv_grad_weight_arrays(_output_matrix(gy), _im2col(x, g), self.weight_shape, g, x.shape[1])
+
+    def backward(self, ggw):
+        x, gy = self.inputs
+        g_x = Conv2dGradInput(x.shape, *self.params)(gy, ggw) if x.requires_grad else None
+        g_gy = Conv2d(*self.params)(x, ggw) if gy.requires_grad else None
+        return g_x, g_gy
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution of x (N, C, H, W) with weight (O, C/groups, KH, KW), PyTorch semantics.
+
+    `padding` is an int, a pair, or 'valid' / 'same' (stride 1).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"conv2d expects a 4-D input (N, C, H, W), got shape {x.shape}")
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    kh, kw = weight.shape[2:]
+    if padding == "valid":
+        padding = (0, 0)
+    elif padding == "same":
+        if stride != (1, 1):
+            raise ValueError("conv2d: padding='same' needs stride 1")
+        total_h, total_w = dilation[0] * (kh - 1), dilation[1] * (kw - 1)
+        if total_h % 2 or total_w % 2:
+            raise ValueError(f"conv2d: padding='same' needs an odd effective kernel, got {(kh, kw)} "
+                             f"with dilation {dilation}")
+        padding = (total_h // 2, total_w // 2)
+    else:
+        padding = _pair(padding, "padding")
+    if x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"conv2d: input has {x.shape[1]} channels (shape {x.shape}) but weight {weight.shape} "
+                         f"with groups={groups} expects {weight.shape[1] * groups}")
+    if weight.shape[0] % groups:
+        raise ValueError(f"conv2d: out_channels {weight.shape[0]} is not divisible by groups={groups}")
+    g = _ConvGeometry(x.shape[2], x.shape[3], (kh, kw), stride, padding, dilation)
+    if g.oh <= 0 or g.ow <= 0:
+        raise ValueError(f"conv2d: input of spatial size {x.shape[2:]} (padding {padding}) is smaller than the "
+                         f"kernel {(kh, kw)} with dilation {dilation}")
+    fn = Conv2d(stride, padding, dilation, groups)
+    return fn(x, weight, bias) if bias is not None else fn(x, weight)
+
+
+# ===== pooling =========================================================================
+
+def _pool_geometry(x, kernel_size, stride, padding, dilation, name):
+    if x.ndim != 4:
+        raise ValueError(f"{name} expects a 4-D input (N, C, H, W), got shape {x.shape}")
+    kernel = _pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    padding, dilation = _pair(padding, "padding"), _pair(dilation, "dilation")
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"{name}: padding {padding} must be at most half the kernel size {kernel}")
+    g = _ConvGeometry(x.shape[2], x.shape[3], kernel, stride, padding, dilation)
+    if g.oh <= 0 or g.ow <= 0:
+        raise ValueError(f"{name}: input of spatial size {x.shape[2:]} is smaller than the kernel {kernel}")
+    return g
+
+
+class MaxPool2d(Function):
+    """Max over each window; remembers which kernel offset won for the backward."""
+
+    def __init__(self, geometry):
+        self.g = geometry
+
+    def forward(self, x):
+        g = self.g
+        xp = get_array_module(x)
+        xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw, fill=-np.inf)
+        out = None
+        index_dtype = np.int8 if g.kh * g.kw < 127 else np.int32
+        for i in range(g.kh):
+            for j in range(g.kw):
+                rows, columns = g.offset_slices(i, j)
+                window = xpad[:, rows, columns]
+                if out is None:
+                    out = window.copy()
+                    argmax = xp.zeros(out.shape, dtype=index_dtype)
+                    better = xp.empty(out.shape, dtype=bool)
+                    continue
+                xp.greater(window, out, out=better)
+                xp.copyto(out, window, where=better)
+                xp.copyto(argmax, i * g.kw + j, where=better)
+        self.argmax = argmax
+        return out.transpose(0, 3, 1, 2)
+
+    def backward(self, gy):
+        return MaxPool2dGrad(self.g, self.argmax, self.inputs[0].shape)(gy)
+
+
+class MaxPool2dGrad(Function):
+    """Routes each output gradient to the input element that won the max."""
+
+    def __init__(self, geometry, argmax, x_shape):
+        self.g, self.argmax, self.x_shape = geometry, argmax, x_shape
+
+    def forward(self, gy):
+        g = self.g
+        xp = get_array_module(gy)
+        n, c, h, w = self.x_shape
+        gyh = _channels_last(gy)
+        out = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy.dtype)
+        routed = xp.empty(gyh.shape, dtype=gy.dtype)
+        for i in range(g.kh):
+            for j in range(g.kw):
+                rows, columns = g.offset_slices(i, j)
+                xp.multiply(gyh, self.argmax == i * g.kw + j, out=routed)
+                out[:, rows, columns] += routed
+        return out[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
+
+    def backward(self, ggx):
+        return MaxPool2dGather(self.g, self.argmax)(ggx)
+
+
+class MaxPool2dGather(Function):
+    """Picks, for each window, the element of its input at the max's position (linear)."""
+
+    def __init__(self, geometry, argmax):
+        self.g, self.argmax = geometry, argmax
+
+    def forward(self, a):
+        g = self.g
+        xp = get_array_module(a)
+        apad = _pad_channels_last(_channels_last(a), g.ph, g.pw)
+        out = xp.zeros(self.argmax.shape, dtype=a.dtype)
+        for i in range(g.kh):
+            for j in range(g.kw):
+                rows, columns = g.offset_slices(i, j)
+                xp.copyto(out, apad[:, rows, columns], where=self.argmax == i * g.kw + j)
+        return out.transpose(0, 3, 1, 2)
+
+    def backward(self, gy):
+        return MaxPool2dGrad(self.g, self.argmax, self.inputs[0].shape)(gy)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1):
+    """Max pooling (stride defaults to kernel_size; padding counts as -inf)."""
+    return MaxPool2d(_pool_geometry(x, kernel_size, stride, padding, dilation, "max_pool2d"))(x)
+
+
+class AvgPool2d(Function):
+    """Mean over each window (linear; its backward is AvgPool2dGrad and vice versa)."""
+
+    def __init__(self, geometry, divisor):
+        self.g, self.divisor = geometry, divisor
+
+    def forward(self, x):
+        g = self.g
+        xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw)
+        out = None
+        for i in range(g.kh):
+            for j in range(g.kw):
+                rows, columns = g.offset_slices(i, j)
+                if out is None:
+                    out = xpad[:, rows, columns].copy()
+                else:
+                    out += xpad[:, rows, columns]
+        out /= self.divisor
+        return out.transpose(0, 3, 1, 2)
+
+    def backward(self, gy):
+        return AvgPool2dGrad(self.g, self.divisor, self.inputs[0].shape)(gy)
+
+
+class AvgPool2dGrad(Function):
+    def __init__(self, geometry, divisor, x_shape):
+        self.g, self.divisor, self.x_shape = geometry, divisor, x_shape
+
+    def forward(self, gy):
+        g = self.g
+        xp = get_array_module(gy)
+        n, c, h, w = self.x_shape
+        share = _channels_last(gy) / self.divisor
+        out = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy.dtype)
+        for i in range(g.kh):
+            for j in range(g.kw):
+                rows, columns = g.offset_slices(i, j)
+                out[:, rows, columns] += share
+        return out[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
+
+    def backward(self, ggx):
+        return AvgPool2d(self.g, self.divisor)(ggx)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """Average pooling; with count_include_pad=False, padded zeros are left out of the mean."""
+    g = _pool_geometry(x, kernel_size, stride, padding, 1, "avg_pool2d")
+    if count_include_pad or (g.ph == 0 and g.pw == 0):
+        divisor = np.array(g.kh * g.kw, dtype=x.dtype)
+    else:
+        ones = np.ones((1, 1, x.shape[2], x.shape[3]), dtype=x.dtype)
+        counts = AvgPool2d(g, np.array(1, dtype=x.dtype)).forward(ones)  # (1, 1, OH, OW) window sizes
+        divisor = np.ascontiguousarray(counts.transpose(0, 2, 3, 1))
+    xp = get_array_module(x.data)
+    return AvgPool2d(g, xp.asarray(divisor) if xp is not np else divisor)(x)
+
+
+def _adaptive_pool_matrix(size_in, size_out, dtype):
+    """(size_out, size_in): row i averages input cells floor(i*in/out) .. ceil((i+1)*in/out)."""
+    matrix = np.zeros((size_out, size_in), dtype=dtype)
+    for i in range(size_out):
+        start = (i * size_in) // size_out
+        end = -(-((i + 1) * size_in) // size_out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Average pooling to a fixed output size, with PyTorch's bin edges."""
+    if x.ndim != 4:
+        raise ValueError(f"adaptive_avg_pool2d expects a 4-D input (N, C, H, W), got shape {x.shape}")
+    oh, ow = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    h, w = x.shape[2:]
+    oh, ow = h if oh is None else int(oh), w if ow is None else int(ow)
+    if (oh, ow) == (1, 1):
+        return mean(x, axis=(2, 3), keepdims=True)
+    if h % oh == 0 and w % ow == 0:
+        return avg_pool2d(x, (h // oh, w // ow))
+    rows = Tensor(to_device(_adaptive_pool_matrix(h, oh, x.dtype), x.device))
+    columns = Tensor(to_device(_adaptive_pool_matrix(w, ow, x.dtype).T.copy(), x.device))
+    return matmul(matmul(rows, x), columns)
+
+
+# ===== normalization ===================================================================
+
+def _features_last_2d(a, axis):
+    """View or copy of `a` as (rows, features) with `axis` (the feature axis) last."""
+    if axis == a.ndim - 1:
+        return a.reshape(-1, a.shape[-1])
+    moved = get_array_module(a).moveaxis(a, axis, -1)
+    return moved.reshape(-1, a.shape[axis])
+
+
+def _from_features_last_2d(y2, shape, axis):
+    """Inverse of _features_last_2d: a view of y2 with `shape`."""
+    if axis == len(shape) - 1:
+        return y2.reshape(shape)
+    moved_shape = shape[:axis] + shape[axis + 1:] + (shape[axis],)
+    return get_array_module(y2).moveaxis(y2.reshape(moved_shape), -1, axis)
+
+
+class _NormalizeAffine(Function):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias on a 2-D (rows, features) view of x.
+
+    Subclasses say which 2-D view and which axis of it the statistics run over
+    (BatchNorm: over rows, per feature; LayerNorm: over features, per row). Inputs are
+    x, then weight and bias when given (flags has_weight, has_bias).
+    """
+    stats_axis = 0
+
+    def __init__(self, eps, has_weight, has_bias):
+        self.eps, self.has_weight, self.has_bias = eps, has_weight, has_bias
+
+    def to_2d(self, a):
+        raise NotImplementedError
+
+    def from_2d(self, a2, shape):
+        raise NotImplementedError
+
+    def forward(self, x, *affine):
+        x2 = self.to_2d(x)
+        axis = self.stats_axis
+        mu = x2.mean(axis=axis, keepdims=True)
+        xhat = x2 - mu
+        var = (xhat * xhat).mean(axis=axis, keepdims=True)
+        invstd = 1.0 / get_array_module(x).sqrt(var + self.eps)
+        xhat *= invstd
+        self.batch_mean, self.batch_var = mu.reshape(-1), var.reshape(-1)
+        self.xhat, self.invstd = xhat, invstd
+        y = xhat * affine[0] if self.has_weight else xhat.copy()
+        if self.has_bias:
+            y += affine[-1]
+        return self.from_2d(y, x.shape)
+
+    def backward(self, gy):
+        if not _grad_enabled[0]:
+            return self._backward_arrays(gy.data)
+        return self._backward_ops(gy)
+
+    def _backward_arrays(self, gy):
+        axis = self.stats_axis
+        x = self.inputs[0]
+        g2 = self.to_2d(gy)
+        xhat = self.xhat
+        grads = [None]
+        if self.has_weight:
+            weight = self.inputs[1]
+            grads.append(_wrap((g2 * xhat).sum(axis=0)) if weight.requires_grad else None)
+        if self.has_bias:  # weight and bias are per feature: their gradients sum over rows
+            grads.append(_wrap(g2.sum(axis=0)) if self.inputs[-1].requires_grad else None)
+        if x.requires_grad:
+            gxhat = g2 * self.inputs[1].data.reshape(-1) if self.has_weight else g2.copy()
+            count = xhat.shape[axis]
+            mean_g = gxhat.sum(axis=axis, keepdims=True) / count
+            mean_gx = (gxhat * xhat).sum(axis=axis, keepdims=True) / count
+            gxhat -= mean_g
+            gxhat -= xhat * mean_gx
+            gxhat *= self.invstd
+            grads[0] = _wrap(self.from_2d(gxhat, x.shape))
+        return tuple(grads)
+
+    def _backward_ops(self, gy):
+        """The same gradients as differentiable ops (for create_graph=True)."""
+        axis = self.stats_axis
+        x = self.inputs[0]
+        x2 = self.to_2d_op(x)
+        centered = x2 - mean(x2, axis=axis, keepdims=True)
+        invstd = (mean(centered * centered, axis=axis, keepdims=True) + self.eps) ** -0.5
+        xhat = centered * invstd
+        g2 = self.to_2d_op(gy)
+        grads = [None]
+        if self.has_weight:
+            grads.append(sum(g2 * xhat, axis=0) if self.inputs[1].requires_grad else None)
+        if self.has_bias:
+            grads.append(sum(g2, axis=0) if self.inputs[-1].requires_grad else None)
+        if x.requires_grad:
+            gxhat = g2 * self.inputs[1] if self.has_weight else g2
+            gx2 = (gxhat - mean(gxhat, axis=axis, keepdims=True)
+                   - xhat * mean(gxhat * xhat, axis=axis, keepdims=True)) * invstd
+            grads[0] = self.from_2d_op(gx2, x.shape)
+        return tuple(grads)
+
+
+class BatchNormTrain(_NormalizeAffine):
+    """Batch normalization with batch statistics, over every axis but 1 (channels)."""
+    stats_axis = 0
+
+    def to_2d(self, a):
+        return _features_last_2d(a, 1)
+
+    def from_2d(self, a2, shape):
+        return _from_features_last_2d(a2, shape, 1)
+
+    def to_2d_op(self, t):
+        axes = (0,) + tuple(range(2, t.ndim)) + (1,)
+        return reshape(transpose(t, axes), (-1, t.shape[1]))
+
+    def from_2d_op(self, t2, shape):
+        moved = shape[:1] + shape[2:] + shape[1:2]
+        axes = (0, len(shape) - 1) + tuple(range(1, len(shape) - 1))
+        return transpose(reshape(t2, moved), axes)
+
+
+class LayerNormFunction(_NormalizeAffine):
+    """Layer normalization over the last `normalized_ndim` axes."""
+    stats_axis = 1
+
+    def __init__(self, eps, has_weight, has_bias, features):
+        super().__init__(eps, has_weight, has_bias)
+        self.features = features
+
+    def to_2d(self, a):
+        return a.reshape(-1, self.features)
+
+    def from_2d(self, a2, shape):
+        return a2.reshape(shape)
+
+    def to_2d_op(self, t):
+        return reshape(t, (-1, self.features))
+
+    def from_2d_op(self, t2, shape):
+        return reshape(t2, shape)
+
+    def forward(self, x, *affine):
+        # weight/bias have the normalized shape; flatten them to (features,) for the 2-D math.
+        return super().forward(x, *[a.reshape(-1) for a in affine])
+
+    def _backward_arrays(self, gy):
+        grads = super()._backward_arrays(gy)
+        return (grads[0],) + tuple(None if g is None else _wrap(g.data.reshape(p.shape))
+                                   for g, p in zip(grads[1:], self.inputs[1:]))
+
+    def _backward_ops(self, gy):
+        weight_shape = self.inputs[1].shape if self.has_weight else None
+        saved = self.inputs
+        if self.has_weight:  # the 2-D math needs a (features,) weight; keep the graph to the real one
+            self.inputs = [saved[0], reshape(saved[1], (-1,))] + list(saved[2:])
+        try:
+            grads = super()._backward_ops(gy)
+        finally:
+            self.inputs = saved
+        return (grads[0],) + tuple(None if g is None else reshape(g, p.shape)
+                                   for g, p in zip(grads[1:], saved[1:]))
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Batch normalization over axis 1 (channels), PyTorch semantics.
+
+    In training, normalizes with the batch statistics and updates `running_mean` and
+    `running_var` (Tensors, in place; may be None) with the unbiased batch variance.
+    Otherwise normalizes with the running statistics.
+    """
+    if training:
+        count = x.size // x.shape[1]
+        if count <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
+                             f"got input of shape {x.shape}")
+        fn = BatchNormTrain(eps, weight is not None, bias is not None)
+        y = fn(*[t for t in (x, weight, bias) if t is not None])
+        if running_mean is not None:
+            m = momentum
+            running_mean.data *= 1 - m
+            running_mean.data += m * fn.batch_mean.astype(running_mean.dtype, copy=False)
+            running_var.data *= 1 - m
+            running_var.data += (m * count / (count - 1)) * fn.batch_var.astype(running_var.dtype, copy=False)
+        if not _grad_enabled[0] or not y.requires_grad:
+            fn.xhat = None  # nothing will run backward: free the saved normalized input now
+        return y
+    if running_mean is None or running_var is None:
+        raise ValueError("batch_norm: running_mean and running_var are needed when training=False")
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    invstd = 1.0 / np.sqrt(running_var.data + eps) if running_var.device == "cpu" else \
+        1.0 / get_array_module(running_var.data).sqrt(running_var.data + eps)
+    scale = Tensor(invstd.astype(x.dtype, copy=False))
+    if weight is not None:
+        scale = scale * weight
+    shift = -Tensor(running_mean.data.astype(x.dtype, copy=False)) * scale
+    if bias is not None:
+        shift = shift + bias
+    return x * reshape(scale, shape) + reshape(shift, shape)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalize over the trailing `normalized_shape` axes, then scale and shift."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(x.shape[x.ndim - len(normalized_shape):]) != normalized_shape:
+        raise ValueError(f"layer_norm: input of shape {x.shape} does not end with normalized_shape "
+                         f"{normalized_shape}")
+    features = int(np.prod(normalized_shape))
+    fn = LayerNormFunction(eps, weight is not None, bias is not None, features)
+    return fn(*[t for t in (x, weight, bias) if t is not None])
+
+
+# ===== losses ==========================================================================
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return mean(loss)
+    if reduction == "sum":
+        return sum(loss)
+    return loss
+
+
+class SoftmaxCrossEntropy(Function):
+    """Cross-entropy of logits (M, C) with class indices or class probabilities, fused.
+
+    Loss per row: -sum_c q_c * log_softmax(z)_c with q the (weighted, smoothed) target
+    distribution; the gradient is softmax(z) * sum(q) - q, computed from the softmax
+    that the forward pass already has.
+    """
+
+    def __init__(self, target, weight, ignore_index, reduction, label_smoothing):
+        self.target, self.weight = target, weight
+        self.ignore_index, self.reduction, self.label_smoothing = ignore_index, reduction, label_smoothing
+
+    def forward(self, logits, soft_target=None):
+        xp = get_array_module(logits)
+        rows, classes = logits.shape
+        logp = logits - logits.max(axis=1, keepdims=True)
+        probs = xp.exp(logp)
+        total = probs.sum(axis=1, keepdims=True)
+        logp -= xp.log(total)
+        probs /= total
+        self.probs = probs
+        eps, weight = self.label_smoothing, self.weight
+        if soft_target is None:
+            target = self.target
+            valid = target != self.ignore_index
+            safe = xp.where(valid, target, 0)
+            picked = logp[xp.arange(rows), safe]
+            w_target = weight[safe] * valid if weight is not None else valid.astype(logits.dtype)
+            loss = -(1.0 - eps) * picked * w_target
+            if eps:
+                smooth = -(logp @ weight) if weight is not None else -logp.sum(axis=1)
+                loss += (eps / classes) * smooth * valid
+            self.valid, self.safe, self.w_target = valid, safe, w_target
+            self.denominator = w_target.sum()
+        else:
+            q = soft_target * (1.0 - eps) + eps / classes if eps else soft_target
+            if weight is not None:
+                q = q * weight
+            loss = -(q * logp).sum(axis=1)
+            self.denominator = rows
+        loss = loss.astype(logits.dtype, copy=False)
+        if self.reduction == "mean":
+            return xp.asarray(loss.sum() / self.denominator, dtype=logits.dtype)
+        if self.reduction == "sum":
+            return loss.sum()
+        return loss
+
+    def _row_scale(self, gy):
+        """d loss / d per-row loss as an (M, 1)-broadcastable tensor."""
+        if self.reduction == "mean":
+            return gy * (1.0 / self.denominator)
+        if self.reduction == "sum":
+            return gy
+        return reshape(gy, (-1, 1))
+
+    def backward(self, gy):
+        logits = self.inputs[0]
+        rows, classes = logits.shape
+        eps, weight = self.label_smoothing, self.weight
+        xp = get_array_module(logits.data)
+        if len(self.inputs) == 1:
+            # a_i = sum of the row's target distribution; q = (1-eps) w_t e_t + valid * (eps/C) w
+            weight_sum = weight.sum() if weight is not None else classes
+            a = (1.0 - eps) * self.w_target + (eps / classes) * weight_sum * self.valid
+            if not _grad_enabled[0]:
+                scale = self._row_scale(gy).data
+                g = self.probs * a[:, None]
+                if eps:
+                    g -= (eps / classes) * (self.valid[:, None] * (weight if weight is not None else 1.0))
+                g[xp.arange(rows), self.safe] -= (1.0 - eps) * self.w_target
+                g *= scale
+                return _wrap(g.astype(logits.dtype, copy=False))
+            q = xp.zeros((rows, classes), dtype=logits.dtype)
+            if eps:
+                q += (eps / classes) * (self.valid[:, None] * (weight if weight is not None else 1.0))
+            q[xp.arange(rows), self.safe] += (1.0 - eps) * self.w_target
+            p = softmax(logits, axis=1)
+            return (p * _wrap(a[:, None].astype(logits.dtype)) - _wrap(q)) * self._row_scale(gy)
+        target = self.inputs[1]
+        scale = self._row_scale(gy)
+        w = _wrap(weight) if weight is not None else None
+        q = target * (1.0 - eps) + eps / classes if eps else target
+        if w is not None:
+            q = q * w
+        p = softmax(logits, axis=1) if _grad_enabled[0] else _wrap(self.probs)
+        g_logits = (p * sum(q, axis=1, keepdims=True) - q) * scale if logits.requires_grad else None
+        g_target = None
+        if target.requires_grad:
+            g_target = -log_softmax(logits, axis=1) * (1.0 - eps) * scale
+            if w is not None:
+                g_target = g_target * w
+        return g_logits, g_target
+
+
+def _class_axis_last(x, target_shape_check=None):
+    """(N, C, d1, ...) -> (N*d1*..., C) through differentiable ops."""
+    axes = (0,) + tuple(range(2, x.ndim)) + (1,)
+    return reshape(transpose(x, axes), (-1, x.shape[1]))
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Softmax cross-entropy of logits `input` (N, C) or (N, C, d1, ...) or (C,).
+
+    `target` holds class indices (N,) / (N, d1, ...), or class probabilities with the
+    input's shape. `weight` (C,) weighs classes; rows whose target is `ignore_index` are
+    left out (and out of the mean's denominator); `label_smoothing` mixes the target
+    with the uniform distribution. PyTorch's semantics throughout.
+    """
+    _check_reduction(reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    target_array = target.data if isinstance(target, Tensor) else np.asarray(target)
+    soft = target_array.dtype.kind == "f"
+    unbatched = input.ndim == 1
+    classes = input.shape[0] if unbatched else input.shape[1]
+    if soft:
+        if target_array.shape != input.shape:
+            raise ValueError(f"cross_entropy: class-probability targets must have the input's shape "
+                             f"{input.shape}, got {target_array.shape}")
+    else:
+        expected = input.shape[:1] + input.shape[2:] if not unbatched else ()
+        if target_array.shape != expected:
+            raise ValueError(f"cross_entropy: for input of shape {input.shape} the class-index target must have "
+                             f"shape {expected}, got {target_array.shape}")
+        if target_array.dtype.kind not in "iu":
+            raise TypeError(f"cross_entropy: class-index targets must be integers, got dtype {target_array.dtype}")
+        valid = target_array[target_array != ignore_index]
+        if valid.size and (int(valid.min()) < 0 or int(valid.max()) >= classes):
+            raise IndexError(f"cross_entropy: target class indices must lie in [0, {classes}) (or equal "
+                             f"ignore_index={ignore_index}), got values in [{int(valid.min())}, {int(valid.max())}]")
+    if weight is not None:
+        weight_array = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+        if weight_array.shape != (classes,):
+            raise ValueError(f"cross_entropy: weight must have shape ({classes},), got {weight_array.shape}")
+        weight_array = weight_array.astype(input.dtype, copy=False)
+    else:
+        weight_array = None
+    logits = reshape(input, (1, classes)) if unbatched else (input if input.ndim == 2 else _class_axis_last(input))
+    if soft:
+        target_t = target if isinstance(target, Tensor) else Tensor(target_array)
+        target_t = reshape(target_t, (1, classes)) if unbatched else (
+            target_t if input.ndim == 2 else _class_axis_last(target_t))
+        fn = SoftmaxCrossEntropy(None, weight_array, ignore_index, reduction, label_smoothing)
+        loss = fn(logits, target_t)
+    else:
+        flat_target = to_device(target_array.reshape(-1), input.device)
+        fn = SoftmaxCrossEntropy(flat_target, weight_array, ignore_index, reduction, label_smoothing)
+        loss = fn(logits)
+    if reduction == "none":
+        return reshape(loss, input.shape[:1] + input.shape[2:] if not unbatched else ())
+    return loss
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of log-probabilities `input` (N, C) or (N, C, d1, ...) at `target`."""
+    _check_reduction(reduction)
+    target_array = target.data if isinstance(target, Tensor) else np.asarray(target)
+    if target_array.dtype.kind not in "iu":
+        raise TypeError(f"nll_loss: targets must be integer class indices, got dtype {target_array.dtype}")
+    classes = input.shape[1]
+    expected = input.shape[:1] + input.shape[2:]
+    if target_array.shape != expected:
+        raise ValueError(f"nll_loss: for input of shape {input.shape} the target must have shape {expected}, "
+                         f"got {target_array.shape}")
+    logp = input if input.ndim == 2 else _class_axis_last(input)
+    flat = target_array.reshape(-1)
+    valid = flat != ignore_index
+    if valid.any() and (int(flat[valid].min()) < 0 or int(flat[valid].max()) >= classes):
+        raise IndexError(f"nll_loss: target class indices must lie in [0, {classes}), got values in "
+                         f"[{int(flat[valid].min())}, {int(flat[valid].max())}]")
+    safe = np.where(valid, flat, 0)
+    if weight is not None:
+        weight_array = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+        w_target = weight_array.astype(input.dtype)[safe] * valid
+    else:
+        w_target = valid.astype(input.dtype)
+    xp = get_array_module(input.data)
+    picked = logp[(xp.asarray(np.arange(flat.size)), xp.asarray(safe))]
+    loss = -picked * _wrap(xp.asarray(w_target))
+    if reduction == "mean":
+        return sum(loss) * (1.0 / w_target.sum())
+    if reduction == "sum":
+        return sum(loss)
+    return reshape(loss, expected)
+
+
+def _check_same_shape(name, input, target):
+    if tuple(input.shape) != tuple(target.shape):
+        raise ValueError(f"{name}: input shape {tuple(input.shape)} and target shape {tuple(target.shape)} differ; "
+                         "reshape one of them (broadcasting here is almost always a bug)")
+
+
+def _as_target(target, like):
+    return target if isinstance(target, Tensor) else Tensor(np.asarray(target, dtype=like.dtype))
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Mean squared error."""
+    _check_reduction(reduction)
+    target = _as_target(target, input)
+    _check_same_shape("mse_loss", input, target)
+    diff = input - target
+    return _reduce(diff * diff, reduction)
+
+
+def l1_loss(input, target, reduction="mean"):
+    """Mean absolute error."""
+    _check_reduction(reduction)
+    target = _as_target(target, input)
+    _check_same_shape("l1_loss", input, target)
+    return _reduce(abs(input - target), reduction)
+
+
+class BCEWithLogits(Function):
+    """Binary cross-entropy of logits, stable for any magnitude:
+    loss = (1 - y) x + (1 + (pw - 1) y) softplus(-x)."""
+
+    def __init__(self, pos_weight):
+        self.pos_weight = pos_weight
+
+    def forward(self, x, y):
+        xp = get_array_module(x)
+        softplus_neg = xp.logaddexp(0, -x).astype(x.dtype, copy=False)
+        if self.pos_weight is None:
+            return (1 - y) * x + softplus_neg
+        return (1 - y) * x + (1 + (self.pos_weight - 1) * y) * softplus_neg
+
+    def backward(self, gy):
+        x, y = self.inputs
+        pw = self.pos_weight
+        gx = gy_target = None
+        if x.requires_grad:
+            if pw is None:
+                gx = gy * (sigmoid(x) - y)
+            else:
+                coefficient = (y * _wrap(pw - 1)) + 1.0
+                gx = gy * ((1.0 - y) - coefficient * sigmoid(-x))
+        if y.requires_grad:
+            gy_target = -gy * x if pw is None else gy * (softplus(-x) * _wrap(pw - 1) - x)
+        return gx, gy_target
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """Sigmoid + binary cross-entropy in one numerically stable op (PyTorch semantics)."""
+    _check_reduction(reduction)
+    target = _as_target(target, input)
+    _check_same_shape("binary_cross_entropy_with_logits", input, target)
+    pw = None
+    if pos_weight is not None:
+        pw = (pos_weight.data if isinstance(pos_weight, Tensor) else np.asarray(pos_weight)).astype(input.dtype)
+    loss = BCEWithLogits(pw)(input, target)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+class BinaryCrossEntropy(Function):
+    """-(y log x + (1 - y) log(1 - x)) with each log clamped at -100, as in PyTorch."""
+
+    def forward(self, x, y):
+        xp = get_array_module(x)
+        with np.errstate(divide="ignore"):
+            log_x = xp.maximum(xp.log(x), -100.0)
+            log_1mx = xp.maximum(xp.log1p(-x), -100.0)
+        return -(y * log_x + (1 - y) * log_1mx)
+
+    def backward(self, gy):
+        x, y = self.inputs
+        gx = gy * (x - y) / maximum((1.0 - x) * x, 1e-12) if x.requires_grad else None
+        g_target = None
+        if y.requires_grad:
+            g_target = gy * (maximum(log(1.0 - x), -100.0) - maximum(log(x), -100.0))
+        return gx, g_target
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """Binary cross-entropy of probabilities in [0, 1] (PyTorch semantics)."""
+    _check_reduction(reduction)
+    target = _as_target(target, input)
+    _check_same_shape("binary_cross_entropy", input, target)
+    if input.data.size and (float(input.data.min()) < 0 or float(input.data.max()) > 1):
+        raise ValueError("binary_cross_entropy: input must hold probabilities in [0, 1]; "
+                         "for logits use binary_cross_entropy_with_logits")
+    loss = BinaryCrossEntropy()(input, target)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)

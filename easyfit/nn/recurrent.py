@@ -1,0 +1,774 @@
+"""Recurrent layers (RNN, LSTM, GRU) and their cells, with PyTorch's parameters and gate order.
+
+Speed comes from two things. The input projections of a whole sequence are one matmul per
+layer and direction (`x @ W_ih.T + b` over all time steps at once). The recurrence of one
+layer direction is then ONE op (`LSTMSequence`, `GRUSequence`, `RNNSequence`) whose forward
+loops over time on raw arrays (one matmul `h @ W_hh.T` per step, the gate math in place on
+preallocated buffers) and whose first-order backward loops back over time the same way and
+gets the weight gradient as one matmul over all steps. Under `create_graph=True` the backward
+is instead composed of Tensor ops (the same math, step by step) so that higher-order
+gradients work. The cells are the same ops run for one step.
+"""
+import math
+import warnings
+
+import numpy as np
+
+from ..core.autograd import is_grad_enabled
+from ..core.backend import get_array_module
+from ..core.functions import concatenate, sigmoid, stack, swapaxes, tanh, relu, reshape, expand_dims
+from ..core.random import default_generator
+from ..core.tensor import Function, Tensor, DEFAULT_FLOAT
+from . import functional as F
+from .module import Module, Parameter
+
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+           "LSTMSequence", "GRUSequence", "RNNSequence"]
+
+
+def _step_indices(length, reverse):
+    """(step t, index of the state before it, index of the state after it) in processing order.
+
+    States live in a (length + 1, ...) buffer: forward runs keep h_0 at 0 and the state
+    after step t at t + 1; reverse runs keep h_0 at `length` and the state after step t at t.
+    Either way the per-step outputs are one contiguous slice of the buffer.
+    """
+    if reverse:
+        return [(t, t + 1, t) for t in range(length - 1, -1, -1)]
+    return [(t, t, t + 1) for t in range(length)]
+
+
+def _outputs_slice(length, reverse):
+    return slice(0, length) if reverse else slice(1, length + 1)
+
+
+def _previous_slice(length, reverse):
+    return slice(1, length + 1) if reverse else slice(0, length)
+
+
+def _as_constant(array):
+    return Tensor(array)
+
+
+# ----- LSTM -------------------------------------------------------------------------------
+
+def _lstm_gate_constants(hidden_size, dtype, xp):
+    """Per-column constants that apply sigmoid (i, f, o) and tanh (g) in one pass.
+
+    sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5, so with `scale` 0.5 on the sigmoid gates and 1
+    on g, the activations are `tanh(pre * scale) * scale + offset`. Their derivatives,
+    y * (1 - y) and 1 - y * y, are both `base + y * (slope - y)`.
+    """
+    H = hidden_size
+    scale = xp.full(4 * H, 0.5, dtype=dtype)
+    scale[2 * H:3 * H] = 1
+    offset = xp.full(4 * H, 0.5, dtype=dtype)
+    offset[2 * H:3 * H] = 0
+    slope = offset * 2          # 1 on sigmoid gates, 0 on g
+    base = 1 - slope            # 0 on sigmoid gates, 1 on g
+    return scale, offset, slope, base
+
+
+class LSTMSequence(Function):
+    """One LSTM layer direction over a whole sequence, as one op.
+
+    Inputs: `gates_x` (T, B, 4H), the input projections x_t @ W_ih.T + b_ih + b_hh for all
+    steps; `h0`, `c0` (B, H); `weight_hh` (4H, H). Outputs: the hidden states (T, B, H),
+    h_n and c_n (B, H). Gates are ordered i, f, g, o as in PyTorch. With `reverse=True`
+    the sequence is processed from the last step to the first (a bidirectional layer's
+    backward direction); outputs stay aligned with the input steps.
+    """
+
+    def __init__(self, reverse=False):
+        self.reverse = reverse
+
+    def forward(self, gates_x, h0, c0, weight_hh):
+        xp = get_array_module(gates_x)
+        length, batch, four_h = gates_x.shape
+        H = four_h // 4
+        dtype = gates_x.dtype
+        scale, offset, _, _ = _lstm_gate_constants(H, dtype, xp)
+        activations = xp.empty((length, batch, four_h), dtype=dtype)   # i, f, g, o after sigmoid/tanh
+        hidden = xp.empty((length + 1, batch, H), dtype=dtype)
+        cell = xp.empty((length + 1, batch, H), dtype=dtype)
+        tanh_cell = xp.empty((length, batch, H), dtype=dtype)
+        scratch = xp.empty((batch, H), dtype=dtype)
+        first = length if self.reverse else 0
+        hidden[first] = h0
+        cell[first] = c0
+        weight_t = xp.ascontiguousarray(weight_hh.T)   # BLAS runs faster on it than on the strided view
+        for t, prev, new in _step_indices(length, self.reverse):
+            gates = activations[t]
+            xp.matmul(hidden[prev], weight_t, out=gates)
+            gates += gates_x[t]
+            gates *= scale
+            xp.tanh(gates, out=gates)
+            gates *= scale
+            gates += offset
+            xp.multiply(gates[:, H:2 * H], cell[prev], out=cell[new])
+            xp.multiply(gates[:, :H], gates[:, 2 * H:3 * H], out=scratch)
+            cell[new] += scratch
+            xp.tanh(cell[new], out=tanh_cell[t])
+            xp.multiply(gates[:, 3 * H:], tanh_cell[t], out=hidden[new])
+        self.saved = (activations, hidden, cell, tanh_cell)
+        last = 0 if self.reverse else length
+        return hidden[_outputs_slice(length, self.reverse)], hidden[last].copy(), cell[last].copy()
+
+    def backward(self, grad_hidden, grad_h_n, grad_c_n):
+        gates_x, h0, c0, weight_hh = self.inputs
+        if is_grad_enabled():   # create_graph=True: a backward that is itself differentiable
+            return _lstm_backward_composed(gates_x, h0, c0, weight_hh, grad_hidden, grad_h_n, grad_c_n,
+                                           self.reverse)
+        activations, hidden, cell, tanh_cell = self.saved
+        w = weight_hh.data
+        xp = get_array_module(w)
+        length, batch, four_h = activations.shape
+        H = four_h // 4
+        _, _, slope, base = _lstm_gate_constants(H, activations.dtype, xp)
+        grad_gates = xp.empty_like(activations)
+        dh = grad_h_n.data.copy()
+        dc = grad_c_n.data.copy()
+        scratch = xp.empty((batch, H), dtype=activations.dtype)
+        derivative = xp.empty((batch, four_h), dtype=activations.dtype)
+        g_hidden = grad_hidden.data
+        for t, prev, _ in reversed(_step_indices(length, self.reverse)):
+            dh += g_hidden[t]
+            gates = activations[t]
+            d = grad_gates[t]
+            tc = tanh_cell[t]
+            # dc += dh * o * (1 - tanh(c)^2)
+            xp.multiply(tc, tc, out=scratch)
+            xp.subtract(1, scratch, out=scratch)
+            scratch *= gates[:, 3 * H:]
+            scratch *= dh
+            dc += scratch
+            # d(gate activation): i <- dc * g, f <- dc * c_prev, g <- dc * i, o <- dh * tanh(c)
+            xp.multiply(dc, gates[:, 2 * H:3 * H], out=d[:, :H])
+            xp.multiply(dc, cell[prev], out=d[:, H:2 * H])
+            xp.multiply(dc, gates[:, :H], out=d[:, 2 * H:3 * H])
+            xp.multiply(dh, tc, out=d[:, 3 * H:])
+            # times the activation derivative, for all four gates in one pass
+            xp.subtract(slope, gates, out=derivative)
+            derivative *= gates
+            derivative += base
+            d *= derivative
+            dc *= gates[:, H:2 * H]
+            xp.matmul(d, w, out=dh)
+        grad_weight = None
+        if self.needs_grad(3):
+            previous = hidden[_previous_slice(length, self.reverse)]
+            grad_weight = grad_gates.reshape(-1, four_h).T @ previous.reshape(-1, H)
+        return (_as_constant(grad_gates) if self.needs_grad(0) else None,
+                _as_constant(dh) if self.needs_grad(1) else None,
+                _as_constant(dc) if self.needs_grad(2) else None,
+                _as_constant(grad_weight) if grad_weight is not None else None)
+
+
+def _lstm_backward_composed(gates_x, h0, c0, weight_hh, grad_hidden, grad_h_n, grad_c_n, reverse):
+    """LSTMSequence's backward written with Tensor ops (used under create_graph=True)."""
+    length = gates_x.shape[0]
+    H = h0.shape[-1]
+    steps = _step_indices(length, reverse)
+    weight_t = weight_hh.T
+    h, c = h0, c0
+    saved = {}
+    for t, _, _ in steps:   # recompute the forward pass with ops, from the inputs
+        pre = gates_x[t] + h @ weight_t
+        i, f = sigmoid(pre[:, :H]), sigmoid(pre[:, H:2 * H])
+        g, o = tanh(pre[:, 2 * H:3 * H]), sigmoid(pre[:, 3 * H:])
+        c_new = f * c + i * g
+        tc = tanh(c_new)
+        saved[t] = (h, c, i, f, g, o, tc)
+        h, c = o * tc, c_new
+    dh, dc = grad_h_n, grad_c_n
+    grad_gates = [None] * length
+    grad_weight = None
+    for t, _, _ in reversed(steps):
+        h_prev, c_prev, i, f, g, o, tc = saved[t]
+        dh = dh + grad_hidden[t]
+        dc = dc + dh * o * (1.0 - tc * tc)
+        d = concatenate([dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
+                         dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o)], axis=1)
+        grad_gates[t] = d
+        step_weight = d.T @ h_prev
+        grad_weight = step_weight if grad_weight is None else grad_weight + step_weight
+        dc = dc * f
+        dh = d @ weight_hh
+    return stack(grad_gates), dh, dc, grad_weight
+
+
+# ----- GRU ----------------------------------------------------------------------------------
+
+class GRUSequence(Function):
+    """One GRU layer direction over a whole sequence, as one op (PyTorch's GRU equations).
+
+    Inputs: `gates_x` (T, B, 3H) = x_t @ W_ih.T + b_ih; `h0` (B, H); `weight_hh` (3H, H);
+    `bias_hh` (3H,). Gates r, z, n: r = sigmoid(x_r + h W_hr + b_hr), z likewise,
+    n = tanh(x_n + r * (h W_hn + b_hn)), h' = (1 - z) * n + z * h. Outputs: hidden states
+    (T, B, H) and h_n (B, H).
+    """
+
+    def __init__(self, reverse=False):
+        self.reverse = reverse
+
+    def forward(self, gates_x, h0, weight_hh, bias_hh):
+        xp = get_array_module(gates_x)
+        length, batch, three_h = gates_x.shape
+        H = three_h // 3
+        dtype = gates_x.dtype
+        activations = xp.empty((length, batch, three_h), dtype=dtype)   # r, z, n
+        gates_h = xp.empty((length, batch, three_h), dtype=dtype)       # h @ W_hh.T + b_hh
+        hidden = xp.empty((length + 1, batch, H), dtype=dtype)
+        hidden[length if self.reverse else 0] = h0
+        weight_t = xp.ascontiguousarray(weight_hh.T)
+        for t, prev, new in _step_indices(length, self.reverse):
+            gh = gates_h[t]
+            y = activations[t]
+            xp.matmul(hidden[prev], weight_t, out=gh)
+            gh += bias_hh
+            rz = y[:, :2 * H]
+            xp.add(gates_x[t][:, :2 * H], gh[:, :2 * H], out=rz)
+            rz *= 0.5
+            xp.tanh(rz, out=rz)
+            rz *= 0.5
+            rz += 0.5
+            n = y[:, 2 * H:]
+            xp.multiply(y[:, :H], gh[:, 2 * H:], out=n)
+            n += gates_x[t][:, 2 * H:]
+            xp.tanh(n, out=n)
+            h_new = hidden[new]
+            xp.subtract(hidden[prev], n, out=h_new)     # h' = n + z * (h - n)
+            h_new *= y[:, H:2 * H]
+            h_new += n
+        self.saved = (activations, gates_h, hidden)
+        return hidden[_outputs_slice(length, self.reverse)], hidden[0 if self.reverse else length].copy()
+
+    def backward(self, grad_hidden, grad_h_n):
+        gates_x, h0, weight_hh, bias_hh = self.inputs
+        if is_grad_enabled():
+            return _gru_backward_composed(gates_x, h0, weight_hh, bias_hh, grad_hidden, grad_h_n, self.reverse)
+        activations, gates_h, hidden = self.saved
+        w = weight_hh.data
+        xp = get_array_module(w)
+        length, batch, three_h = activations.shape
+        H = three_h // 3
+        dtype = activations.dtype
+        grad_gates_x = xp.empty_like(activations)
+        grad_gates_h = xp.empty_like(activations)
+        dh = grad_h_n.data.copy()
+        scratch = xp.empty((batch, H), dtype=dtype)
+        g_hidden = grad_hidden.data
+        for t, prev, _ in reversed(_step_indices(length, self.reverse)):
+            dh += g_hidden[t]
+            y = activations[t]
+            r, z, n = y[:, :H], y[:, H:2 * H], y[:, 2 * H:]
+            dx, dhh = grad_gates_x[t], grad_gates_h[t]
+            # n-gate pre-activation: dh * (1 - z) * (1 - n^2)
+            da_n = dx[:, 2 * H:]
+            xp.multiply(n, n, out=da_n)
+            xp.subtract(1, da_n, out=da_n)
+            xp.subtract(1, z, out=scratch)
+            scratch *= dh
+            da_n *= scratch
+            xp.multiply(da_n, r, out=dhh[:, 2 * H:])
+            # r: da_n * (h W_hn + b_hn) * r * (1 - r)
+            da_r = dx[:, :H]
+            xp.subtract(1, r, out=da_r)
+            da_r *= r
+            da_r *= gates_h[t][:, 2 * H:]
+            da_r *= da_n
+            # z: dh * (h_prev - n) * z * (1 - z)
+            da_z = dx[:, H:2 * H]
+            xp.subtract(1, z, out=da_z)
+            da_z *= z
+            xp.subtract(hidden[prev], n, out=scratch)
+            scratch *= dh
+            da_z *= scratch
+            dhh[:, :2 * H] = dx[:, :2 * H]
+            dh *= z
+            dh += dhh @ w
+        grad_weight = grad_bias = None
+        if self.needs_grad(2):
+            previous = hidden[_previous_slice(length, self.reverse)]
+            grad_weight = grad_gates_h.reshape(-1, three_h).T @ previous.reshape(-1, H)
+        if self.needs_grad(3):
+            grad_bias = grad_gates_h.reshape(-1, three_h).sum(axis=0)
+        return (_as_constant(grad_gates_x) if self.needs_grad(0) else None,
+                _as_constant(dh) if self.needs_grad(1) else None,
+                _as_constant(grad_weight) if grad_weight is not None else None,
+                _as_constant(grad_bias) if grad_bias is not None else None)
+
+
+def _gru_backward_composed(gates_x, h0, weight_hh, bias_hh, grad_hidden, grad_h_n, reverse):
+    """GRUSequence's backward written with Tensor ops (used under create_graph=True)."""
+    length = gates_x.shape[0]
+    H = h0.shape[-1]
+    steps = _step_indices(length, reverse)
+    weight_t = weight_hh.T
+    h = h0
+    saved = {}
+    for t, _, _ in steps:
+        gx = gates_x[t]
+        gh = h @ weight_t + bias_hh
+        r = sigmoid(gx[:, :H] + gh[:, :H])
+        z = sigmoid(gx[:, H:2 * H] + gh[:, H:2 * H])
+        n = tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+        saved[t] = (h, gh, r, z, n)
+        h = n + z * (h - n)
+    dh = grad_h_n
+    grad_x, grad_h = [None] * length, [None] * length
+    grad_weight = None
+    for t, _, _ in reversed(steps):
+        h_prev, gh, r, z, n = saved[t]
+        dh = dh + grad_hidden[t]
+        da_n = dh * (1.0 - z) * (1.0 - n * n)
+        da_r = da_n * gh[:, 2 * H:] * r * (1.0 - r)
+        da_z = dh * (h_prev - n) * z * (1.0 - z)
+        grad_x[t] = concatenate([da_r, da_z, da_n], axis=1)
+        grad_h[t] = concatenate([da_r, da_z, da_n * r], axis=1)
+        step_weight = grad_h[t].T @ h_prev
+        grad_weight = step_weight if grad_weight is None else grad_weight + step_weight
+        dh = dh * z + grad_h[t] @ weight_hh
+    grad_gates_h = stack(grad_h)
+    return stack(grad_x), dh, grad_weight, grad_gates_h.sum(axis=(0, 1))
+
+
+# ----- Elman RNN ---------------------------------------------------------------------------
+
+class RNNSequence(Function):
+    """One Elman RNN layer direction over a whole sequence, as one op.
+
+    Inputs: `gates_x` (T, B, H) = x_t @ W_ih.T + b_ih + b_hh; `h0` (B, H); `weight_hh`
+    (H, H). h' = tanh(gates_x + h @ W_hh.T) (or relu). Outputs: hidden states and h_n.
+    """
+
+    def __init__(self, nonlinearity="tanh", reverse=False):
+        self.nonlinearity, self.reverse = nonlinearity, reverse
+
+    def forward(self, gates_x, h0, weight_hh):
+        xp = get_array_module(gates_x)
+        length, batch, H = gates_x.shape
+        hidden = xp.empty((length + 1, batch, H), dtype=gates_x.dtype)
+        hidden[length if self.reverse else 0] = h0
+        weight_t = xp.ascontiguousarray(weight_hh.T)
+        use_tanh = self.nonlinearity == "tanh"
+        for t, prev, new in _step_indices(length, self.reverse):
+            h = hidden[new]
+            xp.matmul(hidden[prev], weight_t, out=h)
+            h += gates_x[t]
+            if use_tanh:
+                xp.tanh(h, out=h)
+            else:
+                xp.maximum(h, 0, out=h)
+        self.saved = hidden
+        return hidden[_outputs_slice(length, self.reverse)], hidden[0 if self.reverse else length].copy()
+
+    def backward(self, grad_hidden, grad_h_n):
+        gates_x, h0, weight_hh = self.inputs
+        if is_grad_enabled():
+            return _rnn_backward_composed(gates_x, h0, weight_hh, grad_hidden, grad_h_n, self.nonlinearity,
+                                          self.reverse)
+        hidden = self.saved
+        w = weight_hh.data
+        xp = get_array_module(w)
+        length, batch, H = gates_x.shape
+        grad_pre = xp.empty((length, batch, H), dtype=hidden.dtype)
+        dh = grad_h_n.data.copy()
+        g_hidden = grad_hidden.data
+        use_tanh = self.nonlinearity == "tanh"
+        for t, _, new in reversed(_step_indices(length, self.reverse)):
+            dh += g_hidden[t]
+            d = grad_pre[t]
+            y = hidden[new]
+            if use_tanh:
+                xp.multiply(y, y, out=d)
+                xp.subtract(1, d, out=d)
+                d *= dh
+            else:
+                xp.multiply(dh, y > 0, out=d)
+            xp.matmul(d, w, out=dh)
+        grad_weight = None
+        if self.needs_grad(2):
+            previous = hidden[_previous_slice(length, self.reverse)]
+            grad_weight = grad_pre.reshape(-1, H).T @ previous.reshape(-1, H)
+        return (_as_constant(grad_pre) if self.needs_grad(0) else None,
+                _as_constant(dh) if self.needs_grad(1) else None,
+                _as_constant(grad_weight) if grad_weight is not None else None)
+
+
+def _rnn_backward_composed(gates_x, h0, weight_hh, grad_hidden, grad_h_n, nonlinearity, reverse):
+    """RNNSequence's backward written with Tensor ops (used under create_graph=True)."""
+    length = gates_x.shape[0]
+    steps = _step_indices(length, reverse)
+    weight_t = weight_hh.T
+    h = h0
+    saved = {}
+    for t, _, _ in steps:
+        pre = gates_x[t] + h @ weight_t
+        h_new = tanh(pre) if nonlinearity == "tanh" else relu(pre)
+        saved[t] = (h, pre, h_new)
+        h = h_new
+    dh = grad_h_n
+    grad_pre = [None] * length
+    grad_weight = None
+    for t, _, _ in reversed(steps):
+        h_prev, pre, y = saved[t]
+        dh = dh + grad_hidden[t]
+        if nonlinearity == "tanh":
+            d = dh * (1.0 - y * y)
+        else:
+            d = dh * Tensor((pre.data > 0).astype(pre.dtype))
+        grad_pre[t] = d
+        step_weight = d.T @ h_prev
+        grad_weight = step_weight if grad_weight is None else grad_weight + step_weight
+        dh = d @ weight_hh
+    return stack(grad_pre), dh, grad_weight
+
+
+# ----- modules ---------------------------------------------------------------------------
+
+_SEQUENCE_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def _check_size(owner, name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class RNNBase(Module):
+    """Shared machinery of RNN, LSTM and GRU: parameters, input checks, layer loop."""
+
+    def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False):
+        super().__init__()
+        name = type(self).__name__
+        self.mode = mode
+        self.input_size = _check_size(name, "input_size", input_size)
+        self.hidden_size = _check_size(name, "hidden_size", hidden_size)
+        self.num_layers = _check_size(name, "num_layers", num_layers)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(f"{name}: dropout={dropout} applies between stacked layers only, so it has no "
+                          f"effect with num_layers=1", stacklevel=2)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.dropout = float(dropout)
+        self.bidirectional = bool(bidirectional)
+        num_directions = 2 if bidirectional else 1
+        gate_size = _SEQUENCE_GATES[mode] * hidden_size
+        # Parameters are attributes named as in PyTorch, created in PyTorch's order.
+        self._parameter_names = []
+        for layer in range(num_layers):
+            layer_input = input_size if layer == 0 else hidden_size * num_directions
+            for direction in range(num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                names = {"weight_ih": (gate_size, layer_input), "weight_hh": (gate_size, hidden_size)}
+                if self.bias:
+                    names.update({"bias_ih": (gate_size,), "bias_hh": (gate_size,)})
+                for kind, shape in names.items():
+                    setattr(self, kind + suffix, Parameter(np.empty(shape, dtype=DEFAULT_FLOAT)))
+                self._parameter_names.append(tuple(kind + suffix for kind in
+                                                   ("weight_ih", "weight_hh", "bias_ih", "bias_hh")))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Every weight and bias uniform in +-1/sqrt(hidden_size), as PyTorch does."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for param in self.parameters():
+            param.data[...] = default_generator().uniform(-bound, bound, size=param.shape)
+
+    def extra_repr(self):
+        text = f"{self.input_size}, {self.hidden_size}"
+        if self.mode == "RNN_RELU":
+            text += ", nonlinearity='relu'"
+        if self.num_layers != 1:
+            text += f", num_layers={self.num_layers}"
+        if not self.bias:
+            text += ", bias=False"
+        if self.batch_first:
+            text += ", batch_first=True"
+        if self.dropout:
+            text += f", dropout={self.dropout}"
+        if self.bidirectional:
+            text += ", bidirectional=True"
+        return text
+
+    def _layer_parameters(self, index):
+        weight_ih, weight_hh, bias_ih, bias_hh = self._parameter_names[index]
+        if not self.bias:
+            return getattr(self, weight_ih), getattr(self, weight_hh), None, None
+        return getattr(self, weight_ih), getattr(self, weight_hh), getattr(self, bias_ih), getattr(self, bias_hh)
+
+    def _describe(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def _check_input(self, input):
+        """The input as a time-major (T, B, input_size) Tensor, and whether it was batched."""
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{self._describe()}: expected the input as a Tensor, got {type(input).__name__}")
+        if input.ndim not in (2, 3):
+            layout = "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
+            raise ValueError(f"{self._describe()}: expected a 3-D input {layout} or a 2-D unbatched input "
+                             f"(seq_len, input_size), got shape {tuple(input.shape)}")
+        if input.shape[-1] != self.input_size:
+            raise ValueError(f"{self._describe()}: expected input with input_size={self.input_size} features in "
+                             f"its last axis, got shape {tuple(input.shape)}")
+        weight = getattr(self, self._parameter_names[0][0])
+        if input.dtype != weight.dtype:
+            raise TypeError(f"{self._describe()}: input dtype {input.dtype} does not match the parameters' dtype "
+                            f"{weight.dtype}; convert one of them (model.to({input.dtype}) or input.astype(...))")
+        time_axis = 1 if (self.batch_first and input.ndim == 3) else 0
+        if input.shape[time_axis] == 0:
+            raise ValueError(f"{self._describe()}: got an empty sequence, input shape {tuple(input.shape)}")
+        if input.ndim == 2:
+            return expand_dims(input, 1), False
+        return (swapaxes(input, 0, 1) if self.batch_first else input), True
+
+    def _initial_state(self, state, name, batch, batched, reference):
+        """A (num_layers * num_directions, B, H) Tensor: the given state, or zeros."""
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        expected = (layers, batch, self.hidden_size) if batched else (layers, self.hidden_size)
+        if state is None:
+            xp = get_array_module(reference.data)
+            return Tensor(xp.zeros((layers, batch, self.hidden_size), dtype=reference.dtype))
+        if not isinstance(state, Tensor):
+            raise TypeError(f"{self._describe()}: expected {name} as a Tensor, got {type(state).__name__}")
+        if tuple(state.shape) != expected:
+            raise ValueError(f"{self._describe()}: expected {name} of shape {expected}, got {tuple(state.shape)}")
+        return state if batched else expand_dims(state, 1)
+
+    def _run(self, input, states):
+        """Run every layer and direction; returns the output and the final states (stacked)."""
+        x, batched = self._check_input(input)
+        length, batch = x.shape[0], x.shape[1]
+        initial = [self._initial_state(s, n, batch, batched, x) for s, n in zip(states, ("h_0", "c_0"))]
+        num_directions = 2 if self.bidirectional else 1
+        finals = [[] for _ in initial]
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(num_directions):
+                index = layer * num_directions + direction
+                weight_ih, weight_hh, bias_ih, bias_hh = self._layer_parameters(index)
+                gates_x = _input_projection(layer_input, weight_ih, self._input_bias(bias_ih, bias_hh))
+                hidden, *last = self._sequence(direction == 1, gates_x, [s[index] for s in initial],
+                                               weight_hh, bias_hh)
+                outputs.append(hidden)
+                for collected, state in zip(finals, last):
+                    collected.append(state)
+            layer_input = outputs[0] if num_directions == 1 else concatenate(outputs, axis=2)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, True)
+        output = layer_input
+        finals = [stack(collected) for collected in finals]
+        if not batched:
+            output = reshape(output, (length, output.shape[-1]))
+            finals = [reshape(f, (f.shape[0], f.shape[-1])) for f in finals]
+        elif self.batch_first:
+            output = swapaxes(output, 0, 1)
+        return output, finals
+
+    def _input_bias(self, bias_ih, bias_hh):
+        if bias_ih is None:
+            return None
+        return bias_ih + bias_hh
+
+    def _sequence(self, reverse, gates_x, states, weight_hh, bias_hh):
+        if self.mode == "LSTM":
+            return LSTMSequence(reverse)(gates_x, states[0], states[1], weight_hh)
+        if self.mode == "GRU":
+            return GRUSequence(reverse)(gates_x, states[0], weight_hh, _bias_or_zeros(bias_hh, weight_hh))
+        nonlinearity = "tanh" if self.mode == "RNN_TANH" else "relu"
+        return RNNSequence(nonlinearity, reverse)(gates_x, states[0], weight_hh)
+
+
+def _input_projection(x, weight, bias):
+    """x (T, B, in) @ weight.T + bias as one matmul over all steps: (T, B, gates)."""
+    return F.linear(x, weight, bias)
+
+
+def _bias_or_zeros(bias, weight):
+    if bias is not None:
+        return bias
+    return Tensor(get_array_module(weight.data).zeros(weight.shape[0], dtype=weight.dtype))
+
+
+class RNN(RNNBase):
+    """Elman RNN, h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) (or relu), as torch.nn.RNN.
+
+    `forward(input, h_0=None)` returns `(output, h_n)`: output (seq_len, batch, D * hidden)
+    ((batch, seq_len, ...) with batch_first), h_n (num_layers * D, batch, hidden), D = 2 if
+    bidirectional else 1.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size, hidden_size,
+                         num_layers, bias, batch_first, dropout, bidirectional)
+
+    def forward(self, input, hx=None):
+        output, (h_n,) = self._run(input, [hx])
+        return output, h_n
+
+
+class LSTM(RNNBase):
+    """Long short-term memory, as torch.nn.LSTM (gates i, f, g, o; weight_ih_l0 is (4*hidden, in)).
+
+    `forward(input, (h_0, c_0)=None)` returns `(output, (h_n, c_n))` with PyTorch's shapes.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False):
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
+
+    def forward(self, input, hx=None):
+        if hx is None:
+            hx = (None, None)
+        elif not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise TypeError(f"{self._describe()}: expected the initial state as a tuple (h_0, c_0), "
+                            f"got {type(hx).__name__}")
+        output, (h_n, c_n) = self._run(input, list(hx))
+        return output, (h_n, c_n)
+
+
+class GRU(RNNBase):
+    """Gated recurrent unit, as torch.nn.GRU (gates r, z, n; n = tanh(W_in x + b_in + r * (W_hn h + b_hn))).
+
+    `forward(input, h_0=None)` returns `(output, h_n)` with PyTorch's shapes.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False):
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional)
+
+    def _input_bias(self, bias_ih, bias_hh):
+        return bias_ih   # b_hn sits inside r * (...), so b_hh is applied by the GRU op itself
+
+    def forward(self, input, hx=None):
+        output, (h_n,) = self._run(input, [hx])
+        return output, h_n
+
+
+# ----- cells ------------------------------------------------------------------------------
+
+class RNNCellBase(Module):
+    """Shared machinery of the cells: one time step of the matching sequence op."""
+
+    gates = 1
+
+    def __init__(self, input_size, hidden_size, bias=True):
+        super().__init__()
+        name = type(self).__name__
+        self.input_size = _check_size(name, "input_size", input_size)
+        self.hidden_size = _check_size(name, "hidden_size", hidden_size)
+        self.bias = bool(bias)
+        gate_size = self.gates * hidden_size
+        self.weight_ih = Parameter(np.empty((gate_size, input_size), dtype=DEFAULT_FLOAT))
+        self.weight_hh = Parameter(np.empty((gate_size, hidden_size), dtype=DEFAULT_FLOAT))
+        if self.bias:
+            self.bias_ih = Parameter(np.empty(gate_size, dtype=DEFAULT_FLOAT))
+            self.bias_hh = Parameter(np.empty(gate_size, dtype=DEFAULT_FLOAT))
+        else:
+            self.bias_ih = self.bias_hh = None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Every weight and bias uniform in +-1/sqrt(hidden_size), as PyTorch does."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for param in self.parameters():
+            param.data[...] = default_generator().uniform(-bound, bound, size=param.shape)
+
+    def extra_repr(self):
+        text = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            text += ", bias=False"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            text += f", nonlinearity={self.nonlinearity!r}"
+        return text
+
+    def _describe(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    def _check_input(self, input):
+        """The input as (1, B, input_size) (one time step), and whether it was batched."""
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{self._describe()}: expected the input as a Tensor, got {type(input).__name__}")
+        if input.ndim not in (1, 2) or input.shape[-1] != self.input_size:
+            raise ValueError(f"{self._describe()}: expected input of shape (batch, {self.input_size}) or "
+                             f"({self.input_size},), got {tuple(input.shape)}")
+        if input.dtype != self.weight_ih.dtype:
+            raise TypeError(f"{self._describe()}: input dtype {input.dtype} does not match the parameters' dtype "
+                            f"{self.weight_ih.dtype}; convert one of them (model.to({input.dtype}) or "
+                            f"input.astype(...))")
+        batched = input.ndim == 2
+        x = input if batched else expand_dims(input, 0)
+        return expand_dims(x, 0), batched
+
+    def _state(self, state, name, batch, batched, reference):
+        """A (B, H) Tensor: the given state, or zeros."""
+        if state is None:
+            xp = get_array_module(reference.data)
+            return Tensor(xp.zeros((batch, self.hidden_size), dtype=reference.dtype))
+        expected = (batch, self.hidden_size) if batched else (self.hidden_size,)
+        if not isinstance(state, Tensor):
+            raise TypeError(f"{self._describe()}: expected {name} as a Tensor, got {type(state).__name__}")
+        if tuple(state.shape) != expected:
+            raise ValueError(f"{self._describe()}: expected {name} of shape {expected}, got {tuple(state.shape)}")
+        return state if batched else expand_dims(state, 0)
+
+
+def _unbatch(state, batched):
+    return state if batched else reshape(state, (state.shape[-1],))
+
+
+class RNNCell(RNNCellBase):
+    """One step of an Elman RNN: h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh) (or relu)."""
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh"):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNCell: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, bias)
+
+    def forward(self, input, hx=None):
+        x, batched = self._check_input(input)
+        h = self._state(hx, "hx", x.shape[1], batched, x)
+        bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
+        _, h_new = RNNSequence(self.nonlinearity)(_input_projection(x, self.weight_ih, bias), h, self.weight_hh)
+        return _unbatch(h_new, batched)
+
+
+class LSTMCell(RNNCellBase):
+    """One LSTM step (gates i, f, g, o): `forward(input, (h, c)=None)` returns `(h', c')`."""
+
+    gates = 4
+
+    def forward(self, input, hx=None):
+        x, batched = self._check_input(input)
+        if hx is None:
+            hx = (None, None)
+        elif not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise TypeError(f"{self._describe()}: expected the state as a tuple (h, c), got {type(hx).__name__}")
+        h = self._state(hx[0], "h", x.shape[1], batched, x)
+        c = self._state(hx[1], "c", x.shape[1], batched, x)
+        bias = None if self.bias_ih is None else self.bias_ih + self.bias_hh
+        _, h_new, c_new = LSTMSequence()(_input_projection(x, self.weight_ih, bias), h, c, self.weight_hh)
+        return _unbatch(h_new, batched), _unbatch(c_new, batched)
+
+
+class GRUCell(RNNCellBase):
+    """One GRU step (gates r, z, n, PyTorch's equations): `forward(input, h=None)` returns h'."""
+
+    gates = 3
+
+    def forward(self, input, hx=None):
+        x, batched = self._check_input(input)
+        h = self._state(hx, "hx", x.shape[1], batched, x)
+        gates_x = _input_projection(x, self.weight_ih, self.bias_ih)
+        _, h_new = GRUSequence()(gates_x, h, self.weight_hh, _bias_or_zeros(self.bias_hh, self.weight_hh))
+        return _unbatch(h_new, batched)
