@@ -141,6 +141,14 @@ def _as_array(value):
         return np.asarray(value)
     if is_array(value):  # a CuPy array in a dataset: bring it to the host for stacking
         return value.get()
+    if isinstance(value, list):  # a list of Python numbers: floats become float32, like easyfit.tensor
+        try:
+            array = np.asarray(value)
+        except ValueError:  # ragged
+            return None
+        if array.dtype.kind not in "biuf":
+            return None
+        return array.astype(np.float32) if array.dtype == np.float64 else array
     return None
 
 
