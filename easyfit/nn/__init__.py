@@ -18,6 +18,8 @@ from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
 from .dropout import Dropout
 from .embedding import Embedding
 from .loss import CrossEntropyLoss, NLLLoss, MSELoss, L1Loss, BCEWithLogitsLoss, BCELoss
+from .recurrent import RNN, LSTM, GRU, RNNCell, LSTMCell, GRUCell
+from .attention import MultiheadAttention
 
 __all__ = [
     "functional", "init", "utils", "Module", "Parameter", "Sequential", "ModuleList", "Linear", "Identity",
