@@ -18,3 +18,4 @@ from .core import (Tensor, Function, tensor, from_numpy, zeros, ones, full, empt
                    mean, var, max, min, argmax, argmin, clip, cuda, float16, float32, float64, int32,
                    int64, bool_)
 from .core.serialization import save, load
+from .learner import Learner, load_learner

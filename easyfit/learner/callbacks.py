@@ -1,0 +1,242 @@
+"""Built-in callbacks: stopping on NaN, early stopping, saving the best model, gradient
+clipping and accumulation, and a CSV log of the epoch table."""
+import csv
+import math
+import warnings
+
+import numpy as np
+
+from .callback import Callback, CancelFitException, CancelBatchException
+
+
+class TerminateOnNaNCallback(Callback):
+    """Stops training at the first non-finite training loss, before it reaches the weights.
+
+    The check runs after the loss and before backward, so the weights keep their last
+    finite values; `learn.stop_reason` and a RuntimeWarning say where and why.
+    """
+    order = -9
+    run_valid = False
+    run_lr_find = False
+
+    def after_loss(self):
+        learn = self.learner
+        loss = float(learn.loss.item())
+        if math.isfinite(loss):
+            return
+        lrs = [group.get("lr") for group in learn.opt.param_groups] if learn.opt is not None else []
+        learn.stop_reason = (f"Training stopped: the loss became {loss} at epoch {learn.epoch}, batch {learn.iter} "
+                             f"(learning rate {lrs[-1] if lrs else 'unknown'}). The weights are those before this "
+                             "batch. Try a lower learning rate (learn.lr_find() suggests one), gradient clipping "
+                             "(GradientClip), or check the inputs for NaN/inf.")
+        warnings.warn(learn.stop_reason, RuntimeWarning, stacklevel=2)
+        raise CancelFitException()
+
+    def before_fit(self):
+        self.learner.stop_reason = None
+
+
+class TrackerCallback(Callback):
+    """Base for callbacks that watch one column of the epoch table (`monitor`).
+
+    `comp` decides what is better (np.less for losses, np.greater otherwise, by
+    default); an improvement must beat the best by `min_delta`.
+    """
+    order = 60
+    run_lr_find = False
+
+    def __init__(self, monitor="valid_loss", comp=None, min_delta=0.0, reset_on_fit=True):
+        if comp is None:
+            comp = np.less if "loss" in monitor or "error" in monitor else np.greater
+        self.monitor, self.comp, self.reset_on_fit = monitor, comp, reset_on_fit
+        # value - min_delta must beat the best: for "lower is better" that means value < best - |min_delta|
+        self.min_delta = -abs(min_delta) if comp is np.less else abs(min_delta)
+        self.best = None
+
+    def before_fit(self):
+        names = self.learner.recorder.metric_names if hasattr(self.learner, "recorder") else None
+        if names is None:
+            raise ValueError(f"{type(self).__name__} needs the Recorder callback (it reads the epoch table)")
+        columns = names[1:-1]
+        if self.monitor not in columns:
+            raise ValueError(f"{type(self).__name__}: monitor={self.monitor!r} is not a column of the epoch table; "
+                             f"columns are {columns}")
+        self._index = columns.index(self.monitor)
+        if self.reset_on_fit or self.best is None:
+            self.best = math.inf if self.comp is np.less else -math.inf
+
+    def _improved(self):
+        """Whether this epoch's value beats the best (and record it if so)."""
+        value = self.learner.recorder.values[-1][self._index]
+        self.last_value = value
+        if value is None or not math.isfinite(value):
+            return False
+        if self.comp(value - self.min_delta, self.best):
+            self.best = value
+            return True
+        return False
+
+    def state_dict(self):
+        return {"best": self.best}
+
+    def load_state_dict(self, state):
+        self.best = state["best"]
+
+
+class EarlyStoppingCallback(TrackerCallback):
+    """Stops training when `monitor` has not improved for `patience` epochs."""
+
+    def __init__(self, monitor="valid_loss", comp=None, min_delta=0.0, patience=1, reset_on_fit=True):
+        super().__init__(monitor=monitor, comp=comp, min_delta=min_delta, reset_on_fit=reset_on_fit)
+        self.patience = patience
+        self.wait = 0
+
+    def before_fit(self):
+        super().before_fit()
+        self.wait = 0
+        self.stopped_epoch = None
+
+    def after_epoch(self):
+        learn = self.learner
+        if self._improved():
+            self.wait = 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = learn.epoch
+            learn.stop_reason = (f"Early stopping at epoch {learn.epoch}: {self.monitor} has not improved on "
+                                 f"{self.best:.6f} for {self.wait} epoch(s).")
+            raise CancelFitException()
+
+    def state_dict(self):
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state):
+        self.best, self.wait = state["best"], int(state["wait"])
+
+
+class SaveModelCallback(TrackerCallback):
+    """Saves the learner (`learn.save(fname)`) when `monitor` improves, and loads the best
+    back at the end of training (unless `at_end`).
+
+    `every_epoch=True` saves `fname_<epoch>` after every epoch instead; `at_end` saves
+    once, after training. `every_n_batches=n` also writes a resumable checkpoint
+    `fname_last` every n training batches (see `fit(..., resume=...)`).
+    """
+    order = 61
+
+    def __init__(self, monitor="valid_loss", comp=None, min_delta=0.0, fname="model", every_epoch=False,
+                 at_end=False, with_opt=True, every_n_batches=None, reset_on_fit=True):
+        super().__init__(monitor=monitor, comp=comp, min_delta=min_delta, reset_on_fit=reset_on_fit)
+        self.fname, self.every_epoch, self.at_end, self.with_opt = fname, every_epoch, at_end, with_opt
+        self.every_n_batches = every_n_batches
+        self.saved = []
+
+    def after_batch(self):
+        learn = self.learner
+        if self.every_n_batches and learn.training and learn.train_iter % self.every_n_batches == 0:
+            learn.save(f"{self.fname}_last", with_opt=True)
+
+    def after_epoch(self):
+        learn = self.learner
+        if self.at_end:
+            return
+        if self.every_epoch:
+            self.saved.append(learn.save(f"{self.fname}_{learn.epoch}", with_opt=self.with_opt))
+        elif self._improved():
+            self.best_epoch = learn.epoch
+            self.saved.append(learn.save(self.fname, with_opt=self.with_opt))
+
+    def after_fit(self):
+        learn = self.learner
+        if self.at_end:
+            self.saved.append(learn.save(self.fname, with_opt=self.with_opt))
+        elif not self.every_epoch and self.saved:
+            learn.load(self.fname, with_opt=self.with_opt, training_state=False)
+
+
+class GradientClip(Callback):
+    """Clips the gradients' global norm to `max_norm` before each step."""
+    run_valid = False
+
+    def __init__(self, max_norm=1.0, norm_type=2.0):
+        self.max_norm, self.norm_type = max_norm, norm_type
+        self.last_norm = None
+
+    def before_step(self):
+        from ..nn.utils import clip_grad_norm_
+        params = [p for group in self.learner.opt.param_groups for p in group["params"] if p.grad is not None]
+        if params:
+            self.last_norm = float(clip_grad_norm_(params, self.max_norm, norm_type=self.norm_type))
+
+
+class GradientAccumulation(Callback):
+    """Accumulates gradients over batches until `n_acc` items were seen, then steps.
+
+    The loss is scaled by (batch items / n_acc) so the step uses the mean gradient over
+    the accumulated items: training with batch size b and n_acc = k*b matches batch
+    size k*b (for a loss that averages over items).
+    """
+    order = -20
+    run_valid = False
+
+    def __init__(self, n_acc=32):
+        self.n_acc = n_acc
+        self.count = 0
+
+    def before_fit(self):
+        self.count = 0
+
+    def after_loss(self):
+        learn = self.learner
+        batch_items = int(learn.yb.shape[0]) if learn.yb is not None and learn.yb.ndim else 1
+        learn.loss_grad = learn.loss_grad * (batch_items / self.n_acc)
+        self.count += batch_items
+
+    def before_step(self):
+        if self.count < self.n_acc:
+            raise CancelBatchException()  # skip the step and zero_grad: gradients keep accumulating
+        self.count = 0
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = int(state["count"])
+
+
+class CSVLogger(Callback):
+    """Appends the epoch table (the columns `Recorder` prints) to `path/fname` as CSV."""
+    order = 60
+    run_lr_find = False
+
+    def __init__(self, fname="history.csv", append=False):
+        self.fname, self.append = fname, append
+
+    @property
+    def path(self):
+        return self.learner.path / self.fname
+
+    def before_fit(self):
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_header = not (self.append and path.exists() and path.stat().st_size > 0)
+        self._file = open(path, "a" if self.append else "w", newline="")
+        self._writer = csv.writer(self._file)
+        if write_header:
+            self._writer.writerow(self.learner.recorder.metric_names)
+            self._file.flush()
+
+    def after_epoch(self):
+        log = self.learner.recorder.log
+        if log:
+            self._writer.writerow([f"{v:.6f}" if isinstance(v, float) else v for v in log])
+            self._file.flush()
+
+    def after_fit(self):
+        self._file.close()
+
+    def read(self):
+        """The logged rows as a list of dicts (column name -> string)."""
+        with open(self.path, newline="") as handle:
+            return list(csv.DictReader(handle))

@@ -1,0 +1,191 @@
+"""TensorBoardCallback: training curves, histograms, sample images, hyper-parameters and
+the op graph, written with tensorboardX (no PyTorch needed).
+
+tensorboardX's `add_graph` traces PyTorch modules, so the graph is built here from
+easyfit's own autograd graph instead: the ops recorded while computing the first
+training batch's predictions become a GraphDef (one node per op, named after its
+class, plus the input and one node per parameter).
+"""
+import math
+
+import numpy as np
+
+from .callback import Callback
+from .decoding import to_numpy
+from .recorder import momentum_of
+
+
+def _summary_writer(log_dir):
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise ImportError("TensorBoardCallback needs tensorboardX, which is not installed. Install it with: "
+                          "pip install tensorboardX (a core dependency of easyfit)") from None
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+class TensorBoardCallback(Callback):
+    """Logs to TensorBoard event files in `log_dir` (default: `learn.path/runs`).
+
+    Scalars `train/loss`, `train/lr`, `train/mom` per batch (every `log_every` batches),
+    `valid/loss` and `valid/<metric>` per epoch (step = training batches so far);
+    weight and gradient histograms (`weights/<name>`, `grads/<name>`) every
+    `hist_every` batches (0: never); `n_images` sample input images at the start when
+    the inputs are image batches (N, C, H, W) with 1 or 3 channels; the op graph
+    (`log_graph`); and at the end the hyper-parameters with the final metrics
+    (HParams tab), plus any `hparams` you give.
+    """
+    order = 70
+    run_lr_find = False
+
+    def __init__(self, log_dir=None, log_every=1, hist_every=100, n_images=8, log_graph=True, hparams=None):
+        self.log_dir, self.log_every, self.hist_every = log_dir, log_every, hist_every
+        self.n_images, self.log_graph, self.hparams = n_images, log_graph, dict(hparams or {})
+        self.writer = None
+        self.graph_written = False
+
+    @property
+    def name(self):
+        return "tensorboard"
+
+    def before_fit(self):
+        learn = self.learner
+        if self.log_dir is None:
+            self.log_dir = learn.path / "runs"
+        self.writer = _summary_writer(self.log_dir)
+        self._images_written = False
+
+    def after_pred(self):
+        learn = self.learner
+        if not learn.training:
+            return
+        if self.log_graph and not self.graph_written:
+            write_graph(self.writer, learn.pred, dict(learn.model.named_parameters()))
+            self.graph_written = True
+        if self.n_images and not self._images_written:
+            self._write_images(learn.xb[0])
+            self._images_written = True
+
+    def _write_images(self, xb):
+        images = to_numpy(xb)
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            return
+        images = images[:self.n_images].astype(np.float32)
+        low, high = images.min(), images.max()
+        images = (images - low) / (high - low) if high > low else np.zeros_like(images)
+        self.writer.add_images("train/images", images, global_step=self.learner.train_iter, dataformats="NCHW")
+
+    def after_step(self):
+        learn = self.learner
+        if self.hist_every and learn.train_iter % self.hist_every == 0:
+            for name, p in learn.model.named_parameters():
+                self.writer.add_histogram(f"weights/{name}", to_numpy(p), learn.train_iter)
+                if p.grad is not None:
+                    self.writer.add_histogram(f"grads/{name}", to_numpy(p.grad), learn.train_iter)
+
+    def after_batch(self):
+        learn = self.learner
+        if not learn.training or learn.loss is None or learn.train_iter % self.log_every:
+            return
+        step = learn.train_iter
+        self.writer.add_scalar("train/loss", float(learn.loss.item()), step)
+        if learn.opt is not None:
+            self.writer.add_scalar("train/lr", float(learn.opt.param_groups[-1]["lr"]), step)
+            mom = momentum_of(learn)
+            if mom is not None:
+                self.writer.add_scalar("train/mom", mom, step)
+
+    def after_epoch(self):
+        learn = self.learner
+        if learn.valid_results is None:
+            return
+        step = learn.train_iter
+        self.writer.add_scalar("valid/loss", learn.valid_results[0], step)
+        for metric, value in zip(learn.metrics, learn.valid_results[1:]):
+            self.writer.add_scalar(f"valid/{metric.name}", value, step)
+        self.writer.flush()
+
+    def after_fit(self):
+        learn = self.learner
+        if self.writer is None:
+            return
+        hparams = {"n_epoch": learn.n_epoch, "opt": type(learn.opt).__name__ if learn.opt is not None else "none",
+                   "model": type(learn.model).__name__, "loss": type(learn.loss_func).__name__}
+        if learn.opt is not None:
+            hparams["lr_max"] = float(max(g["lr"] for g in learn.opt.param_groups))
+            hparams["weight_decay"] = float(learn.opt.param_groups[-1].get("weight_decay", 0.0))
+        batch_size = getattr(learn.dls.train, "batch_size", None)
+        if batch_size is not None:
+            hparams["batch_size"] = int(batch_size)
+        hparams.update(self.hparams)
+        final = {}
+        if learn.valid_results is not None:
+            final["hparam/valid_loss"] = float(learn.valid_results[0])
+            for metric, value in zip(learn.metrics, learn.valid_results[1:]):
+                final[f"hparam/{metric.name}"] = float(value)
+        if final:
+            self.writer.add_hparams(hparams, final, name="hparams")
+        self.writer.flush()
+        self.writer.close()
+        self.writer = None
+
+
+def write_graph(writer, output, named_parameters):
+    """Write the op graph that produced `output` (a Tensor) as a TensorBoard GraphDef."""
+    from tensorboardX.proto import event_pb2
+    writer._get_file_writer().add_event(event_pb2.Event(graph_def=graph_def(output, named_parameters)
+                                                        .SerializeToString()))
+
+
+def graph_def(output, named_parameters):
+    """A GraphDef of the ops between the inputs/parameters and `output`."""
+    from tensorboardX.proto.graph_pb2 import GraphDef
+    from tensorboardX.proto.node_def_pb2 import NodeDef
+    from tensorboardX.proto.versions_pb2 import VersionDef
+    from tensorboardX.proto.attr_value_pb2 import AttrValue
+    from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
+
+    param_names = {id(p): name for name, p in named_parameters.items()}
+    names, nodes, counts = {}, [], {}
+
+    def shape_attr(tensor):
+        dims = [TensorShapeProto.Dim(size=int(d)) for d in tensor.shape]
+        return {"_output_shapes": AttrValue(list=AttrValue.ListValue(shape=[TensorShapeProto(dim=dims)])),
+                "dtype": AttrValue(s=str(tensor.dtype).encode())}
+
+    def leaf_name(tensor):
+        key = ("leaf", id(tensor))
+        if key not in names:
+            if id(tensor) in param_names:
+                name, op = "params/" + param_names[id(tensor)], "Parameter"
+            else:
+                counts["input"] = counts.get("input", -1) + 1
+                name, op = f"input_{counts['input']}" if counts["input"] else "input", "Input"
+            names[key] = name
+            nodes.append(NodeDef(name=name, op=op, attr=shape_attr(tensor)))
+        return names[key]
+
+    # iterative post-order walk: inputs get their nodes before the ops that use them
+    stack = [(output, False)]
+    while stack:
+        tensor, expanded = stack.pop()
+        creator = tensor.creator
+        if creator is None:
+            leaf_name(tensor)
+            continue
+        key = ("op", id(creator))
+        if key in names:
+            continue
+        inputs = getattr(creator, "inputs", ())
+        if not expanded:
+            stack.append((tensor, True))
+            for item in reversed(inputs):
+                stack.append((item, False))
+            continue
+        op = type(creator).__name__
+        counts[op] = counts.get(op, -1) + 1
+        name = f"{op}_{counts[op]}"
+        names[key] = name
+        input_names = [names[("op", id(x.creator))] if x.creator is not None else leaf_name(x) for x in inputs]
+        nodes.append(NodeDef(name=name, op=op, input=input_names, attr=shape_attr(tensor)))
+    return GraphDef(node=nodes, versions=VersionDef(producer=22))
