@@ -102,6 +102,7 @@ class Learner:
         self._epoch_stage = 0       # 0 training, 1 validating, 2 epoch done (for checkpoints)
         self._batches_done = 0      # training batches finished in this epoch
         self._batch_done = True     # False while a batch is between its start and its step
+        self._build_hooks()
         if default_cbs:
             self.add_cbs([TerminateOnNaNCallback(), Recorder(), ProgressCallback()])
         self.add_cbs(cbs)
@@ -295,6 +296,7 @@ class Learner:
             if lr is not None:
                 self.set_hyper("lr", self.lr_per_group(lr))
             self.n_epoch = int(n_epoch)
+            self.epoch, self.iter, self.train_iter, self.pct_train = 0, 0, 0, 0.0
             self._resume = _checkpoint.start_resume(self, resume, n_epoch) if resume is not None else None
             self.in_fit = True
             try:
