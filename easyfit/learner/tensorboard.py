@@ -76,12 +76,12 @@ class TensorBoardCallback(Callback):
         self.writer.add_images("train/images", images, global_step=self.learner.train_iter, dataformats="NCHW")
 
     def after_step(self):
-        learn = self.learner
-        if self.hist_every and learn.train_iter % self.hist_every == 0:
-            for name, p in learn.model.named_parameters():
-                self.writer.add_histogram(f"weights/{name}", to_numpy(p), learn.train_iter)
+        step = self.learner.train_iter + 1  # this batch counts as done, as for the scalars
+        if self.hist_every and step % self.hist_every == 0:
+            for name, p in self.learner.model.named_parameters():
+                self.writer.add_histogram(f"weights/{name}", to_numpy(p), step)
                 if p.grad is not None:
-                    self.writer.add_histogram(f"grads/{name}", to_numpy(p.grad), learn.train_iter)
+                    self.writer.add_histogram(f"grads/{name}", to_numpy(p.grad), step)
 
     def after_batch(self):
         learn = self.learner

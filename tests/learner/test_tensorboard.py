@@ -1,0 +1,76 @@
+"""TensorBoardCallback's records, read back with the tensorboard package's event reader."""
+import numpy as np
+import pytest
+
+from easyfit import nn
+from easyfit.data import DataLoader, DataLoaders, ArrayDataset
+from easyfit.learner import Learner, TensorBoardCallback, accuracy
+
+event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+
+
+def image_dls():
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 1, 6, 6)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)
+    train = DataLoader(ArrayDataset(x[:32], y[:32]), batch_size=8, shuffle=True, seed=1, num_workers=0)
+    valid = DataLoader(ArrayDataset(x[32:], y[32:]), batch_size=8, num_workers=0)
+    return DataLoaders(train, valid)
+
+
+def read(log_dir):
+    accumulator = event_accumulator.EventAccumulator(str(log_dir), size_guidance={
+        event_accumulator.SCALARS: 0, event_accumulator.HISTOGRAMS: 0, event_accumulator.IMAGES: 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def test_every_kind_of_record_reads_back(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2))
+    tb = TensorBoardCallback(tmp_path / "runs", hist_every=2, n_images=4, hparams={"note": "test"})
+    learn = Learner(image_dls(), model, nn.CrossEntropyLoss(), metrics=accuracy, cbs=[tb])
+    learn.fit_one_cycle(2, lr_max=1e-2)
+
+    events = read(tmp_path / "runs")
+    tags = events.Tags()
+    assert {"train/loss", "train/lr", "train/mom", "valid/loss", "valid/accuracy"} <= set(tags["scalars"])
+    losses = events.Scalars("train/loss")
+    assert [e.step for e in losses] == list(range(1, 9))
+    assert [e.value for e in losses] == pytest.approx(learn.recorder.losses, rel=1e-6)
+    assert [e.value for e in events.Scalars("train/lr")] == pytest.approx(learn.recorder.lrs, rel=1e-6)
+    assert [e.value for e in events.Scalars("train/mom")] == pytest.approx(learn.recorder.moms, rel=1e-6)
+    assert [e.value for e in events.Scalars("valid/loss")] == pytest.approx([v[1] for v in learn.recorder.values])
+    assert [e.step for e in events.Scalars("valid/accuracy")] == [4, 8]
+
+    assert {"weights/0.weight", "grads/0.weight", "weights/3.bias"} <= set(tags["histograms"])
+    assert [e.step for e in events.Histograms("weights/0.weight")] == [2, 4, 6, 8]
+    histogram = events.Histograms("weights/3.weight")[-1].histogram_value
+    assert histogram.num == 64 and histogram.min == pytest.approx(learn.model[3].weight.numpy().min())
+
+    images = events.Images("train/images")
+    assert len(images) == 1 and images[0].encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n"
+    assert images[0].width >= 6 * 2 and images[0].height >= 6  # a grid of the 4 first 6x6 inputs
+
+    graph = events.Graph()
+    ops = [node.op for node in graph.node]
+    assert "Parameter" in ops and "Input" in ops and len(graph.node) > 6
+    assert {"params/0.weight", "params/3.bias"} <= {node.name for node in graph.node}
+
+    hparams_run = read(tmp_path / "runs" / "hparams")
+    assert {"hparam/valid_loss", "hparam/accuracy"} <= set(hparams_run.Tags()["scalars"])
+    assert hparams_run.Scalars("hparam/accuracy")[0].value == pytest.approx(learn.recorder.values[-1][2])
+    plugin = hparams_run.PluginTagToContent("hparams")
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    session = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/session_start_info"])
+    hparams = session.session_start_info.hparams
+    assert hparams["note"].string_value == "test" and hparams["n_epoch"].number_value == 2
+    assert hparams["opt"].string_value == "Adam"
+
+
+def test_images_are_skipped_for_non_image_inputs(tmp_path):
+    from conftest import make_dls, make_model
+    learn = Learner(make_dls(), make_model(), nn.CrossEntropyLoss(), cbs=[TensorBoardCallback(tmp_path, hist_every=0)])
+    learn.fit(1)
+    tags = read(tmp_path).Tags()
+    assert tags["images"] == [] and tags["histograms"] == []
+    assert "train/loss" in tags["scalars"]
