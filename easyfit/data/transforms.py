@@ -127,15 +127,24 @@ class RandomCrop(Transform):
 
     def __call__(self, x, rng):
         _check_image(x, "RandomCrop")
-        if self.padding:
-            p = self.padding
-            x = np.pad(x, ((p, p), (p, p), (0, 0)), mode=self.pad_mode)
-        height, width = self.size
-        if x.shape[0] < height or x.shape[1] < width:
+        p, (height, width) = self.padding, self.size
+        padded_h, padded_w = x.shape[0] + 2 * p, x.shape[1] + 2 * p
+        if padded_h < height or padded_w < width:
             raise ValueError(f"RandomCrop({height}, {width}) of an image of shape {x.shape} "
                              f"(after padding {self.padding}): the image is smaller")
-        top = int(rng.integers(0, x.shape[0] - height + 1))
-        left = int(rng.integers(0, x.shape[1] - width + 1))
+        top = int(rng.integers(0, padded_h - height + 1))
+        left = int(rng.integers(0, padded_w - width + 1))
+        if p and self.pad_mode == "constant":
+            # copy the part of the window inside the image into zeros: no padded copy of it all
+            out = np.zeros((height, width, x.shape[2]), x.dtype)
+            rows = slice(max(top - p, 0), min(top - p + height, x.shape[0]))
+            cols = slice(max(left - p, 0), min(left - p + width, x.shape[1]))
+            if rows.stop > rows.start and cols.stop > cols.start:
+                out[rows.start - (top - p):rows.stop - (top - p),
+                    cols.start - (left - p):cols.stop - (left - p)] = x[rows, cols]
+            return out
+        if p:
+            x = np.pad(x, ((p, p), (p, p), (0, 0)), mode=self.pad_mode)
         return x[top:top + height, left:left + width]
 
 

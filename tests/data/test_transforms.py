@@ -94,3 +94,19 @@ def test_transform_errors_name_what_they_got():
         Resize(2)(np.zeros((4, 4)))
     with pytest.raises(ValueError, match="size must be a positive int"):
         RandomCrop(-1)
+
+
+def test_random_crop_with_zero_padding_equals_numpy_pad_then_slice():
+    for seed in range(300):
+        rng = np.random.default_rng(seed)
+        h, w = rng.integers(1, 12, 2)
+        p = int(rng.integers(0, 6))
+        size = (int(rng.integers(1, h + 2 * p + 1)), int(rng.integers(1, w + 2 * p + 1)))
+        x = rng.integers(0, 255, (h, w, 3)).astype(np.uint8)
+        out = RandomCrop(size, padding=p)(x, np.random.default_rng(seed))
+        draw = np.random.default_rng(seed)
+        top, left = draw.integers(0, h + 2 * p - size[0] + 1), draw.integers(0, w + 2 * p - size[1] + 1)
+        expected = np.pad(x, ((p, p), (p, p), (0, 0)))[top:top + size[0], left:left + size[1]]
+        np.testing.assert_array_equal(out, expected)
+    reflect = RandomCrop(4, padding=2, pad_mode="reflect")(image(4, 4), np.random.default_rng(0))
+    assert reflect.shape == (4, 4, 3)

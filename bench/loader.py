@@ -1,0 +1,173 @@
+"""Loader benchmark: decoding + augmenting a folder of PNGs, and overlap with a training step.
+
+Run it under the shared lock (benchmarks must not overlap):
+
+    flock /tmp/easyfit-bench.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/loader.py
+
+It writes a folder of CIFAR-sized PNGs to a temporary directory and reports
+
+1. images/s for decode + augment (RandomCrop with padding, flip) + collate + ImageToFloat,
+   loading in the calling thread, in 1 and 2 background threads and in 2 processes;
+2. the time of one training epoch (a small easyfit.nn CNN, forward + backward + SGD
+   update, or with --step numpy a fixed NumPy workload) fed from in-memory arrays and
+   from the image folder, with background prefetch and without, and the time the
+   step spent waiting for data. Target: folder / in-memory <= 1.1 with prefetch.
+"""
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import easyfit as ef
+from easyfit.data import ImageDataLoaders, RandomCrop, RandomHorizontalFlip, decode_image
+
+
+def write_folder(root, n_images, size, n_classes=10, seed=0):
+    """PNG files of smooth random colour fields plus noise (they compress like photos, not like noise)."""
+    rng = np.random.default_rng(seed)
+    for i in range(n_images):
+        low = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        image = np.asarray(Image.fromarray(low).resize((size, size), Image.BILINEAR)).astype(np.int16)
+        image = np.clip(image + rng.integers(-12, 13, image.shape), 0, 255).astype(np.uint8)
+        folder = root / f"class{i % n_classes}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i:06d}.png")
+
+
+def augment():
+    return [RandomCrop(32, padding=4), RandomHorizontalFlip()]
+
+
+def images_per_second(root, bs, workers, worker_type, repeats):
+    dls = ImageDataLoaders.from_folder(root, valid_pct=0, seed=0, bs=bs, item_tfms=augment(),
+                                       num_workers=workers, worker_type=worker_type)
+    n = len(dls.train.dataset)
+    for _ in dls.train:  # warm the page cache and the pools
+        pass
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in dls.train:
+            pass
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+class NumpyStep:
+    """A fixed NumPy workload per batch (two matmuls of a fixed size, repeated)."""
+
+    def __init__(self, repeats):
+        rng = np.random.default_rng(0)
+        self.w1 = rng.standard_normal((3072, 512)).astype(np.float32)
+        self.w2 = rng.standard_normal((512, 3072)).astype(np.float32)
+        self.repeats = repeats
+
+    def __call__(self, xb, yb):
+        x = xb.numpy().reshape(len(xb), -1)
+        for _ in range(self.repeats):
+            x = np.tanh((x @ self.w1) @ self.w2 * 1e-3)
+        return float(x[0, 0])
+
+
+class CNNStep:
+    """Forward + backward + SGD update of a small CNN from easyfit.nn."""
+
+    def __init__(self, lr=0.01):
+        from easyfit import nn
+        ef.manual_seed(0)
+        self.model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                   nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                   nn.Flatten(), nn.Linear(32 * 8 * 8, 10))
+        self.loss = nn.CrossEntropyLoss()
+        self.lr = lr
+
+    def __call__(self, xb, yb):
+        loss = self.loss(self.model(xb), yb)
+        for p in self.model.parameters():
+            p.grad = None
+        loss.backward()
+        for p in self.model.parameters():
+            p.data -= self.lr * p.grad.data
+        return loss.item()
+
+
+def timed_epoch(loader, step):
+    """(epoch seconds, seconds the step waited for the next batch)."""
+    waited = 0.0
+    start = time.perf_counter()
+    iterator = iter(loader)
+    while True:
+        t = time.perf_counter()
+        try:
+            xb, yb = next(iterator)
+        except StopIteration:
+            break
+        waited += time.perf_counter() - t
+        step(xb, yb)
+    return time.perf_counter() - start, waited
+
+
+def epoch_comparison(root, bs, step, workers, repeats):
+    files = sorted(root.rglob("*.png"))
+    images = np.stack([decode_image(f) for f in files])
+    labels = np.array([int(f.parent.name[5:]) for f in files])
+    memory = ImageDataLoaders.from_arrays(images, labels, valid_x=images[:bs], valid_y=labels[:bs], bs=bs,
+                                          seed=0, item_tfms=augment(), num_workers=workers)
+    folder = ImageDataLoaders.from_folder(root, valid_pct=0, seed=0, bs=bs, item_tfms=augment(),
+                                          num_workers=workers)
+    folder_sync = ImageDataLoaders.from_folder(root, valid_pct=0, seed=0, bs=bs, item_tfms=augment(),
+                                               num_workers=0)
+    memory_sync = ImageDataLoaders.from_arrays(images, labels, valid_x=images[:bs], valid_y=labels[:bs], bs=bs,
+                                               seed=0, item_tfms=augment(), num_workers=0)
+    runs = {"memory, prefetch": memory.train, "folder, prefetch": folder.train,
+            "memory, no prefetch": memory_sync.train, "folder, no prefetch": folder_sync.train}
+    timed_epoch(memory.train, step)  # warm-up: caches, BLAS, allocator
+    results = {name: [] for name in runs}
+    for _ in range(repeats):  # interleave the runs so load from other processes hits each alike
+        for name, loader in runs.items():
+            results[name].append(timed_epoch(loader, step))
+    return {name: min(times) for name, times in results.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=2048)
+    parser.add_argument("--bs", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2, help="background threads for the prefetch runs")
+    parser.add_argument("--step", choices=["cnn", "numpy"], default="cnn")
+    parser.add_argument("--numpy-repeats", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="easyfit-bench-") as tmp:
+        root = Path(tmp) / "images"
+        start = time.perf_counter()
+        write_folder(root, args.images, 32)
+        print(f"wrote {args.images} PNGs of 32x32x3 in {time.perf_counter() - start:.1f}s "
+              f"({sum(f.stat().st_size for f in root.rglob('*.png')) / args.images / 1024:.1f} KiB each)")
+
+        print("\n1. decode + augment (RandomCrop(32, padding=4), flip) + collate + ImageToFloat, batch "
+              f"{args.bs}")
+        for label, workers, kind in [("calling thread", 0, "thread"), ("1 thread", 1, "thread"),
+                                     ("2 threads", 2, "thread"), ("2 processes", 2, "process")]:
+            rate = images_per_second(root, args.bs, workers, kind, args.repeats)
+            print(f"   {label:<16} {rate:9.0f} images/s")
+
+        step = CNNStep() if args.step == "cnn" else NumpyStep(args.numpy_repeats)
+        print(f"\n2. one epoch of {args.images // args.bs} training steps ({args.step} step), "
+              f"prefetch with {args.workers} threads; best of {args.repeats}")
+        results = epoch_comparison(root, args.bs, step, args.workers, args.repeats)
+        for name, (seconds, waited) in results.items():
+            print(f"   {name:<20} {seconds:7.2f}s epoch   {waited:6.2f}s waiting for data "
+                  f"({100 * waited / seconds:4.1f}%)")
+        ratio = results["folder, prefetch"][0] / results["memory, prefetch"][0]
+        sync_ratio = results["folder, no prefetch"][0] / results["memory, prefetch"][0]
+        print(f"\n   folder / in-memory epoch with prefetch: {ratio:.3f}  (target <= 1.1)  "
+              f"[without prefetch: {sync_ratio:.3f}]")
+
+
+if __name__ == "__main__":
+    main()
