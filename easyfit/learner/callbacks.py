@@ -212,13 +212,10 @@ class CSVLogger(Callback):
 
     def __init__(self, fname="history.csv", append=False):
         self.fname, self.append = fname, append
-
-    @property
-    def path(self):
-        return self.learner.path / self.fname
+        self.path = None  # set when a fit starts: learn.path / fname
 
     def before_fit(self):
-        path = self.path
+        path = self.path = self.learner.path / self.fname
         path.parent.mkdir(parents=True, exist_ok=True)
         write_header = not (self.append and path.exists() and path.stat().st_size > 0)
         self._file = open(path, "a" if self.append else "w", newline="")
@@ -238,5 +235,7 @@ class CSVLogger(Callback):
 
     def read(self):
         """The logged rows as a list of dicts (column name -> string)."""
+        if self.path is None:
+            raise ValueError("CSVLogger.read: nothing logged yet (the logger has not been part of a fit)")
         with open(self.path, newline="") as handle:
             return list(csv.DictReader(handle))
