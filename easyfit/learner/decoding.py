@@ -84,11 +84,15 @@ def per_item_losses(loss_func, raw_preds, targets):
 
 
 def prepare_item(learn, item):
-    """One raw item (an array, a Tensor, or an image file path) made into a batch of one.
+    """One raw item made into a batch of one: a text (with text data: tokenized and encoded
+    with the data's tokenizer and vocab), an image file path, an array or a Tensor.
 
     The validation loader's item and batch transforms are applied, as in validation.
     """
     dl = learn.dls.valid if getattr(learn.dls, "valid", None) is not None else learn.dls.train
+    tokenizer, vocab = getattr(learn.dls, "tokenizer", None), getattr(learn.dls, "vocab", None)
+    if isinstance(item, str) and tokenizer is not None and hasattr(vocab, "encode"):
+        return np.asarray(vocab.encode(tokenizer(item)), dtype=np.int64)[None]
     if isinstance(item, (str, os.PathLike)):
         from ..data.vision import decode_image
         dataset = getattr(dl, "dataset", None)

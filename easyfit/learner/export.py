@@ -178,6 +178,29 @@ def _describe_transforms(transforms, where):
     return described
 
 
+def _describe_tokenizer(tokenizer):
+    if tokenizer is None:
+        return None
+    from ..data import text
+    cls = type(tokenizer)
+    if getattr(text, cls.__name__, None) is not cls:
+        raise ExportError(f"export: the data's tokenizer {tokenizer!r} is not one of easyfit.data.text's tokenizers, "
+                          "so it cannot be stored without pickle")
+    return {"class": cls.__name__, "state": _plain_json(vars(tokenizer), "tokenizer")}
+
+
+def _build_tokenizer(described):
+    if described is None:
+        return None
+    from ..data import text
+    cls = getattr(text, described["class"], None)
+    if not isinstance(cls, type) or not described["class"].endswith("Tokenizer"):
+        raise ExportError(f"load_learner: unknown tokenizer class {described['class']!r}")
+    tokenizer = cls.__new__(cls)
+    tokenizer.__dict__.update(_from_plain_json(described["state"]))
+    return tokenizer
+
+
 def _build_transforms(described):
     from ..data import transforms as transform_module
     built = []
@@ -239,6 +262,7 @@ def export_learner(learn, path):
         "preprocessing": {
             "item_tfms": _describe_transforms(getattr(valid, "item_tfms", ()), "item_tfms"),
             "batch_tfms": _describe_transforms(getattr(valid, "batch_tfms", ()), "batch_tfms"),
+            "tokenizer": _describe_tokenizer(getattr(dls, "tokenizer", None)),
         },
     }
     tensors = {"model": {key: value.numpy_cpu() for key, value in learn.model.state_dict().items()},
@@ -260,12 +284,13 @@ def _check_rebuild(model, spec, arrays):
 
 
 class InferenceData:
-    """What an exported learner keeps of its data: the validation preprocessing, classes, vocabulary."""
+    """What an exported learner keeps of its data: the validation preprocessing, classes,
+    vocabulary and tokenizer."""
 
-    def __init__(self, item_tfms, batch_tfms, classes, vocab):
+    def __init__(self, item_tfms, batch_tfms, classes, vocab, tokenizer=None):
         self.train = None
         self.valid = _Preprocessing(item_tfms, batch_tfms)
-        self.classes, self.vocab = classes, vocab
+        self.classes, self.vocab, self.tokenizer = classes, vocab, tokenizer
 
 
 class _Preprocessing:
@@ -314,5 +339,6 @@ def load_learner(path, device=None):
     classes = description.get("classes")
     data = InferenceData(_build_transforms(description["preprocessing"]["item_tfms"]),
                          _build_transforms(description["preprocessing"]["batch_tfms"]),
-                         _from_plain_json(classes) if classes is not None else None, vocab)
+                         _from_plain_json(classes) if classes is not None else None, vocab,
+                         _build_tokenizer(description["preprocessing"].get("tokenizer")))
     return Learner(data, model, loss_func, default_cbs=False)

@@ -125,3 +125,33 @@ def test_show_results_prints_a_table(capsys):
     learn.show_results(n=4)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["item", "target", "prediction", "confidence"] and len(lines) == 5
+
+
+class MeanEmbedding(nn.Module):
+    """Text classifier: mean of the token embeddings, then a linear layer."""
+
+    def __init__(self, vocab_size, n_classes):
+        super().__init__()
+        self.vocab_size, self.n_classes = vocab_size, n_classes
+        self.embedding = nn.Embedding(vocab_size, 8)
+        self.head = nn.Linear(8, n_classes)
+
+    def forward(self, ids):
+        return self.head(self.embedding(ids).mean(axis=1))
+
+
+def test_text_export_keeps_tokenizer_and_vocab(tmp_path):
+    from easyfit.data import TextDataLoaders
+    texts = ["good film", "great fun", "bad plot", "awful acting", "good fun", "bad film"] * 4
+    labels = ["pos", "pos", "neg", "neg", "pos", "neg"] * 4
+    dls = TextDataLoaders.from_lists(texts[:18], labels[:18], texts[18:], labels[18:], bs=4, min_freq=1, seed=0)
+    register_module(MeanEmbedding)
+    learn = Learner(dls, MeanEmbedding(len(dls.vocab), 2), nn.CrossEntropyLoss(), path=tmp_path)
+    learn.fit(3, lr=0.05)
+    loaded = load_learner(learn.export("text.safetensors"))
+    assert loaded.dls.vocab == dls.vocab and type(loaded.dls.tokenizer) is type(dls.tokenizer)
+    for text in ("a good film", "awful plot"):
+        first, second = learn.predict(text), loaded.predict(text)
+        assert first[0] == second[0] and first[0] in ("pos", "neg")
+        np.testing.assert_array_equal(first[2], second[2])
+    assert learn.predict("good good fun")[0] == "pos"
