@@ -1,0 +1,124 @@
+"""Recipe configs: a dataclass of defaults, overridden from a file and `--set key=value`.
+
+A config is plain data, so the fully resolved one is saved as JSON next to the
+checkpoint and a run can be repeated or resumed from it exactly.
+"""
+import dataclasses
+import json
+import pathlib
+import tomllib
+import typing
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used; the message says which and why."""
+
+
+def _field_types(config_class):
+    hints = typing.get_type_hints(config_class)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_class)}
+
+
+def _convert(name, text, kind):
+    """Parse a command-line string into the field's declared type."""
+    origin = typing.get_origin(kind)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        if text.lower() in ("none", "null", ""):
+            return None
+        kind = options[0]
+        origin = typing.get_origin(kind)
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"config key '{name}' expects true or false, got {text!r}")
+    if kind in (int, float, str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"config key '{name}' expects {kind.__name__}, got {text!r}") from None
+    if origin in (tuple, list):
+        parts = [p for p in text.strip("()[]").split(",") if p.strip()]
+        inner = typing.get_args(kind)[0] if typing.get_args(kind) else str
+        values = [_convert(name, p.strip(), inner) for p in parts]
+        return tuple(values) if origin is tuple else values
+    raise ConfigError(f"config key '{name}' has a type ({kind}) that cannot be set from text")
+
+
+def _check_value(name, value, kind):
+    """Check a value read from a JSON/TOML file against the field's type."""
+    if isinstance(value, str) and kind is not str:
+        return _convert(name, value, kind)
+    options = typing.get_args(kind) if typing.get_origin(kind) is not None else (kind,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        base = typing.get_origin(option) or option
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if base in (tuple, list) and isinstance(value, (list, tuple)):
+            return base(value)
+        if isinstance(base, type) and isinstance(value, base) and not (base is int and isinstance(value, bool)):
+            return value
+    raise ConfigError(f"config key '{name}' expects {getattr(kind, '__name__', kind)}, "
+                      f"got {value!r} ({type(value).__name__})")
+
+
+def _unknown(name, config_class):
+    known = ", ".join(sorted(_field_types(config_class)))
+    return ConfigError(f"unknown config key '{name}' for {config_class.__qualname__} (known keys: {known})")
+
+
+def read_config_file(path):
+    """A dict of settings from a .json or .toml file."""
+    path = pathlib.Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(text.decode("utf-8"))
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {error}") from None
+
+
+def resolve(config_class, file_settings=None, overrides=(), **arguments):
+    """Defaults, then a config file's settings, then named arguments, then `key=value` pairs."""
+    types = _field_types(config_class)
+    values = {}
+    for name, value in (file_settings or {}).items():
+        if name not in types:
+            raise _unknown(name, config_class)
+        values[name] = _check_value(name, value, types[name])
+    for name, value in arguments.items():
+        if value is not None:
+            if name not in types:
+                raise _unknown(name, config_class)
+            values[name] = _check_value(name, value, types[name])
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        name, text = item.split("=", 1)
+        name = name.strip()
+        if name not in types:
+            raise _unknown(name, config_class)
+        values[name] = _convert(name, text.strip(), types[name])
+    return config_class(**values)
+
+
+def to_dict(config):
+    return dataclasses.asdict(config)
+
+
+def save_config(config, path, **extra):
+    """Write the resolved config (plus `extra` keys) as JSON, atomically: never half-written."""
+    path = pathlib.Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    data = {**extra, **to_dict(config)}
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    temporary.replace(path)

@@ -1,0 +1,148 @@
+"""What the `easyfit` verbs do, as functions a script or notebook can call too.
+
+A run's output folder holds everything about it:
+
+    OUT/config.json            the fully resolved config (and the recipe's name)
+    OUT/models/checkpoint*.safetensors (+ .json)   resumable training checkpoints
+    OUT/model.safetensors      the exported model (weights + JSON description, no pickle)
+    OUT/results.json           final metrics and timings
+    OUT/tensorboard/           TensorBoard logs (unless --logdir says elsewhere)
+"""
+import json
+import os
+import time
+from pathlib import Path
+
+import easyfit
+from easyfit.learner import SaveModelCallback, TensorBoardCallback, load_learner
+
+from . import get_recipe
+from .config import ConfigError, read_config_file, resolve, save_config, to_dict
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+RESULTS_FILE = "results.json"
+CHECKPOINT = "checkpoint"           # written at the end of training
+RESUMABLE = CHECKPOINT + "_last"    # written every few batches while training
+
+
+def default_out_dir(recipe_name):
+    return Path("easyfit-runs") / recipe_name
+
+
+def resolve_config(recipe, config_file=None, overrides=(), **arguments):
+    settings = read_config_file(config_file) if config_file else {}
+    settings.pop("recipe", None)
+    return resolve(recipe.Config, settings, overrides, **arguments)
+
+
+def read_run(out_dir):
+    """(recipe module, config) of a finished or interrupted run's folder."""
+    out_dir = Path(out_dir)
+    path = out_dir / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{out_dir} is not an easyfit run folder: it has no {CONFIG_FILE}")
+    settings = read_config_file(path)
+    name = settings.pop("recipe", None)
+    if name is None:
+        raise ConfigError(f"{path} does not name its recipe")
+    recipe = get_recipe(name)
+    return recipe, resolve(recipe.Config, settings)
+
+
+def write_config(recipe, config, out_dir):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, out_dir / CONFIG_FILE, recipe=recipe.NAME)
+
+
+def _checkpoint_every(learn):
+    """Write a resumable checkpoint about four times an epoch (at least every 500 batches)."""
+    return max(1, min(500, len(learn.dls.train) // 4 or 1))
+
+
+def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log=print):
+    """Train `recipe` with `config`, writing everything to `out_dir`; returns the results dict.
+
+    With `resume=True`, continue the interrupted run in `out_dir` from its last
+    checkpoint (the same call, the same schedule: the result equals an uninterrupted run).
+    """
+    out_dir = Path(out_dir)
+    resume_name = None
+    if resume:
+        checkpoint = out_dir / "models" / f"{RESUMABLE}.safetensors"
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"nothing to resume: {checkpoint} does not exist")
+        resume_name = RESUMABLE
+    write_config(recipe, config, out_dir)
+    easyfit.manual_seed(config.seed)
+    learn = recipe.build_learner(config, out_dir)
+    logdir = Path(logdir) if logdir else out_dir / "tensorboard"
+    hparams = {k: v for k, v in to_dict(config).items() if isinstance(v, (int, float, str, bool))}
+    callbacks = [TensorBoardCallback(str(logdir), hparams=hparams),
+                 SaveModelCallback(fname=CHECKPOINT, every_n_batches=_checkpoint_every(learn), at_end=True)]
+    lr = config.lr
+    if lr_find and not resume:
+        suggestions = learn.lr_find()
+        lr = float(suggestions.valley)
+        log(f"lr_find: valley {suggestions.valley:.2e}, slide {suggestions.slide:.2e}, "
+            f"minimum {suggestions.minimum:.2e}, steep {suggestions.steep:.2e}; training with lr {lr:.2e}")
+    start = time.perf_counter()
+    learn.fit_one_cycle(config.epochs, lr_max=lr, cbs=callbacks, resume=resume_name)
+    seconds = time.perf_counter() - start
+    values = learn.validate()
+    names = ["valid_loss"] + [m.name for m in learn.metrics]
+    results = {"recipe": recipe.NAME, **{n: float(v) for n, v in zip(names, values)},
+               "epochs": config.epochs, "lr": lr, "train_seconds": round(seconds, 2),
+               "seconds_per_epoch": round(seconds / max(config.epochs, 1), 2)}
+    learn.export((out_dir / MODEL_FILE).resolve())
+    (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    metrics = ", ".join(f"{n} {v:.4f}" for n, v in zip(names, values))
+    log(f"final: {metrics}")
+    log(f"model: {out_dir / MODEL_FILE}; checkpoints: {out_dir / 'models'}")
+    log(f"TensorBoard logs: {logdir}  (view them with: tensorboard --logdir {logdir})")
+    return results
+
+
+def find_lr(recipe, config, out_dir, log=print):
+    """Run the learning-rate finder and report its suggestions (and a plot when matplotlib is there)."""
+    out_dir = Path(out_dir)
+    easyfit.manual_seed(config.seed)
+    learn = recipe.build_learner(config, out_dir)
+    suggestions = learn.lr_find()
+    for name in ("valley", "slide", "minimum", "steep"):
+        log(f"{name:>8}: {getattr(suggestions, name):.3e}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        figure = learn.recorder.plot_lr_find(path=str(out_dir / "lr_find.png"))
+        if figure is not None:
+            log(f"plot: {out_dir / 'lr_find.png'}")
+    except ImportError:
+        log("(install matplotlib, pip install 'easyfit[plot]', for a plot of the curve)")
+    return suggestions
+
+
+def load_run(out_dir):
+    """(recipe, config, learner) for a trained run folder."""
+    recipe, config = read_run(out_dir)
+    model = Path(out_dir) / MODEL_FILE
+    if not model.is_file():
+        raise FileNotFoundError(f"{model} does not exist: the run in {out_dir} has not finished training")
+    return recipe, config, load_learner(model)
+
+
+def info(out_dir, log=print):
+    recipe, config = read_run(out_dir)
+    out_dir = Path(out_dir)
+    log(f"recipe: {recipe.NAME} ({recipe.DESCRIPTION})")
+    log("config:")
+    for key, value in sorted(to_dict(config).items()):
+        log(f"  {key} = {value!r}")
+    results = out_dir / RESULTS_FILE
+    if results.is_file():
+        log("results:")
+        for key, value in json.loads(results.read_text()).items():
+            log(f"  {key} = {value}")
+    else:
+        log("results: none yet (training has not finished)")
+    files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
+    log(f"files: {len(files)} ({', '.join(f for f in files if os.sep not in f)})")
