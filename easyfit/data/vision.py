@@ -235,8 +235,8 @@ class ImageDataLoaders:
 
     @staticmethod
     def from_arrays(train_x, train_y, valid_x=None, valid_y=None, valid_pct=0.2, seed=None, bs=64,
-                    item_tfms=None, batch_tfms=None, classes=None, num_workers=None, device=None,
-                    drop_last=False):
+                    item_tfms=None, batch_tfms=None, classes=None, num_workers=None, worker_type="thread",
+                    device=None, drop_last=False):
         """Loaders over in-memory images: (N, H, W), (N, H, W, C) or (N, C, H, W) with C in 1/3.
 
         Images go through the same item/batch transforms as decoded files (uint8 is
@@ -257,7 +257,8 @@ class ImageDataLoaders:
             classes = sorted(set(np.unique(train_y).tolist()) | set(np.unique(valid_y).tolist()))
         item_tfms = list(item_tfms or [])
         batch_tfms = _batch_transforms(batch_tfms)
-        common = dict(batch_size=bs, num_workers=num_workers, device=device, batch_tfms=batch_tfms)
+        common = dict(batch_size=bs, num_workers=num_workers, device=device, batch_tfms=batch_tfms,
+                      worker_type=worker_type)
         train_dl = DataLoader(ArrayDataset(train_x, train_y), shuffle=True, drop_last=drop_last, seed=seed,
                               item_tfms=item_tfms, **common)
         valid_dl = DataLoader(ArrayDataset(valid_x, valid_y), shuffle=False, seed=seed + 1,
