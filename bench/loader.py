@@ -14,6 +14,7 @@ It writes a folder of CIFAR-sized PNGs to a temporary directory and reports
    step spent waiting for data. Target: folder / in-memory <= 1.1 with prefetch.
 """
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -110,26 +111,53 @@ def timed_epoch(loader, step):
     return time.perf_counter() - start, waited
 
 
+def loader_seconds(loader):
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    return time.perf_counter() - start
+
+
+def step_seconds(loader, step):
+    """The steps alone, on batches loaded beforehand: the epoch's lower bound."""
+    batches = list(loader)
+    start = time.perf_counter()
+    for xb, yb in batches:
+        step(xb, yb)
+    return time.perf_counter() - start
+
+
 def epoch_comparison(root, bs, step, workers, repeats):
+    """Median seconds of: steps alone, loading alone and full epochs, for each configuration.
+
+    Runs are interleaved so that load from other processes on the machine hits each alike.
+    """
     files = sorted(root.rglob("*.png"))
     images = np.stack([decode_image(f) for f in files])
     labels = np.array([int(f.parent.name[5:]) for f in files])
-    memory = ImageDataLoaders.from_arrays(images, labels, valid_x=images[:bs], valid_y=labels[:bs], bs=bs,
-                                          seed=0, item_tfms=augment(), num_workers=workers)
-    folder = ImageDataLoaders.from_folder(root, valid_pct=0, seed=0, bs=bs, item_tfms=augment(),
-                                          num_workers=workers)
-    folder_sync = ImageDataLoaders.from_folder(root, valid_pct=0, seed=0, bs=bs, item_tfms=augment(),
-                                               num_workers=0)
-    memory_sync = ImageDataLoaders.from_arrays(images, labels, valid_x=images[:bs], valid_y=labels[:bs], bs=bs,
-                                               seed=0, item_tfms=augment(), num_workers=0)
-    runs = {"memory, prefetch": memory.train, "folder, prefetch": folder.train,
-            "memory, no prefetch": memory_sync.train, "folder, no prefetch": folder_sync.train}
-    timed_epoch(memory.train, step)  # warm-up: caches, BLAS, allocator
-    results = {name: [] for name in runs}
-    for _ in range(repeats):  # interleave the runs so load from other processes hits each alike
+
+    def memory(n_workers):
+        return ImageDataLoaders.from_arrays(images, labels, valid_x=images[:bs], valid_y=labels[:bs], bs=bs,
+                                            seed=0, item_tfms=augment(), num_workers=n_workers).train
+
+    def folder(n_workers):
+        return ImageDataLoaders.from_folder(root, valid_pct=0, seed=0, bs=bs, item_tfms=augment(),
+                                            num_workers=n_workers).train
+
+    runs = {"memory, prefetch": memory(workers), "folder, prefetch": folder(workers),
+            "memory, no prefetch": memory(0), "folder, no prefetch": folder(0)}
+    timed_epoch(runs["memory, prefetch"], step)  # warm-up: page cache, BLAS, allocator
+    epochs = {name: [] for name in runs}
+    loads = {name: [] for name in runs}
+    steps = []
+    for _ in range(repeats):
+        steps.append(step_seconds(runs["memory, no prefetch"], step))
         for name, loader in runs.items():
-            results[name].append(timed_epoch(loader, step))
-    return {name: min(times) for name, times in results.items()}
+            loads[name].append(loader_seconds(loader))
+            epochs[name].append(timed_epoch(loader, step))
+    median = lambda values: float(np.median(values))
+    return (median(steps), {name: median(v) for name, v in loads.items()},
+            {name: (median([e for e, _ in v]), median([w for _, w in v])) for name, v in epochs.items()})
 
 
 def main():
@@ -139,7 +167,7 @@ def main():
     parser.add_argument("--workers", type=int, default=2, help="background threads for the prefetch runs")
     parser.add_argument("--step", choices=["cnn", "numpy"], default="cnn")
     parser.add_argument("--numpy-repeats", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="easyfit-bench-") as tmp:
@@ -158,15 +186,18 @@ def main():
 
         step = CNNStep() if args.step == "cnn" else NumpyStep(args.numpy_repeats)
         print(f"\n2. one epoch of {args.images // args.bs} training steps ({args.step} step), "
-              f"prefetch with {args.workers} threads; best of {args.repeats}")
-        results = epoch_comparison(root, args.bs, step, args.workers, args.repeats)
-        for name, (seconds, waited) in results.items():
-            print(f"   {name:<20} {seconds:7.2f}s epoch   {waited:6.2f}s waiting for data "
-                  f"({100 * waited / seconds:4.1f}%)")
-        ratio = results["folder, prefetch"][0] / results["memory, prefetch"][0]
-        sync_ratio = results["folder, no prefetch"][0] / results["memory, prefetch"][0]
-        print(f"\n   folder / in-memory epoch with prefetch: {ratio:.3f}  (target <= 1.1)  "
-              f"[without prefetch: {sync_ratio:.3f}]")
+              f"prefetch with {args.workers} threads; medians of {args.repeats}")
+        step_time, loads, epochs = epoch_comparison(root, args.bs, step, args.workers, args.repeats)
+        print(f"   steps alone (batches loaded beforehand): {step_time:6.2f}s")
+        for name, (seconds, waited) in epochs.items():
+            hidden = (step_time + loads[name] - seconds) / loads[name]
+            print(f"   {name:<20} epoch {seconds:6.2f}s   loading alone {loads[name]:5.2f}s   "
+                  f"step waited {waited:5.2f}s   loading hidden behind steps {100 * hidden:4.0f}%")
+        ratio = epochs["folder, prefetch"][0] / epochs["memory, prefetch"][0]
+        sync_ratio = epochs["folder, no prefetch"][0] / epochs["memory, no prefetch"][0]
+        print(f"\n   epoch on the image folder / epoch on in-memory arrays, with prefetch: {ratio:.3f} "
+              f"(target <= 1.1); without prefetch: {sync_ratio:.3f}")
+        print(f"   machine load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

@@ -327,3 +327,26 @@ def test_data_imports_only_core():
                 for name in names:
                     assert not name.startswith("easyfit") or name.startswith("easyfit.core"), name
                     assert name.split(".")[0] != "torch", f"{file.name} imports torch"
+
+
+SCRIPT = """
+import numpy as np, sys
+from easyfit.data import ArrayDataset, DataLoader
+loader = DataLoader(ArrayDataset(np.zeros((400, 3)), np.arange(400)), batch_size=2,
+                    num_workers=2, worker_type=sys.argv[1])
+iterator = iter(loader)
+next(iterator)
+print("left with batches in flight")
+"""
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_program_exits_with_an_unfinished_iteration(kind, tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    done = subprocess.run([sys.executable, str(script), kind], capture_output=True, text=True, timeout=60,
+                          cwd=pathlib.Path(ef.__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert "left with batches in flight" in done.stdout
