@@ -19,7 +19,6 @@ import contextlib
 import gzip
 import hashlib
 import os
-import shutil
 import tarfile
 import tempfile
 import urllib.error

@@ -311,6 +311,27 @@ def _fetch_in_worker(seed, epoch, batch_number, indices):
 
 
 # ----------------------------------------------------------------------------------
+# seeds and splits shared by the vision and text builders
+# ----------------------------------------------------------------------------------
+def resolve_seed(seed):
+    """`seed` as an int; None draws one from easyfit's global generator (so manual_seed governs it)."""
+    if seed is None:
+        return int(default_generator().integers(2**62))
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+    return int(seed)
+
+
+def split_indices(n, valid_pct, seed):
+    """(train indices, valid indices), sorted: `round(n * valid_pct)` chosen at random with `seed`."""
+    if not 0 <= valid_pct < 1:
+        raise ValueError(f"valid_pct must be in [0, 1), got {valid_pct!r}")
+    order = np.random.default_rng([seed, 7]).permutation(n)
+    n_valid = int(round(n * valid_pct))
+    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+
+
+# ----------------------------------------------------------------------------------
 # the loader
 # ----------------------------------------------------------------------------------
 def _default_workers():
@@ -363,10 +384,7 @@ class DataLoader:
             raise ValueError(f"prefetch must be a positive integer, got {prefetch!r}")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be positive seconds or None, got {timeout!r}")
-        if seed is None:
-            seed = int(default_generator().integers(2**62))
-        if not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        seed = resolve_seed(seed)
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)

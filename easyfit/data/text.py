@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.random import default_generator
-from .loader import DataLoader, DataLoaders, Dataset
+from .loader import DataLoader, DataLoaders, Dataset, resolve_seed, split_indices
 
 UNK, PAD, BOS, EOS = "xxunk", "xxpad", "xxbos", "xxeos"
 SPECIAL_TOKENS = (UNK, PAD, BOS, EOS)
@@ -258,18 +257,6 @@ def _label_indices(labels, classes):
         raise ValueError(f"label {error.args[0]!r} is not one of the classes {classes}") from None
 
 
-def _split(n, valid_pct, seed):
-    if not 0 <= valid_pct < 1:
-        raise ValueError(f"valid_pct must be in [0, 1), got {valid_pct!r}")
-    order = np.random.default_rng([seed, 7]).permutation(n)
-    n_valid = int(round(n * valid_pct))
-    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
-
-
-def _seed(seed):
-    return int(default_generator().integers(2**62)) if seed is None else int(seed)
-
-
 def _truthy(value):
     return str(value).strip().lower() in ("1", "true", "yes", "valid", "y", "t")
 
@@ -287,7 +274,7 @@ class TextDataLoaders:
         `max_len` tokens are cut. Batches hold texts of similar lengths, padded with
         xxpad. The result has `.vocab`, `.classes` and `.tokenizer`.
         """
-        seed = _seed(seed)
+        seed = resolve_seed(seed)
         tokenizer = get_tokenizer(tokenizer)
         if not len(train_texts):
             raise ValueError("no training texts")
@@ -317,8 +304,8 @@ class TextDataLoaders:
         """Classification loaders, holding out `valid_pct` of the texts (chosen with `seed`)."""
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
-        seed = _seed(seed)
-        train_idx, valid_idx = _split(len(texts), valid_pct, seed)
+        seed = resolve_seed(seed)
+        train_idx, valid_idx = split_indices(len(texts), valid_pct, seed)
         return TextDataLoaders.from_lists([texts[i] for i in train_idx], [labels[i] for i in train_idx],
                                           [texts[i] for i in valid_idx], [labels[i] for i in valid_idx],
                                           seed=seed, **kwargs)
@@ -394,14 +381,14 @@ class TextDataLoaders:
         and streamed by `LMDataLoader` in `bptt`-long windows; training documents are
         shuffled every epoch. The result has `.vocab` and `.tokenizer`.
         """
-        seed = _seed(seed)
+        seed = resolve_seed(seed)
         tokenizer = get_tokenizer(tokenizer)
         if isinstance(corpus, str):
             cut = int(len(corpus) * (1 - valid_pct))
             train_docs, valid_docs = [corpus[:cut]], [corpus[cut:]] if valid_pct else []
         else:
             corpus = list(corpus)
-            train_idx, valid_idx = _split(len(corpus), valid_pct, seed)
+            train_idx, valid_idx = split_indices(len(corpus), valid_pct, seed)
             train_docs, valid_docs = [corpus[i] for i in train_idx], [corpus[i] for i in valid_idx]
         train_tokens = [tokenizer(d) for d in train_docs]
         if vocab is None:

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..core.random import default_generator
-from .loader import ArrayDataset, DataLoader, DataLoaders, Dataset, SkipSample
+from .loader import ArrayDataset, DataLoader, DataLoaders, Dataset, SkipSample, resolve_seed, split_indices
 from .transforms import CenterCrop, ImageToFloat, RandomCrop, RandomHorizontalFlip, RandomVerticalFlip, Resize
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -169,18 +168,6 @@ def _no_classes_error(folder):
                       f"(or train/ and valid/ folders of classes){hint}")
 
 
-def _split_indices(n, valid_pct, seed):
-    if not 0 <= valid_pct < 1:
-        raise ValueError(f"valid_pct must be in [0, 1), got {valid_pct!r}")
-    order = np.random.default_rng([seed, 7]).permutation(n)
-    n_valid = int(round(n * valid_pct))
-    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
-
-
-def _seed(seed):
-    return int(default_generator().integers(2**62)) if seed is None else int(seed)
-
-
 class ImageDataLoaders:
     """Builders of `DataLoaders` for image classification."""
 
@@ -200,7 +187,7 @@ class ImageDataLoaders:
         folder = Path(path)
         if not folder.is_dir():
             raise FileNotFoundError(f"image folder {folder} does not exist or is not a folder")
-        seed = _seed(seed)
+        seed = resolve_seed(seed)
         train_dir, valid_dir = folder / train, folder / valid
         if train_dir.is_dir() and valid_dir.is_dir():
             classes = _class_folders(train_dir)
@@ -216,7 +203,7 @@ class ImageDataLoaders:
             if not classes:
                 raise _no_classes_error(folder)
             files, labels = _labelled_files(folder, classes, folder)
-            train_idx, valid_idx = _split_indices(len(files), valid_pct, seed)
+            train_idx, valid_idx = split_indices(len(files), valid_pct, seed)
             train_files, train_labels = [files[i] for i in train_idx], [labels[i] for i in train_idx]
             valid_files, valid_labels = [files[i] for i in valid_idx], [labels[i] for i in valid_idx]
         if mode is None:
@@ -243,10 +230,10 @@ class ImageDataLoaders:
         scaled to [0, 1]). Without `valid_x`, `valid_pct` of the training images,
         chosen with `seed`, are held out. `classes` defaults to the sorted labels.
         """
-        seed = _seed(seed)
+        seed = resolve_seed(seed)
         train_x, train_y = _images_hwc(train_x, "train_x"), np.asarray(train_y)
         if valid_x is None:
-            train_idx, valid_idx = _split_indices(len(train_x), valid_pct, seed)
+            train_idx, valid_idx = split_indices(len(train_x), valid_pct, seed)
             valid_x, valid_y = train_x[valid_idx], train_y[valid_idx]
             train_x, train_y = train_x[train_idx], train_y[train_idx]
         else:
