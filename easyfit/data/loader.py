@@ -335,7 +335,8 @@ def split_indices(n, valid_pct, seed):
 # the loader
 # ----------------------------------------------------------------------------------
 def _default_workers():
-    return max(1, min(4, os.cpu_count() or 1))
+    """Background threads when the caller does not say: up to 4, leaving one CPU to the training step."""
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
 
 
 class DataLoader:
@@ -346,8 +347,8 @@ class DataLoader:
         batch_size: samples per batch.
         shuffle: a new order every epoch, a pure function of (seed, epoch).
         drop_last: leave out the last, smaller batch.
-        num_workers: background workers; None picks min(4, CPUs) threads, 0 loads in
-            the calling thread.
+        num_workers: background workers; None picks min(4, CPUs - 1) threads (at least
+            one), 0 loads in the calling thread.
         collate_fn: `samples -> batch` (default: `default_collate`, which stacks fields).
         seed: seeds the order and the augmentations; None draws one from easyfit's
             global generator (so `easyfit.manual_seed` makes loaders reproducible).
