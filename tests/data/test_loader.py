@@ -209,12 +209,12 @@ class Slow(Dataset):
         return 4
 
     def __getitem__(self, i):
-        time.sleep(2 if i == 2 else 0)
+        time.sleep(4 if i == 2 else 0)
         return np.zeros(1), i
 
 
 def test_timeout_names_the_batch():
-    loader = DataLoader(Slow(), batch_size=1, num_workers=1, timeout=0.3)
+    loader = DataLoader(Slow(), batch_size=1, num_workers=1, timeout=1.0)
     with pytest.raises(DataLoaderError, match="batch 2 of epoch 0 took longer than timeout"):
         collect(loader)
 
