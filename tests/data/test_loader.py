@@ -209,7 +209,7 @@ class Slow(Dataset):
         return 4
 
     def __getitem__(self, i):
-        time.sleep(4 if i == 2 else 0)
+        time.sleep(2.5 if i == 2 else 0)
         return np.zeros(1), i
 
 
