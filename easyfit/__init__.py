@@ -19,3 +19,13 @@ from .core import (Tensor, Function, tensor, from_numpy, zeros, ones, full, empt
                    int64, bool_)
 from .core.serialization import save, load
 from .learner import Learner, load_learner
+
+__all__ = [
+    "Tensor", "Function", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "arange", "eye", "rand",
+    "randn", "zeros_like", "ones_like", "manual_seed", "no_grad", "enable_grad", "set_grad_enabled",
+    "is_grad_enabled", "detect_anomaly", "AnomalyError", "grad", "gradcheck", "gradgradcheck", "exp", "log",
+    "sqrt", "abs", "tanh", "sigmoid", "relu", "maximum", "minimum", "where", "reshape", "transpose", "swapaxes",
+    "expand_dims", "squeeze", "broadcast_to", "concatenate", "stack", "split", "matmul", "einsum", "pad", "sum",
+    "mean", "var", "max", "min", "argmax", "argmin", "clip", "cuda", "float16", "float32", "float64", "int32",
+    "int64", "bool_", "save", "load", "Learner", "load_learner",
+]

@@ -1,0 +1,96 @@
+"""Generate docs/api.md, the API reference, from the code's own names, signatures and docstrings.
+
+    python docs/make_api.py          # rewrite docs/api.md
+    python docs/make_api.py --check  # exit 1 if docs/api.md is out of date (the tests do this)
+"""
+import importlib
+import inspect
+import pathlib
+import sys
+
+MODULES = [
+    ("easyfit", "Tensors, autograd and checkpoints (re-exported from `easyfit.core`)"),
+    ("easyfit.nn", "Layers, containers and losses"),
+    ("easyfit.nn.functional", "Functional forms of the layers and losses"),
+    ("easyfit.nn.init", "Initialisation"),
+    ("easyfit.nn.utils", "Gradient clipping"),
+    ("easyfit.optim", "Optimizers and schedules"),
+    ("easyfit.data", "Datasets, loaders, transforms, vision and text"),
+    ("easyfit.data.datasets", "Real datasets"),
+    ("easyfit.learner", "The Learner, callbacks and metrics"),
+]
+OUTPUT = pathlib.Path(__file__).with_name("api.md")
+
+
+def _summary(obj):
+    doc = inspect.getdoc(obj) or ""
+    paragraph = doc.split("\n\n")[0].replace("\n", " ").strip()
+    return f": {paragraph}" if paragraph else ""
+
+
+def _signature(obj):
+    try:
+        return str(inspect.signature(obj))
+    except (TypeError, ValueError):
+        return "(...)"
+
+
+def _public_names(module):
+    names = getattr(module, "__all__", None)
+    if names is None:
+        names = [n for n in vars(module) if not n.startswith("_")]
+    return [n for n in names if not inspect.ismodule(getattr(module, n, None))]
+
+
+def _methods(cls):
+    lines = []
+    for name, member in sorted(vars(cls).items()):
+        if name.startswith("_") and name != "__call__":
+            continue
+        if isinstance(member, (staticmethod, classmethod)):
+            member = member.__func__
+        if inspect.isfunction(member):
+            lines.append(f"  - `{name}{_signature(member)}`{_summary(member)}")
+        elif isinstance(member, property):
+            lines.append(f"  - `{name}` (property){_summary(member)}")
+    return lines
+
+
+def render():
+    out = ["# API reference", "",
+           "Generated from the code by `python docs/make_api.py`; a test fails when this page is out of date.",
+           ""]
+    for module_name, title in MODULES:
+        module = importlib.import_module(module_name)
+        out += [f"## `{module_name}` — {title}", ""]
+        for name in _public_names(module):
+            obj = getattr(module, name)
+            if inspect.isclass(obj):
+                if obj.__module__ == "numpy":
+                    out.append(f"- `{name}`: the NumPy dtype `numpy.{obj.__name__}`")
+                    continue
+                out.append(f"- class `{name}{_signature(obj)}`{_summary(obj)}")
+                out += _methods(obj)
+            elif callable(obj):
+                out.append(f"- `{name}{_signature(obj)}`{_summary(obj)}")
+            elif isinstance(obj, (str, int, float, bool, tuple, list, frozenset, type(None))):
+                out.append(f"- `{name}` = `{obj!r}`")
+            else:
+                out.append(f"- `{name}`: a `{type(obj).__name__}` instance{_summary(type(obj))}")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv):
+    text = render()
+    if "--check" in argv:
+        if not OUTPUT.exists() or OUTPUT.read_text(encoding="utf-8") != text:
+            print(f"{OUTPUT} is out of date: run python docs/make_api.py", file=sys.stderr)
+            return 1
+        return 0
+    OUTPUT.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
