@@ -46,9 +46,8 @@ def _register_builtins():
         return
     from .. import nn
     from ..nn import recurrent
-    for name in nn.__all__:
-        value = getattr(nn, name)
-        if isinstance(value, type) and issubclass(value, nn.Module):
+    for name, value in vars(nn).items():
+        if isinstance(value, type) and issubclass(value, nn.Module) and not name.startswith("_"):
             _REGISTRY.setdefault(name, value)
     for name in ("RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"):
         if hasattr(recurrent, name):
@@ -134,7 +133,7 @@ def _encode_value(value, where, arrays):
 
 def _decode_value(node, arrays):
     if "module" in node:
-        return build_module(node["module"], arrays)
+        return _build_module(node["module"], arrays)
     if "tensor" in node:
         return arrays[node["tensor"]]
     if "tuple" in node:
@@ -147,7 +146,20 @@ def _decode_value(node, arrays):
 
 
 def build_module(spec, arrays):
-    """Rebuild a module from `describe_module`'s tree, using registered classes only."""
+    """Rebuild a module from `describe_module`'s tree, using registered classes only.
+
+    Building initialises parameters (overwritten by the saved weights afterwards); the
+    global random generators are put back so exporting or loading never shifts them.
+    """
+    from .checkpoint import _rng_state, _set_rng_state
+    state = _rng_state()
+    try:
+        return _build_module(spec, arrays)
+    finally:
+        _set_rng_state(state)
+
+
+def _build_module(spec, arrays):
     _register_builtins()
     name = spec["class"]
     cls = _REGISTRY.get(name)
@@ -155,7 +167,7 @@ def build_module(spec, arrays):
         raise ExportError(f"load_learner: the export uses module class {name!r}, which is not registered here; "
                           f"import it and call easyfit.learner.register_module({name}) first")
     if "children" in spec:
-        children = [build_module(child, arrays) for child in spec["children"]]
+        children = [_build_module(child, arrays) for child in spec["children"]]
         return cls(*children) if name == "Sequential" else cls(children)
     args = {key: _decode_value(value, arrays) for key, value in spec["args"].items()}
     if "dtype" in args:

@@ -17,11 +17,13 @@ def test_export_and_load_learner_predict_the_same(tmp_path):
     model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 3))
     learn = Learner(make_dls(), model, nn.CrossEntropyLoss(label_smoothing=0.1), path=tmp_path)
     learn.fit(2, lr=1e-2)
+    rng_state = ef.core.random.get_rng_state()
     path = learn.export("model.safetensors")
     raw = open(path, "rb").read()
     assert b"pickle" not in raw and raw[8:9] == b"{"  # a plain safetensors header
 
     loaded = load_learner(path)
+    assert ef.core.random.get_rng_state() == rng_state  # rebuilding modules drew no random numbers
     x = make_dls().valid.dataset[0][0]
     label, index, probs = learn.predict(x)
     label2, index2, probs2 = loaded.predict(x)
