@@ -49,7 +49,8 @@ def save_learner(learn, name, with_opt=True):
     arrays = {"model": dict(learn.model.state_dict())}
     if with_opt and learn.opt is not None:
         arrays["opt"] = learn.opt.state_dict()
-    arrays["callbacks"] = {cb.name: cb.state_dict() for cb in learn.cbs if cb.state_dict()}
+    states = {cb.name: cb.state_dict() for cb in learn.cbs}
+    arrays["callbacks"] = {name: state for name, state in states.items() if state}
     if learn.in_fit:
         grads = {key: p.grad.data for key, p in learn.model.named_parameters() if p.grad is not None}
         if grads:
