@@ -350,49 +350,114 @@ def _pad_channels_last(xh, ph, pw, fill=0.0):
     return out
 
 
-def _im2col(x, g):
-    """Windows of x (N, C, H, W) as a matrix (N*OH*OW, KH*KW*C), rows in (n, oh, ow) order."""
-    xp = get_array_module(x)
-    xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw)
+# Images per chunk are chosen so that one chunk's window matrix holds about this many
+# floats (a few MB): it stays in cache between the im2col copy, the matmul and col2im,
+# and no step allocates a window matrix for the whole batch.
+_CHUNK_FLOATS = 1 << 19
+
+
+def _chunks(batch, rows_per_image, width):
+    per_chunk = max(1, _CHUNK_FLOATS // max(1, rows_per_image * width))
+    return [(start, min(batch, start + per_chunk)) for start in range(0, batch, per_chunk)]
+
+
+def _windows(xpad, g):
+    """Strided view (N, OH, OW, KH, KW, C) of a padded channels-last array: no copy."""
+    xp = get_array_module(xpad)
     n, _, _, c = xpad.shape
     s_n, s_h, s_w, s_c = xpad.strides
-    windows = xp.lib.stride_tricks.as_strided(
+    return xp.lib.stride_tricks.as_strided(
         xpad, shape=(n, g.oh, g.ow, g.kh, g.kw, c),
         strides=(s_n, s_h * g.sh, s_w * g.sw, s_h * g.dh, s_w * g.dw, s_c))
-    return windows.reshape(n * g.oh * g.ow, g.kh * g.kw * c)
-
-
-def _col2im(cols, x_shape, g):
-    """The adjoint of _im2col: sum window gradients (N*OH*OW, KH*KW*C) back into an NCHW view."""
-    xp = get_array_module(cols)
-    n, c, h, w = x_shape
-    cols = cols.reshape(n, g.oh, g.ow, g.kh, g.kw, c)
-    out = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=cols.dtype)
-    for i in range(g.kh):
-        for j in range(g.kw):
-            rows, columns = g.offset_slices(i, j)
-            out[:, rows, columns] += cols[:, :, :, i, j]
-    return out[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
 
 
 def _weight_matrix(weight, groups):
-    """(O, C/g, KH, KW) -> (g, O/g, KH*KW*C/g) in the (kh, kw, c) order of _im2col's columns."""
+    """(O, C/g, KH, KW) -> (g, KH*KW*C/g, O/g): columns in the (kh, kw, c) order of the windows."""
     o, cg, kh, kw = weight.shape
-    return weight.transpose(0, 2, 3, 1).reshape(groups, o // groups, kh * kw * cg)
+    return weight.transpose(0, 2, 3, 1).reshape(groups, o // groups, kh * kw * cg).transpose(0, 2, 1)
 
 
-def _grouped_cols(cols, g, channels):
-    """(M, KH*KW*C) -> (groups, M, KH*KW*C/groups)."""
-    m = cols.shape[0]
-    cg = channels // g.groups
-    return cols.reshape(m, g.kh * g.kw, g.groups, cg).transpose(2, 0, 1, 3).reshape(g.groups, m, g.kh * g.kw * cg)
+def _group_columns(cols, g):
+    """(rows, KH*KW*C) -> (groups, rows, KH*KW*C/groups)."""
+    rows, k = cols.shape
+    cg = k // (g.kh * g.kw * g.groups)
+    return cols.reshape(rows, g.kh * g.kw, g.groups, cg).transpose(2, 0, 1, 3).reshape(g.groups, rows, -1)
 
 
-def _ungrouped_cols(cols_g, g, channels):
-    """The inverse of _grouped_cols."""
-    groups, m, _ = cols_g.shape
-    cg = channels // groups
-    return cols_g.reshape(groups, m, g.kh * g.kw, cg).transpose(1, 2, 0, 3).reshape(m, g.kh * g.kw * channels)
+def _ungroup_columns(cols_g, g):
+    """The inverse of _group_columns."""
+    groups, rows, kg = cols_g.shape
+    cg = kg // (g.kh * g.kw)
+    return cols_g.reshape(groups, rows, g.kh * g.kw, cg).transpose(1, 2, 0, 3).reshape(rows, -1)
+
+
+def _col2im_add(target, cols, g):
+    """target (n, Hp, Wp, C) += the adjoint of the windows of `cols` (n*OH*OW, KH*KW*C)."""
+    n, c = target.shape[0], target.shape[3]
+    cols = cols.reshape(n, g.oh, g.ow, g.kh, g.kw, c)
+    for i in range(g.kh):
+        for j in range(g.kw):
+            rows, columns = g.offset_slices(i, j)
+            target[:, rows, columns] += cols[:, :, :, i, j]
+
+
+def _conv_forward_arrays(x, weight, g):
+    """conv2d without bias as an (N*OH*OW, O) matrix, computed batch chunk by batch chunk."""
+    xp = get_array_module(x)
+    n, c = x.shape[:2]
+    o = weight.shape[0]
+    xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw)
+    wm = _weight_matrix(weight, g.groups)
+    length = g.oh * g.ow
+    out = xp.empty((n * length, o), dtype=x.dtype)
+    windows = _windows(xpad, g)
+    for start, stop in _chunks(n, length, wm.shape[1] * g.groups):
+        cols = windows[start:stop].reshape((stop - start) * length, -1)
+        if g.groups == 1:
+            xp.matmul(cols, wm[0], out=out[start * length:stop * length])
+        else:
+            part = xp.matmul(_group_columns(cols, g), wm)  # (groups, rows, O/groups)
+            out[start * length:stop * length] = part.transpose(1, 0, 2).reshape(-1, o)
+    return out
+
+
+def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x, need_w):
+    """(grad input as an NCHW view, grad weight), each only when asked for.
+
+    Works chunk by chunk over the batch: the window matrix of a chunk is rebuilt from x
+    (cheaper than keeping the whole batch's from the forward pass), multiplied into the
+    weight gradient, and the chunk's window gradients are folded back by col2im.
+    """
+    xp = get_array_module(gy_matrix)
+    n, c, h, w = x_shape
+    o, cg, kh, kw = weight_shape
+    length = g.oh * g.ow
+    groups = g.groups
+    og = o // groups
+    gx_pad = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy_matrix.dtype) if need_x else None
+    gw = xp.zeros((groups, og, kh * kw * cg), dtype=gy_matrix.dtype) if need_w else None
+    wm = _weight_matrix(weight, groups) if need_x else None
+    windows = _windows(_pad_channels_last(_channels_last(x), g.ph, g.pw), g) if need_w else None
+    for start, stop in _chunks(n, length, kh * kw * c):
+        gy_chunk = gy_matrix[start * length:stop * length]
+        if groups > 1:
+            gy_chunk = gy_chunk.reshape(-1, groups, og).transpose(1, 0, 2)  # (groups, rows, O/groups)
+        if need_w:
+            cols = windows[start:stop].reshape((stop - start) * length, -1)
+            if groups == 1:
+                gw[0] += gy_chunk.T @ cols
+            else:
+                gw += gy_chunk.transpose(0, 2, 1) @ _group_columns(cols, g)
+        if need_x:
+            if groups == 1:
+                cols_grad = gy_chunk @ wm[0].T
+            else:
+                cols_grad = _ungroup_columns(gy_chunk @ wm.transpose(0, 2, 1), g)
+            _col2im_add(gx_pad[start:stop], cols_grad, g)
+    gx = gx_pad[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2) if need_x else None
+    if need_w:
+        gw = xp.ascontiguousarray(gw.reshape(o, kh, kw, cg).transpose(0, 3, 1, 2))
+    return gx, gw
 
 
 def _output_matrix(gy):
@@ -406,41 +471,8 @@ def _conv_output(out_matrix, n, g):
     return out_matrix.reshape(n, g.oh, g.ow, -1).transpose(0, 3, 1, 2)
 
 
-def _conv_forward_arrays(x, weight, g):
-    cols = _im2col(x, g)
-    if g.groups == 1:
-        out = cols @ _weight_matrix(weight, 1)[0].T
-    else:
-        wm = _weight_matrix(weight, g.groups)
-        out = (_grouped_cols(cols, g, x.shape[1]) @ wm.transpose(0, 2, 1)).transpose(1, 0, 2)
-        out = out.reshape(cols.shape[0], weight.shape[0])
-    return out, cols
-
-
-def _conv_grad_input_arrays(gy_matrix, weight, x_shape, g):
-    if g.groups == 1:
-        cols = gy_matrix @ _weight_matrix(weight, 1)[0]
-    else:
-        m, o = gy_matrix.shape
-        gy_g = gy_matrix.reshape(m, g.groups, o // g.groups).transpose(1, 0, 2)
-        cols = _ungrouped_cols(gy_g @ _weight_matrix(weight, g.groups), g, x_shape[1])
-    return _col2im(cols, x_shape, g)
-
-
-def _conv_grad_weight_arrays(gy_matrix, cols, weight_shape, g, channels):
-    o, cg, kh, kw = weight_shape
-    if g.groups == 1:
-        gw = gy_matrix.T @ cols
-    else:
-        m = gy_matrix.shape[0]
-        gy_g = gy_matrix.reshape(m, g.groups, o // g.groups).transpose(1, 2, 0)
-        gw = gy_g @ _grouped_cols(cols, g, channels)  # (groups, O/g, KH*KW*C/g)
-    xp = get_array_module(gw)
-    return xp.ascontiguousarray(gw.reshape(o, kh, kw, cg).transpose(0, 3, 1, 2))
-
-
 class Conv2d(Function):
-    """2-D cross-correlation (PyTorch's conv2d) through im2col and one matmul."""
+    """2-D cross-correlation (PyTorch's conv2d) through strided windows and BLAS matmuls."""
 
     def __init__(self, stride, padding, dilation, groups):
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
@@ -451,7 +483,7 @@ class Conv2d(Function):
 
     def forward(self, x, weight, bias=None):
         g = self.geometry(x.shape, weight.shape)
-        out, self.cols = _conv_forward_arrays(x, weight, g)
+        out = _conv_forward_arrays(x, weight, g)
         if bias is not None:
             out += bias
         return _conv_output(out, x.shape[0], g)
@@ -464,9 +496,10 @@ class Conv2d(Function):
         if not _grad_enabled[0]:
             g = self.geometry(x.shape, weight.shape)
             gy_matrix = _output_matrix(gy.data)
-            gx = _wrap(_conv_grad_input_arrays(gy_matrix, weight.data, x.shape, g)) if x.requires_grad else None
-            gw = _wrap(_conv_grad_weight_arrays(gy_matrix, self.cols, weight.shape, g, x.shape[1])) \
-                if weight.requires_grad else None
+            gx, gw = _conv_backward_arrays(x.data, x.shape, weight.data, weight.shape, gy_matrix, g,
+                                           x.requires_grad, weight.requires_grad)
+            gx = _wrap(gx) if gx is not None else None
+            gw = _wrap(gw) if gw is not None else None
             gb = _wrap(gy_matrix.sum(axis=0)) if need_bias else None
         else:
             gx = Conv2dGradInput(x.shape, *params)(gy, weight) if x.requires_grad else None
@@ -485,7 +518,7 @@ class Conv2dGradInput(Function):
     def forward(self, gy, weight):
         stride, padding, dilation, groups = self.params
         g = _ConvGeometry(self.x_shape[2], self.x_shape[3], weight.shape[2:], stride, padding, dilation, groups)
-        return _conv_grad_input_arrays(_output_matrix(gy), weight, self.x_shape, g)
+        return _conv_backward_arrays(None, self.x_shape, weight, weight.shape, _output_matrix(gy), g, True, False)[0]
 
     def backward(self, ggx):
         gy, weight = self.inputs
@@ -504,7 +537,7 @@ class Conv2dGradWeight(Function):
     def forward(self, x, gy):
         stride, padding, dilation, groups = self.params
         g = _ConvGeometry(x.shape[2], x.shape[3], self.weight_shape[2:], stride, padding, dilation, groups)
-        return _conv_grad_weight_arrays(_output_matrix(gy), _im2col(x, g), self.weight_shape, g, x.shape[1])
+        return _conv_backward_arrays(x, x.shape, None, self.weight_shape, _output_matrix(gy), g, False, True)[1]
 
     def backward(self, ggw):
         x, gy = self.inputs
@@ -563,6 +596,11 @@ def _pool_geometry(x, kernel_size, stride, padding, dilation, name):
     return g
 
 
+def _windows_disjoint(g):
+    """True when no input element belongs to two windows (stride >= kernel span)."""
+    return g.sh >= g.dh * (g.kh - 1) + 1 and g.sw >= g.dw * (g.kw - 1) + 1
+
+
 class MaxPool2d(Function):
     """Max over each window; remembers which kernel offset won for the backward."""
 
@@ -573,20 +611,21 @@ class MaxPool2d(Function):
         g = self.g
         xp = get_array_module(x)
         xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw, fill=-np.inf)
-        out = None
-        index_dtype = np.int8 if g.kh * g.kw < 127 else np.int32
-        for i in range(g.kh):
-            for j in range(g.kw):
-                rows, columns = g.offset_slices(i, j)
-                window = xpad[:, rows, columns]
-                if out is None:
-                    out = window.copy()
-                    argmax = xp.zeros(out.shape, dtype=index_dtype)
-                    better = xp.empty(out.shape, dtype=bool)
-                    continue
-                xp.greater(window, out, out=better)
-                xp.copyto(out, window, where=better)
-                xp.copyto(argmax, i * g.kw + j, where=better)
+        rows, columns = g.offset_slices(0, 0)
+        out = xpad[:, rows, columns].copy()
+        # argmax holds the winning offset index; offsets are visited in increasing order, so
+        # "argmax = max(argmax, better * k)" records k exactly where offset k is strictly better
+        # (the first maximum wins ties, as in PyTorch), without slow masked writes.
+        argmax = xp.zeros(out.shape, dtype=np.int8 if g.kh * g.kw < 127 else np.int32)
+        better = xp.empty(out.shape, dtype=bool)
+        candidate = xp.empty(out.shape, dtype=argmax.dtype)
+        for k in range(1, g.kh * g.kw):
+            rows, columns = g.offset_slices(k // g.kw, k % g.kw)
+            window = xpad[:, rows, columns]
+            xp.greater(window, out, out=better)
+            xp.maximum(out, window, out=out)
+            xp.multiply(better, k, out=candidate)
+            xp.maximum(argmax, candidate, out=argmax)
         self.argmax = argmax
         return out.transpose(0, 3, 1, 2)
 
@@ -606,11 +645,16 @@ class MaxPool2dGrad(Function):
         n, c, h, w = self.x_shape
         gyh = _channels_last(gy)
         out = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy.dtype)
-        routed = xp.empty(gyh.shape, dtype=gy.dtype)
-        for i in range(g.kh):
-            for j in range(g.kw):
-                rows, columns = g.offset_slices(i, j)
-                xp.multiply(gyh, self.argmax == i * g.kw + j, out=routed)
+        disjoint = _windows_disjoint(g)
+        routed = None if disjoint else xp.empty(gyh.shape, dtype=gy.dtype)
+        won = xp.empty(gyh.shape, dtype=bool)
+        for k in range(g.kh * g.kw):
+            rows, columns = g.offset_slices(k // g.kw, k % g.kw)
+            xp.equal(self.argmax, k, out=won)
+            if disjoint:  # each input element is written by one window: write in place
+                xp.multiply(gyh, won, out=out[:, rows, columns])
+            else:
+                xp.multiply(gyh, won, out=routed)
                 out[:, rows, columns] += routed
         return out[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
 

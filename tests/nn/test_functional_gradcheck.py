@@ -154,3 +154,8 @@ def test_dropout_gradient():
         return F.dropout(x, 0.5)
     check(fn, x)
     np.testing.assert_array_equal(fn(x).numpy(), x.numpy() * mask)
+
+
+def test_conv2d_second_derivatives_in_batch_chunks(monkeypatch):
+    monkeypatch.setattr(F, "_CHUNK_FLOATS", 1)
+    check(lambda x, w: F.conv2d(x, w, padding=1, groups=2), t(3, 2, 3, 3), t(4, 1, 2, 2, seed=1))

@@ -231,3 +231,12 @@ def test_load_torch_tensors_directly():
     ours = nn.Linear(3, 2)
     ours.load_state_dict(theirs.state_dict())
     np.testing.assert_array_equal(ours.weight.numpy(), theirs.weight.detach().numpy())
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_conv2d_in_many_batch_chunks(monkeypatch, groups):
+    """Large batches run chunk by chunk; force one image per chunk and compare again."""
+    from easyfit.nn import functional as F
+    monkeypatch.setattr(F, "_CHUNK_FLOATS", 1)
+    run_both(nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=groups),
+             torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=groups), randn(5, 4, 7, 7), atol=1e-4)
