@@ -439,6 +439,8 @@ class Learner:
                              "expects (inputs..., target) tuples of Tensors from the data loader", self.iter)
 
     def _do_one_batch(self):
+        if not self._loss_checked:
+            _check_devices(self.model, self.xb, self.yb)
         self.pred = self.model(*self.xb)
         self("after_pred")
         if self.yb is None:
@@ -550,6 +552,8 @@ class Learner:
         activation = _decoding.activation_for(self.loss_func)
         probs = _decoding.to_numpy(activation(out) if activation is not None else out)[0]
         decoded = _decoding.decode(self.loss_func, probs[None])[0]
+        if np.ndim(decoded) == 0:
+            decoded = decoded.item()
         return _decoding.label_of(self, decoded), decoded, probs
 
     def show_results(self, n=9, dl=None, file=None):
@@ -628,6 +632,15 @@ def _norm_params(model):
         if type(module).__name__ in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"):
             keep.update(id(p) for p in module.parameters())
     return keep
+
+
+def _check_devices(model, inputs, target):
+    """Before the first batch: inputs and parameters on different devices is a setup mistake."""
+    device = _model_device(model)
+    for name, value in [(f"input {i}", x) for i, x in enumerate(inputs)] + [("target", target)]:
+        if isinstance(value, Tensor) and value.device != device:
+            raise BatchError(f"the model's parameters are on {device} but the batch's {name} is on {value.device}; "
+                             f"send the data there too: DataLoaders(..., device='{device}') or dls.to('{device}')")
 
 
 def _model_device(model):

@@ -115,3 +115,11 @@ def test_a_batch_that_is_not_a_tuple_is_explained():
     learn = Learner(DataLoaders(DictLoader(), None), make_model(), nn.CrossEntropyLoss(), default_cbs=False)
     with pytest.raises(BatchError, match="batch 0 .* is a dict"):
         learn.fit(1)
+
+
+def test_data_on_another_device_than_the_model_is_explained(monkeypatch):
+    import easyfit.learner.learner as learner_module
+    monkeypatch.setattr(learner_module, "_model_device", lambda model: "cuda:0")  # no GPU needed to check the message
+    learn = Learner(make_dls(), make_model(), nn.CrossEntropyLoss(), default_cbs=False)
+    with pytest.raises(BatchError, match=r"parameters are on cuda:0 but the batch's input 0 is on cpu.*dls.to"):
+        learn.fit(1)
