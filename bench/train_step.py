@@ -15,9 +15,10 @@ Five models (float32, synthetic data of the stated shapes, one fixed batch reuse
 Each measurement runs in a fresh subprocess (`--framework F --model M`) with 2 threads
 (OMP/OpenBLAS/MKL_NUM_THREADS=2, torch.set_num_threads(2)): a few warm-up steps, then the
 median of many timed steps, and the process's peak RSS. The driver (no --framework)
-alternates the frameworks, `--rounds` processes each, and prints per model the median
-ms/step of each framework, the ratio easyfit/PyTorch and both peak RSS values. A model
-whose easyfit layers do not exist yet is reported as "not available yet".
+alternates the frameworks, `--rounds` processes each, and prints per model the best of
+each framework's process medians (the one least disturbed by other load on the machine;
+the load average is printed before and after), the ratio easyfit/PyTorch and both peak
+RSS values. A model whose easyfit layers do not exist yet is reported as "not available yet".
 
     flock /tmp/easyfit-bench.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/train_step.py
 """
@@ -254,9 +255,10 @@ def main():
             print(f"note: {variable} is set; it forces a slower BLAS kernel (run with env -u {variable})")
     header = (f"{'model':8} {'easyfit ms':>11} {'torch ms':>9} {'ratio':>6} {'target':>7} "
               f"{'easyfit MB':>11} {'torch MB':>9} {'mem ratio':>9}")
-    print(f"train step, float32, {THREADS} threads, median ms/step, {args.rounds} alternating processes each")
+    print(f"train step, float32, {THREADS} threads; ms/step = best of {args.rounds} alternating processes' "
+          f"medians; load average before: {os.getloadavg()[0]:.2f}")
     print(header)
-    print("-" * len(header))
+    print("-" * len(header), flush=True)
     for model_name in args.models.split(","):
         results = {"easyfit": [], "torch": []}
         for round_number in range(args.rounds):
@@ -268,14 +270,15 @@ def main():
             reason = next(r["reason"] for r in unavailable)
             print(f"{model_name:8} not available yet ({reason})")
             continue
-        ours = statistics.median(r["median_ms"] for r in results["easyfit"])
-        theirs = statistics.median(r["median_ms"] for r in results["torch"])
+        ours = min(r["median_ms"] for r in results["easyfit"])
+        theirs = min(r["median_ms"] for r in results["torch"])
         our_mb = max(r["peak_rss_mb"] for r in results["easyfit"])
         their_mb = max(r["peak_rss_mb"] for r in results["torch"])
         ratio = ours / theirs
         verdict = "ok" if ratio <= TARGETS[model_name] else "MISS"
         print(f"{model_name:8} {ours:11.2f} {theirs:9.2f} {ratio:6.2f} {'<=' + str(TARGETS[model_name]):>7} "
               f"{our_mb:11.0f} {their_mb:9.0f} {our_mb / their_mb:9.2f}  {verdict}", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f} (above {THREADS} means other work shared the CPUs)")
 
 
 if __name__ == "__main__":
