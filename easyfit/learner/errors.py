@@ -1,6 +1,4 @@
 """Errors that say what went wrong, with the shapes, dtypes and batch index involved."""
-import numpy as np
-
 from ..core.tensor import Tensor
 
 

@@ -13,17 +13,11 @@ the start of the fit), `pct_train` (fraction of the fit's training done), `train
 detached), `loss_grad` (the tensor backward starts from).
 """
 import contextlib
-import copy
-import math
-import os
-import random
-import time
 from pathlib import Path
 
 import numpy as np
 
 from ..core import no_grad
-from ..core.random import get_rng_state, set_rng_state
 from ..core.tensor import Tensor
 from ..optim import Adam
 from .callback import (EVENTS, Callback, event_hooks, CancelFitException, CancelEpochException,

@@ -6,8 +6,6 @@ easyfit's own autograd graph instead: the ops recorded while computing the first
 training batch's predictions become a GraphDef (one node per op, named after its
 class, plus the input and one node per parameter).
 """
-import math
-
 import numpy as np
 
 from .callback import Callback

@@ -1,7 +1,5 @@
 """Small data and models for the Learner tests (fast: a few ms per epoch)."""
 import numpy as np
-import pytest
-
 import easyfit as ef
 from easyfit import nn
 from easyfit.data import DataLoader, DataLoaders, ArrayDataset

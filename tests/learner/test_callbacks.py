@@ -4,7 +4,6 @@ import math
 import numpy as np
 import pytest
 
-import easyfit as ef
 from easyfit import nn
 from easyfit.optim import SGD
 from easyfit.optim.schedule import one_cycle_lr, one_cycle_mom

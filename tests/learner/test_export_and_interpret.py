@@ -1,6 +1,4 @@
 """export / load_learner without pickle, predict/get_preds, ClassificationInterpretation."""
-import json
-
 import numpy as np
 import pytest
 
@@ -8,7 +6,7 @@ import easyfit as ef
 from easyfit import nn
 from easyfit.data import ImageDataLoaders
 from easyfit.data.transforms import Normalize
-from easyfit.learner import Learner, ClassificationInterpretation, load_learner, register_module, accuracy
+from easyfit.learner import Learner, ClassificationInterpretation, load_learner, register_module
 from easyfit.learner.export import ExportError
 from conftest import make_dls, make_model
 

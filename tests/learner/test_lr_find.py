@@ -6,7 +6,7 @@ import pytest
 
 import easyfit as ef
 from easyfit import nn
-from easyfit.learner import Learner, Callback, CancelBatchException
+from easyfit.learner import Learner, Callback
 from easyfit.learner.schedule import suggest_lrs, valley, slide, minimum, steep
 from conftest import make_dls, make_model, weights, assert_bytes_equal
 
@@ -93,7 +93,7 @@ def test_lr_find_plot(tmp_path):
     pytest.importorskip("matplotlib")
     learn = new_learner()
     suggestions = learn.lr_find(num_it=20)
-    path = learn.recorder.plot_lr_find(tmp_path / "lr.png", suggestions=suggestions)
+    learn.recorder.plot_lr_find(tmp_path / "lr.png", suggestions=suggestions)
     assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     learn.fit(1)
     learn.recorder.plot_loss(tmp_path / "loss.png")

@@ -11,7 +11,6 @@ from easyfit.data import DataLoader, DataLoaders, ArrayDataset
 from easyfit.learner import (Learner, accuracy, error_rate, top_k_accuracy, perplexity, F1Score, AvgMetric,
                              GatherMetric)
 from easyfit.learner.metrics import as_metric
-from conftest import make_dls, make_model
 
 
 class FixedScores(nn.Module):
