@@ -301,8 +301,8 @@ class Learner:
                 self.training = False
                 self._hooks = self._hooks_valid
 
-    def fit_one_cycle(self, n_epoch, lr_max=None, div=25., div_final=1e5, pct_start=0.25, wd=None,
-                      moms=(0.95, 0.85, 0.95), cbs=None, reset_opt=False, resume=None):
+    def fit_one_cycle(self, n_epoch, lr_max=None, div=25., div_final=1e5, pct_start=0.25,
+                      moms=(0.95, 0.85, 0.95), wd=None, cbs=None, reset_opt=False, resume=None):
         """fastai's one-cycle policy: see `easyfit.learner.schedule.fit_one_cycle`."""
         from .schedule import fit_one_cycle
         fit_one_cycle(self, n_epoch, lr_max=lr_max, div=div, div_final=div_final, pct_start=pct_start, wd=wd,

@@ -43,8 +43,8 @@ def _has_momentum(opt):
     return all("betas" in g or "momentum" in g for g in opt.param_groups)
 
 
-def fit_one_cycle(learn, n_epoch, lr_max=None, div=25., div_final=1e5, pct_start=0.25, wd=None,
-                  moms=(0.95, 0.85, 0.95), cbs=None, reset_opt=False, resume=None):
+def fit_one_cycle(learn, n_epoch, lr_max=None, div=25., div_final=1e5, pct_start=0.25,
+                  moms=(0.95, 0.85, 0.95), wd=None, cbs=None, reset_opt=False, resume=None):
     """fastai's 1cycle policy: the learning rate rises (cosine) from lr_max/div to lr_max over
     the first `pct_start` of training and anneals to lr_max/div_final; momentum moves the
     other way, moms[0] -> moms[1] -> moms[2]. `lr_max` may be a slice or one value per group.

@@ -164,3 +164,28 @@ def test_remove_cb_and_name_clash():
         learn.add_cb(type(recorder)())
     learn.remove_cb(recorder)
     assert not hasattr(learn, "recorder") and recorder not in learn.cbs
+
+
+def test_public_signatures_follow_design_md():
+    import inspect
+    import easyfit
+    from easyfit.optim import Adam
+
+    def names(func):
+        return list(inspect.signature(func).parameters)
+
+    assert names(Learner)[:10] == ["dls", "model", "loss_func", "opt_func", "lr", "metrics", "cbs", "wd", "path",
+                                   "model_dir"]
+    defaults = inspect.signature(Learner).parameters
+    assert defaults["opt_func"].default is Adam and defaults["lr"].default == 1e-3
+    assert defaults["model_dir"].default == "models"
+    assert names(Learner.fit)[1:4] == ["n_epoch", "lr", "cbs"]
+    one_cycle = inspect.signature(Learner.fit_one_cycle).parameters
+    assert list(one_cycle)[1:7] == ["n_epoch", "lr_max", "div", "div_final", "pct_start", "moms"]
+    assert [one_cycle[n].default for n in ("div", "div_final", "pct_start", "moms")] == [25., 1e5, 0.25,
+                                                                                          (0.95, 0.85, 0.95)]
+    assert "resume" in one_cycle and "resume" in inspect.signature(Learner.fit).parameters
+    assert easyfit.Learner is Learner and callable(easyfit.load_learner)
+    assert EVENTS == ("before_fit", "before_epoch", "before_train", "before_batch", "after_pred", "after_loss",
+                      "before_backward", "after_backward", "before_step", "after_step", "after_batch",
+                      "after_train", "before_validate", "after_validate", "after_epoch", "after_fit")
