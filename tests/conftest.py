@@ -1,4 +1,11 @@
-"""Shared test configuration: every test starts from the same global seed."""
+"""Shared test configuration.
+
+Every test starts from the same global seed. Tests marked `slow` (end-to-end training)
+are skipped by default so that `python -m pytest -q` stays fast; they run in CI (where
+`CI` is set), with `EASYFIT_RUN_SLOW=1`, or when selected with `-m slow`.
+"""
+import os
+
 import pytest
 
 import easyfit
@@ -8,3 +15,13 @@ import easyfit
 def _seed_everything():
     easyfit.manual_seed(0)
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    selected = "slow" in (config.getoption("markexpr") or "")
+    if selected or os.environ.get("CI") or os.environ.get("EASYFIT_RUN_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="slow end-to-end test: run with EASYFIT_RUN_SLOW=1 or -m slow (CI runs it)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
