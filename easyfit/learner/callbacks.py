@@ -132,6 +132,19 @@ class SaveModelCallback(TrackerCallback):
         self.every_n_batches = every_n_batches
         self.saved = []
 
+    def before_fit(self):
+        super().before_fit()
+        if self.reset_on_fit:
+            self.saved, self.best_epoch = [], None
+
+    def state_dict(self):
+        return {"best": self.best, "best_epoch": getattr(self, "best_epoch", None),
+                "saved": [str(path) for path in self.saved]}
+
+    def load_state_dict(self, state):
+        self.best, self.best_epoch = state["best"], state.get("best_epoch")
+        self.saved = list(state.get("saved", []))
+
     def after_batch(self):
         learn = self.learner
         if self.every_n_batches and learn.training and learn.train_iter % self.every_n_batches == 0:

@@ -137,3 +137,18 @@ def test_saving_inside_a_batch_before_its_step_is_refused(tmp_path):
 
     with pytest.raises(RuntimeError, match="in the middle of training batch"):
         new_learner(tmp_path).fit(1, cbs=[SaveTooEarly()])
+
+
+def test_resume_from_save_model_every_n_batches(tmp_path):
+    reference = new_learner(tmp_path / "a")
+    ef.manual_seed(2)
+    reference.fit_one_cycle(2, cbs=[SaveModelCallback(fname="run", every_n_batches=5)])
+    expected = weights(reference.model)
+
+    crashed = new_learner(tmp_path / "b")
+    ef.manual_seed(2)
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit_one_cycle(2, cbs=[SaveModelCallback(fname="run", every_n_batches=5), CrashAt(7)])
+    resumed = new_learner(tmp_path / "b", seed=11)
+    resumed.fit_one_cycle(2, cbs=[SaveModelCallback(fname="run", every_n_batches=5)], resume="run_last")
+    assert_bytes_equal(weights(resumed.model), expected)
