@@ -46,10 +46,6 @@ def _previous_slice(length, reverse):
     return slice(1, length + 1) if reverse else slice(0, length)
 
 
-def _as_constant(array):
-    return Tensor(array)
-
-
 # ----- LSTM -------------------------------------------------------------------------------
 
 def _lstm_gate_constants(hidden_size, dtype, xp):
@@ -158,10 +154,10 @@ class LSTMSequence(Function):
         if self.needs_grad(3):
             previous = hidden[_previous_slice(length, self.reverse)]
             grad_weight = grad_gates.reshape(-1, four_h).T @ previous.reshape(-1, H)
-        return (_as_constant(grad_gates) if self.needs_grad(0) else None,
-                _as_constant(dh) if self.needs_grad(1) else None,
-                _as_constant(dc) if self.needs_grad(2) else None,
-                _as_constant(grad_weight) if grad_weight is not None else None)
+        return (Tensor(grad_gates) if self.needs_grad(0) else None,
+                Tensor(dh) if self.needs_grad(1) else None,
+                Tensor(dc) if self.needs_grad(2) else None,
+                Tensor(grad_weight) if grad_weight is not None else None)
 
 
 def _lstm_backward_composed(gates_x, h0, c0, weight_hh, grad_hidden, grad_h_n, grad_c_n, reverse):
@@ -293,10 +289,10 @@ class GRUSequence(Function):
             grad_weight = grad_gates_h.reshape(-1, three_h).T @ previous.reshape(-1, H)
         if self.needs_grad(3):
             grad_bias = grad_gates_h.reshape(-1, three_h).sum(axis=0)
-        return (_as_constant(grad_gates_x) if self.needs_grad(0) else None,
-                _as_constant(dh) if self.needs_grad(1) else None,
-                _as_constant(grad_weight) if grad_weight is not None else None,
-                _as_constant(grad_bias) if grad_bias is not None else None)
+        return (Tensor(grad_gates_x) if self.needs_grad(0) else None,
+                Tensor(dh) if self.needs_grad(1) else None,
+                Tensor(grad_weight) if grad_weight is not None else None,
+                Tensor(grad_bias) if grad_bias is not None else None)
 
 
 def _gru_backward_composed(gates_x, h0, weight_hh, bias_hh, grad_hidden, grad_h_n, reverse):
@@ -391,9 +387,9 @@ class RNNSequence(Function):
         if self.needs_grad(2):
             previous = hidden[_previous_slice(length, self.reverse)]
             grad_weight = grad_pre.reshape(-1, H).T @ previous.reshape(-1, H)
-        return (_as_constant(grad_pre) if self.needs_grad(0) else None,
-                _as_constant(dh) if self.needs_grad(1) else None,
-                _as_constant(grad_weight) if grad_weight is not None else None)
+        return (Tensor(grad_pre) if self.needs_grad(0) else None,
+                Tensor(dh) if self.needs_grad(1) else None,
+                Tensor(grad_weight) if grad_weight is not None else None)
 
 
 def _rnn_backward_composed(gates_x, h0, weight_hh, grad_hidden, grad_h_n, nonlinearity, reverse):

@@ -357,3 +357,16 @@ def test_shapes_repr_and_no_grad():
         output, _ = lstm(ef.randn(2, 7, 3))
     assert not output.requires_grad and output.creator is None
     assert repr(nn.RNNCell(3, 4, nonlinearity="relu")) == "RNNCell(3, 4, nonlinearity='relu')"
+
+
+def test_backward_twice_with_retain_graph_gives_the_same_gradients():
+    lstm = nn.LSTM(3, 4, bidirectional=True)
+    x = ef.randn(5, 2, 3, requires_grad=True)
+    loss = (lstm(x)[0] ** 2).sum()
+    loss.backward(retain_graph=True)
+    first = [x.grad.numpy().copy()] + [p.grad.numpy().copy() for p in lstm.parameters()]
+    x.grad = None
+    lstm.zero_grad()
+    loss.backward()
+    for before, after in zip(first, [x.grad] + [p.grad for p in lstm.parameters()]):
+        np.testing.assert_array_equal(after.numpy(), before)
