@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 import easyfit as ef
-from easyfit.data import ImageDataLoaders, RandomCrop, RandomHorizontalFlip, decode_image
+from easyfit.data import (ArrayDataset, DataLoader, ImageDataLoaders, RandomCrop, RandomHorizontalFlip,
+                          decode_image)
 
 
 def write_folder(root, n_images, size, n_classes=10, seed=0):
@@ -96,8 +97,9 @@ class CNNStep:
 
 
 def timed_epoch(loader, step):
-    """(epoch seconds, seconds the step waited for the next batch)."""
+    """(epoch seconds, seconds the step waited for the next batch, CPU seconds of this thread)."""
     waited = 0.0
+    cpu = time.thread_time()
     start = time.perf_counter()
     iterator = iter(loader)
     while True:
@@ -108,7 +110,7 @@ def timed_epoch(loader, step):
             break
         waited += time.perf_counter() - t
         step(xb, yb)
-    return time.perf_counter() - start, waited
+    return time.perf_counter() - start, waited, time.thread_time() - cpu
 
 
 def loader_seconds(loader):
@@ -156,15 +158,19 @@ def epoch_comparison(root, bs, step, workers, repeats):
             loads[name].append(loader_seconds(loader))
             epochs[name].append(timed_epoch(loader, step))
     median = lambda values: float(np.median(values))
+    ratios = {"prefetch": median([f[0] / m[0] for f, m in zip(epochs["folder, prefetch"], epochs["memory, prefetch"])]),
+              "no prefetch": median([f[0] / m[0] for f, m in zip(epochs["folder, no prefetch"],
+                                                                   epochs["memory, no prefetch"])])}
     return (median(steps), {name: median(v) for name, v in loads.items()},
-            {name: (median([e for e, _ in v]), median([w for _, w in v])) for name, v in epochs.items()})
+            {name: tuple(median(column) for column in zip(*v)) for name, v in epochs.items()}, ratios)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--bs", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2, help="background threads for the prefetch runs")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="background threads for the prefetch runs (default: the DataLoader's default)")
     parser.add_argument("--step", choices=["cnn", "numpy"], default="cnn")
     parser.add_argument("--numpy-repeats", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
@@ -185,18 +191,16 @@ def main():
             print(f"   {label:<16} {rate:9.0f} images/s")
 
         step = CNNStep() if args.step == "cnn" else NumpyStep(args.numpy_repeats)
+        workers = args.workers if args.workers is not None else DataLoader(ArrayDataset(np.zeros(1))).num_workers
         print(f"\n2. one epoch of {args.images // args.bs} training steps ({args.step} step), "
-              f"prefetch with {args.workers} threads; medians of {args.repeats}")
-        step_time, loads, epochs = epoch_comparison(root, args.bs, step, args.workers, args.repeats)
+              f"prefetch with {workers} threads; medians of {args.repeats}")
+        step_time, loads, epochs, ratios = epoch_comparison(root, args.bs, step, workers, args.repeats)
         print(f"   steps alone (batches loaded beforehand): {step_time:6.2f}s")
-        for name, (seconds, waited) in epochs.items():
-            hidden = (step_time + loads[name] - seconds) / loads[name]
+        for name, (seconds, waited, cpu) in epochs.items():
             print(f"   {name:<20} epoch {seconds:6.2f}s   loading alone {loads[name]:5.2f}s   "
-                  f"step waited {waited:5.2f}s   loading hidden behind steps {100 * hidden:4.0f}%")
-        ratio = epochs["folder, prefetch"][0] / epochs["memory, prefetch"][0]
-        sync_ratio = epochs["folder, no prefetch"][0] / epochs["memory, no prefetch"][0]
-        print(f"\n   epoch on the image folder / epoch on in-memory arrays, with prefetch: {ratio:.3f} "
-              f"(target <= 1.1); without prefetch: {sync_ratio:.3f}")
+                  f"step waited for data {waited:5.2f}s   training-thread CPU {cpu:6.2f}s")
+        print(f"\n   epoch on the image folder / epoch on in-memory arrays (median of paired runs): "
+              f"with prefetch {ratios['prefetch']:.3f} (target <= 1.1), without {ratios['no prefetch']:.3f}")
         print(f"   machine load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
 
