@@ -290,8 +290,9 @@ def generate(learner, config, prompt, length=300, temperature=0.8, top_k=None, s
     The prompt (after an implicit `xxbos`, the start of a document) primes the hidden
     state; each next character is drawn from the softmax of the scores divided by
     `temperature` (lower: safer, higher: more varied), among the `top_k` most likely
-    when given. A sampled `xxbos` (a new fortune) is shown as a `%` line. Prompt
-    characters the vocabulary lacks are read as xxunk.
+    when given. With the fortunes corpus a sampled `xxbos` (a new fortune) is shown as
+    a `%` line (and counts as one of the `length` characters); a text file's model
+    never samples it. Prompt characters the vocabulary lacks are read as xxunk.
     """
     if temperature <= 0:
         raise ValueError(f"generate: temperature must be > 0, got {temperature}")
@@ -300,7 +301,8 @@ def generate(learner, config, prompt, length=300, temperature=0.8, top_k=None, s
     if length < 0:
         raise ValueError(f"generate: length must be >= 0, got {length}")
     model, vocab, tokenizer = learner.model, learner.dls.vocab, learner.dls.tokenizer
-    banned = [vocab.stoi[t] for t in (UNK, PAD, EOS) if t in vocab]   # never a character of the text
+    never_sampled = (UNK, PAD, EOS) if config.data == "fortunes" else (UNK, PAD, EOS, BOS)  # a file has one xxbos
+    banned = [vocab.stoi[t] for t in never_sampled if t in vocab]
     rng = np.random.default_rng(seed)
     model.eval()
     model.reset_state()
