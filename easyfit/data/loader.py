@@ -282,9 +282,21 @@ class BatchFetcher:
                 kept.append(index)
             if not samples:
                 return None, skipped
-            batch = default_collate(samples, kept) if self.collate_fn is None else self.collate_fn(samples)
+            try:
+                batch = default_collate(samples, kept) if self.collate_fn is None else self.collate_fn(samples)
+            except CollateError:
+                raise
+            except Exception as error:
+                raise DataLoaderError(f"DataLoader: collate_fn {getattr(self.collate_fn, '__qualname__', _name(self.collate_fn))} failed on samples "
+                                      f"{_short_list(kept)} (batch {batch_number}, epoch {epoch}): "
+                                      f"{type(error).__name__}: {error}", kept[0]) from error
         if self.batch_tfms:
-            batch = _transform_input(batch, self.batch_tfms, rng)
+            try:
+                batch = _transform_input(batch, self.batch_tfms, rng)
+            except Exception as error:
+                raise DataLoaderError(f"DataLoader: a batch transform failed on samples {_short_list(indices)} "
+                                      f"(batch {batch_number}, epoch {epoch}): {type(error).__name__}: {error}",
+                                      int(indices[0])) from error
         return batch, skipped
 
 

@@ -350,3 +350,20 @@ def test_program_exits_with_an_unfinished_iteration(kind, tmp_path):
                           cwd=pathlib.Path(ef.__file__).parent.parent)
     assert done.returncode == 0, done.stderr
     assert "left with batches in flight" in done.stdout
+
+
+def test_collate_fn_and_batch_transform_errors_name_the_samples():
+    def broken_collate(samples):
+        raise RuntimeError("cannot pad")
+
+    loader = DataLoader(images_dataset(), batch_size=4, collate_fn=broken_collate, num_workers=1)
+    with pytest.raises(DataLoaderError, match=r"collate_fn .*broken_collate failed on samples \[0, 1, 2, 3\] "
+                                              r"\(batch 0, epoch 0\): RuntimeError: cannot pad"):
+        collect(loader)
+
+    def broken_transform(batch):
+        raise ValueError("bad batch")
+
+    loader = DataLoader(images_dataset(), batch_size=4, batch_tfms=[broken_transform], num_workers=0)
+    with pytest.raises(DataLoaderError, match=r"batch transform failed on samples \[0, 1, 2, 3\].*bad batch"):
+        collect(loader)
