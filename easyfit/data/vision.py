@@ -132,6 +132,17 @@ def validation_transforms(transforms):
     return out
 
 
+def _first_mode(files, on_error):
+    """The mode ('L' or 'RGB') of the first readable image (the first file, unless bad ones are skipped)."""
+    for path in files:
+        try:
+            return image_mode(path)
+        except ImageReadError:
+            if on_error != "skip":
+                raise
+    raise ValueError(f"none of the {len(files)} training images can be read")
+
+
 def _batch_transforms(batch_tfms):
     batch_tfms = list(batch_tfms or [])
     if not any(isinstance(t, ImageToFloat) for t in batch_tfms):
@@ -207,7 +218,7 @@ class ImageDataLoaders:
             train_files, train_labels = [files[i] for i in train_idx], [labels[i] for i in train_idx]
             valid_files, valid_labels = [files[i] for i in valid_idx], [labels[i] for i in valid_idx]
         if mode is None:
-            mode = image_mode(train_files[0])
+            mode = _first_mode(train_files, on_error)
         item_tfms = list(item_tfms or [])
         if size is not None:
             item_tfms.insert(0, Resize(size, method=resize_method))
