@@ -581,14 +581,15 @@ class DataLoaders:
 
     `DataLoaders(train, valid, device=None)`; `.train`, `.valid`, `dls[0]`, `dls[1]`.
     Setting `device` (or `.to(device)`) moves both loaders' batches. Vision and text
-    builders also set `classes` (label names) and `vocab` (a text `Vocab`).
+    builders also set `classes` (label names), `vocab` (a text `Vocab`) and `tokenizer`.
     """
 
-    def __init__(self, train, valid=None, device=None, classes=None, vocab=None):
+    def __init__(self, train, valid=None, device=None, classes=None, vocab=None, tokenizer=None):
         self.train = train
         self.valid = valid
         self.classes = list(classes) if classes is not None else None
         self.vocab = vocab
+        self.tokenizer = tokenizer
         if device is not None:
             self.to(device)
 

@@ -295,9 +295,7 @@ class TextDataLoaders:
         valid_dl = DataLoader(valid_ds, batch_size=bs, collate_fn=collate, seed=seed + 1,
                               num_workers=num_workers, device=device,
                               batch_sampler=SortedBatchSampler(valid_ds.lengths, bs, shuffle=False))
-        dls = DataLoaders(train_dl, valid_dl, classes=classes, vocab=vocab)
-        dls.tokenizer = tokenizer
-        return dls
+        return DataLoaders(train_dl, valid_dl, classes=classes, vocab=vocab, tokenizer=tokenizer)
 
     @staticmethod
     def from_texts(texts, labels, valid_pct=0.2, seed=None, **kwargs):
@@ -400,9 +398,7 @@ class TextDataLoaders:
         if valid_docs:
             valid_dl = LMDataLoader(_encode_all(valid_docs, tokenizer, vocab), batch_size=bs, bptt=bptt,
                                     shuffle=False, seed=seed + 1, device=device)
-        dls = DataLoaders(train_dl, valid_dl, vocab=vocab)
-        dls.tokenizer = tokenizer
-        return dls
+        return DataLoaders(train_dl, valid_dl, vocab=vocab, tokenizer=tokenizer)
 
 
 # ----------------------------------------------------------------------------------
