@@ -367,3 +367,26 @@ def test_collate_fn_and_batch_transform_errors_name_the_samples():
     loader = DataLoader(images_dataset(), batch_size=4, batch_tfms=[broken_transform], num_workers=0)
     with pytest.raises(DataLoaderError, match=r"batch transform failed on samples \[0, 1, 2, 3\].*bad batch"):
         collect(loader)
+
+
+class SlowToLoad(Dataset):
+    """Each sample takes 50 ms to 'read' (sleeping releases the GIL, like file I/O and decoding)."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        time.sleep(0.05)
+        return np.zeros(1), i
+
+
+def test_background_prefetch_overlaps_loading_with_the_step():
+    def epoch(workers):
+        start = time.perf_counter()
+        for _ in DataLoader(SlowToLoad(), batch_size=1, num_workers=workers):
+            time.sleep(0.05)  # the training step
+        return time.perf_counter() - start
+
+    in_line, prefetched = epoch(0), epoch(1)
+    assert in_line > 0.75  # 8 x (50 ms loading + 50 ms step)
+    assert prefetched < 0.65  # loading hidden behind the steps: about 8 x 50 ms + the first batch
