@@ -6,11 +6,13 @@ is pure NumPy: the twin reads the same epoch matrices and BPTT windows), carries
 hidden state across windows the same way (detached, reset each epoch and for
 validation), clips the gradient norm, and follows the same one-cycle learning-rate and
 momentum (Adam's beta1) schedule per batch through easyfit's pure schedule functions.
-Only the random initialisation and dropout masks differ between the frameworks.
+By default the twin also starts from the recipe's initial weights (easyfit's state dict
+has PyTorch's parameter names and shapes), so only dropout masks and floating-point
+rounding differ; `--independent-init` lets PyTorch initialise its own.
 
     flock /tmp/easyfit-bench.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
         python bench/recipe_char_rnn_torch.py [--framework both|easyfit|torch] [--epochs N] \\
-        [--set key=value ...] [--json results.json]
+        [--set key=value ...] [--independent-init] [--json results.json]
 
 Prints each framework's final validation loss, accuracy, perplexity and seconds per
 epoch (training + validation; easyfit without TensorBoard or checkpoints, as the twin).
@@ -34,6 +36,15 @@ from recipes.config import resolve  # noqa: E402
 
 def make_config(epochs=None, overrides=()):
     return resolve(char_rnn.Config, {}, overrides, epochs=epochs)
+
+
+def easyfit_initial_state(config):
+    """The recipe model's initial weights (as NumPy arrays) for `config`'s seed: what train_easyfit starts from."""
+    import easyfit
+    easyfit.manual_seed(config.seed)
+    with tempfile.TemporaryDirectory() as out_dir:
+        model = char_rnn.build_learner(config, out_dir).model
+    return {key: value.numpy().copy() for key, value in model.state_dict().items()}
 
 
 def train_easyfit(config, log=print):
@@ -107,11 +118,16 @@ def _validate_torch(model, loader):
     return total_loss / count, correct / count
 
 
-def train_torch(config, log=print):
-    """Train the PyTorch twin on the recipe's own batches; returns the same result dict as train_easyfit."""
+def train_torch(config, initial_state=None, log=print):
+    """Train the PyTorch twin on the recipe's own batches; returns the same result dict as train_easyfit.
+
+    `initial_state` (from `easyfit_initial_state`) gives the starting weights; None: PyTorch's own init.
+    """
     import torch
     dls = char_rnn.build_dataloaders(config)
     model = torch_model(config, len(dls.vocab))
+    if initial_state is not None:
+        model.load_state_dict({key: torch.from_numpy(np.array(value)) for key, value in initial_state.items()})
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.wd)
     lr_schedule, mom_schedule = one_cycle_lr(config.lr), one_cycle_mom()
     total = config.epochs * len(dls.train)
@@ -133,7 +149,7 @@ def train_torch(config, log=print):
             if config.clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             step += 1
         valid_loss, acc = _validate_torch(model, dls.valid)
     seconds = time.perf_counter() - start
@@ -153,6 +169,8 @@ def main(argv=None):
     parser.add_argument("--framework", choices=("both", "easyfit", "torch"), default="both")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--independent-init", action="store_true",
+                        help="let PyTorch initialise its own weights (default: start from the recipe's)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     config = make_config(args.epochs, args.overrides)
@@ -161,14 +179,16 @@ def main(argv=None):
     if args.framework in ("both", "easyfit"):
         results.append(train_easyfit(config))
     if args.framework in ("both", "torch"):
-        results.append(train_torch(config))
+        initial_state = None if args.independent_init else easyfit_initial_state(config)
+        results.append(train_torch(config, initial_state))
     if len(results) == 2:
         ours, theirs = results
         print(f"easyfit/torch: valid_loss {ours['valid_loss'] / theirs['valid_loss'] - 1:+.2%}, accuracy "
               f"{100 * (ours['accuracy'] - theirs['accuracy']):+.2f} points, time per epoch "
               f"{ours['seconds_per_epoch'] / theirs['seconds_per_epoch']:.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps({"config": vars(config), "results": results}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"config": vars(config), "shared_init": not args.independent_init,
+                                               "results": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

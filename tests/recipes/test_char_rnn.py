@@ -273,21 +273,37 @@ def _bench_module():
     return module
 
 
+def test_pytorch_twin_follows_the_recipe_step_for_step(text_file):
+    """Same batches, state carrying, clipping and schedule: from the same weights, without dropout,
+    the two frameworks' training curves agree to float32 rounding."""
+    pytest.importorskip("torch", reason="the PyTorch twin needs torch")
+    bench = _bench_module()
+    config = tiny_config(text_file, epochs=2, num_layers=2, clip=0.5)
+    ours = bench.train_easyfit(config, log=lambda line: None)
+    theirs = bench.train_torch(config, bench.easyfit_initial_state(config), log=lambda line: None)
+    np.testing.assert_allclose(ours["train_losses"], theirs["train_losses"], rtol=2e-3)
+    assert ours["valid_loss"] == pytest.approx(theirs["valid_loss"], rel=2e-3)
+    assert ours["accuracy"] == pytest.approx(theirs["accuracy"], abs=0.01)
+
+
 @pytest.mark.slow
 def test_fortunes_matches_the_pytorch_twin():
+    """The recipe (2-layer LSTM, dropout, one-cycle, clipping) on 120,000 fortune characters, against
+    PyTorch from the same initial weights: loss within 2%, accuracy within 1 point."""
     from easyfit.data.datasets import DatasetNotFoundError
-    config = dataclasses.replace(char_rnn.Config(), max_chars=150_000, chunk_chars=2_500, epochs=2, hidden_size=128)
+    config = dataclasses.replace(char_rnn.Config(), max_chars=120_000, chunk_chars=2_000, epochs=2, hidden_size=128,
+                                 bptt=50, lr=1e-2)
     try:
         char_rnn.read_corpus(config)
     except DatasetNotFoundError as error:
         pytest.skip(f"the fortunes corpus is not installed (apt-get install fortunes): {error}")
     bench = _bench_module()
     ours = bench.train_easyfit(config)
-    assert ours["perplexity"] < 8.0, ours   # a uniform guess over ~100 characters is ~100
+    assert ours["perplexity"] < 12.0, ours   # a uniform guess over ~100 characters scores ~100
     try:
         import torch  # noqa: F401
     except ImportError:
         pytest.skip("PyTorch is not installed: the easyfit half ran, the comparison with the twin did not")
-    theirs = bench.train_torch(config)
+    theirs = bench.train_torch(config, bench.easyfit_initial_state(config))
     assert abs(ours["valid_loss"] / theirs["valid_loss"] - 1) <= 0.02, (ours, theirs)
     assert abs(ours["accuracy"] - theirs["accuracy"]) <= 0.01, (ours, theirs)
