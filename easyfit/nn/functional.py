@@ -401,12 +401,15 @@ def _col2im_add(target, cols, g):
             target[:, rows, columns] += cols[:, :, :, i, j]
 
 
-def _conv_forward_arrays(x, weight, g):
-    """conv2d without bias as an (N*OH*OW, O) matrix, computed batch chunk by batch chunk."""
+def _conv_forward_arrays(x, weight, g, xpad=None):
+    """conv2d without bias as an (N*OH*OW, O) matrix, computed batch chunk by batch chunk.
+
+    `xpad` is x padded and channels-last, when the caller already has it."""
     xp = get_array_module(x)
     n, c = x.shape[:2]
     o = weight.shape[0]
-    xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw)
+    if xpad is None:
+        xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw)
     wm = _weight_matrix(weight, g.groups)
     length = g.oh * g.ow
     out = xp.empty((n * length, o), dtype=x.dtype)
@@ -421,7 +424,7 @@ def _conv_forward_arrays(x, weight, g):
     return out
 
 
-def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x, need_w):
+def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x, need_w, xpad=None):
     """(grad input as an NCHW view, grad weight), each only when asked for.
 
     Works chunk by chunk over the batch: the window matrix of a chunk is rebuilt from x
@@ -437,7 +440,9 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
     gx_pad = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy_matrix.dtype) if need_x else None
     gw = xp.zeros((groups, og, kh * kw * cg), dtype=gy_matrix.dtype) if need_w else None
     wm = _weight_matrix(weight, groups) if need_x else None
-    windows = _windows(_pad_channels_last(_channels_last(x), g.ph, g.pw), g) if need_w else None
+    if need_w and xpad is None:
+        xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw)
+    windows = _windows(xpad, g) if need_w else None
     for start, stop in _chunks(n, length, kh * kw * c):
         gy_chunk = gy_matrix[start * length:stop * length]
         if groups > 1:
@@ -483,7 +488,9 @@ class Conv2d(Function):
 
     def forward(self, x, weight, bias=None):
         g = self.geometry(x.shape, weight.shape)
-        out = _conv_forward_arrays(x, weight, g)
+        # Kept for the weight gradient (the size of x, which the graph holds anyway).
+        self.xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw)
+        out = _conv_forward_arrays(x, weight, g, self.xpad)
         if bias is not None:
             out += bias
         return _conv_output(out, x.shape[0], g)
@@ -497,7 +504,7 @@ class Conv2d(Function):
             g = self.geometry(x.shape, weight.shape)
             gy_matrix = _output_matrix(gy.data)
             gx, gw = _conv_backward_arrays(x.data, x.shape, weight.data, weight.shape, gy_matrix, g,
-                                           x.requires_grad, weight.requires_grad)
+                                           x.requires_grad, weight.requires_grad, self.xpad)
             gx = _wrap(gx) if gx is not None else None
             gw = _wrap(gw) if gw is not None else None
             gb = _wrap(gy_matrix.sum(axis=0)) if need_bias else None
@@ -889,6 +896,31 @@ class BatchNormTrain(_NormalizeAffine):
         moved = shape[:1] + shape[2:] + shape[1:2]
         axes = (0, len(shape) - 1) + tuple(range(1, len(shape) - 1))
         return transpose(reshape(t2, moved), axes)
+
+    def _backward_arrays(self, gy):
+        """Closed form with the per-channel sums shared between the three gradients:
+        gx = weight * invstd * (gy - sum(gy)/M - xhat * sum(gy * xhat)/M)."""
+        x = self.inputs[0]
+        g2 = self.to_2d(gy)
+        xhat = self.xhat
+        sum_g = g2.sum(axis=0)
+        sum_gx = (g2 * xhat).sum(axis=0)
+        grads = [None]
+        if self.has_weight:
+            grads.append(_wrap(sum_gx) if self.inputs[1].requires_grad else None)
+        if self.has_bias:
+            grads.append(_wrap(sum_g) if self.inputs[-1].requires_grad else None)
+        if x.requires_grad:
+            count = xhat.shape[0]
+            scale = self.invstd.reshape(-1)
+            if self.has_weight:
+                scale = scale * self.inputs[1].data
+            gx = xhat * (sum_gx * (-1.0 / count)).astype(xhat.dtype, copy=False)
+            gx += g2
+            gx -= (sum_g / count).astype(xhat.dtype, copy=False)
+            gx *= scale.astype(xhat.dtype, copy=False)
+            grads[0] = _wrap(self.from_2d(gx, x.shape))
+        return tuple(grads)
 
 
 class LayerNormFunction(_NormalizeAffine):
