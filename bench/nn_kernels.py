@@ -1,0 +1,110 @@
+"""Layer kernels, forward + backward, easyfit against PyTorch CPU (float32, 2 threads).
+
+Each case builds one layer, runs forward, backward with a fixed output gradient, and
+reports the median milliseconds over many repetitions. Each framework runs in its own
+fresh process; processes alternate; the table gives the median of their medians.
+
+    flock /tmp/easyfit-bench.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/nn_kernels.py
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+THREADS = 2
+# name -> (layer constructor arguments, input shape); the layer is built with the same
+# arguments in both frameworks.
+CASES = {
+    "conv 32->64 3x3 p1, 64x32x28x28": ("Conv2d", (32, 64, 3), {"padding": 1}, (64, 32, 28, 28)),
+    "conv 1->32 3x3 p1, 64x1x28x28": ("Conv2d", (1, 32, 3), {"padding": 1}, (64, 1, 28, 28)),
+    "conv 64->128 3x3 s2 p1, 32x64x16x16": ("Conv2d", (64, 128, 3), {"stride": 2, "padding": 1, "bias": False},
+                                            (32, 64, 16, 16)),
+    "conv 32->32 3x3 p1 groups 4, 32x32x32x32": ("Conv2d", (32, 32, 3), {"padding": 1, "groups": 4},
+                                                 (32, 32, 32, 32)),
+    "maxpool 2, 64x64x28x28": ("MaxPool2d", (2,), {}, (64, 64, 28, 28)),
+    "batchnorm2d 32, 32x32x32x32": ("BatchNorm2d", (32,), {}, (32, 32, 32, 32)),
+    "linear 784->512, 128": ("Linear", (784, 512), {}, (128, 784)),
+    "layernorm 256, 64x64x256": ("LayerNorm", (256,), {}, (64, 64, 256)),
+}
+
+
+def measure(framework, repeats):
+    rng = np.random.default_rng(0)
+    if framework == "torch":
+        import torch
+        torch.set_num_threads(THREADS)
+        nn = torch.nn
+
+        def tensor(a, grad=False):
+            return torch.tensor(a, requires_grad=grad)
+    else:
+        import easyfit as ef
+        from easyfit import nn
+
+        def tensor(a, grad=False):
+            return ef.tensor(a, requires_grad=grad)
+    results = {}
+    for name, (layer_name, args, kwargs, shape) in CASES.items():
+        layer = getattr(nn, layer_name)(*args, **kwargs)
+        x = tensor(rng.standard_normal(shape).astype(np.float32), grad=True)
+        out_shape = tuple(layer(x).shape)
+        seed = tensor(rng.standard_normal(out_shape).astype(np.float32))
+
+        def step():
+            layer(x).backward(seed)
+            x.grad = None
+            for p in layer.parameters():
+                p.grad = None
+
+        for _ in range(3):
+            step()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        results[name] = 1000 * statistics.median(times)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--framework", choices=["easyfit", "torch"])
+    parser.add_argument("--processes", type=int, default=2, help="fresh processes per framework")
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    if args.framework:
+        print(json.dumps(measure(args.framework, args.repeats)))
+        return
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), OPENBLAS_NUM_THREADS=str(THREADS),
+               MKL_NUM_THREADS=str(THREADS))
+    runs = {"easyfit": [], "torch": []}
+    for round_number in range(args.processes):
+        order = ("easyfit", "torch") if round_number % 2 == 0 else ("torch", "easyfit")
+        for framework in order:
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--framework", framework,
+                                  "--repeats", str(args.repeats)], capture_output=True, text=True, env=env)
+            if out.returncode != 0:
+                print(f"{framework} failed:\n{out.stderr}", file=sys.stderr)
+                continue
+            runs[framework].append(json.loads(out.stdout.splitlines()[-1]))
+    if not runs["easyfit"]:
+        sys.exit("easyfit run failed")
+    print(f"forward + backward, float32, {THREADS} threads, median ms")
+    print(f"{'case':44} {'easyfit':>8} {'torch':>8} {'ratio':>6}")
+    for name in CASES:
+        ours = statistics.median(r[name] for r in runs["easyfit"])
+        if runs["torch"]:
+            theirs = statistics.median(r[name] for r in runs["torch"])
+            print(f"{name:44} {ours:8.2f} {theirs:8.2f} {ours / theirs:6.2f}")
+        else:
+            print(f"{name:44} {ours:8.2f} {'n/a':>8}")
+
+
+if __name__ == "__main__":
+    main()
