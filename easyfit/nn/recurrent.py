@@ -475,6 +475,10 @@ class RNNBase(Module):
         for param in self.parameters():
             param.data[...] = default_generator().uniform(-bound, bound, size=param.shape)
 
+    def flatten_parameters(self):
+        """Does nothing: kept so PyTorch code that calls it runs unchanged (easyfit never
+        copies the weights into a packed buffer, so there is nothing to re-pack)."""
+
     def extra_repr(self):
         text = f"{self.input_size}, {self.hidden_size}"
         if self.mode == "RNN_RELU":
