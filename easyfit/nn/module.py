@@ -137,6 +137,31 @@ class Module:
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
+    def add_module(self, name, module):
+        """setattr(self, name, module), for code written against PyTorch's API."""
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(self).__name__}.add_module({name!r}): expected a Module, got "
+                            f"{type(module).__name__}")
+        setattr(self, name, module)
+
+    register_module = add_module
+
+    def register_parameter(self, name, param):
+        """setattr(self, name, param), for code written against PyTorch's API."""
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"{type(self).__name__}.register_parameter({name!r}): expected a Parameter, got "
+                            f"{type(param).__name__}")
+        setattr(self, name, param)
+
+    def get_submodule(self, target):
+        """The sub-module at a dotted path such as 'layers.0' or 'encoder.conv1'."""
+        if target == "":
+            return self
+        modules = dict(self.named_modules())
+        if target not in modules:
+            raise AttributeError(f"{type(self).__name__} has no sub-module {target!r}")
+        return modules[target]
+
     def register_buffer(self, name, tensor, persistent=True):
         """Keep `tensor` as state (saved in state_dict when persistent) but not trained."""
         if not isinstance(name, str) or not name or "." in name:

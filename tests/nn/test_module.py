@@ -205,3 +205,19 @@ def test_parameter_is_a_tensor_that_requires_grad():
     assert repr(p).startswith("Parameter containing:")
     y = p * 2
     assert type(y) is ef.Tensor
+
+
+def test_pytorch_style_registration_helpers_and_deepcopy():
+    import copy
+    model = nn.Module()
+    model.add_module("body", nn.Linear(2, 3))
+    model.register_parameter("gain", nn.Parameter(np.ones(3, dtype=np.float32)))
+    assert names(model) == ["gain", "body.weight", "body.bias"]
+    assert model.get_submodule("body") is model.body
+    with pytest.raises(TypeError, match="expected a Parameter"):
+        model.register_parameter("bad", ef.zeros(2))
+    seq = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    clone = copy.deepcopy(seq)
+    assert clone[0].weight is not seq[0].weight
+    np.testing.assert_array_equal(clone[0].weight.numpy(), seq[0].weight.numpy())
+    assert list(clone.state_dict()) == list(seq.state_dict())
