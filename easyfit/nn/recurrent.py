@@ -447,7 +447,7 @@ class RNNBase(Module):
             raise ValueError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
         if dropout > 0 and num_layers == 1:
             warnings.warn(f"{name}: dropout={dropout} applies between stacked layers only, so it has no "
-                          f"effect with num_layers=1", stacklevel=2)
+                          f"effect with num_layers=1", stacklevel=3)
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
         self.dropout = float(dropout)
