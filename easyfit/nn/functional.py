@@ -24,7 +24,7 @@ from ..core.autograd import _grad_enabled
 from ..core.backend import get_array_module, scatter_add, to_device
 from ..core.random import default_generator
 from ..core.tensor import Function, Tensor, _wrap, reshape, transpose, sum, mean, matmul
-from ..core.functions import exp, log, sqrt, tanh, sigmoid, relu, abs, maximum, where
+from ..core.functions import exp, log, tanh, sigmoid, relu, abs, maximum, where
 
 __all__ = [
     "linear", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
@@ -150,10 +150,10 @@ class LogSumExp(Function):
         x = self.inputs[0]
         if not self.keepdims:
             gy = reshape(gy, tuple(1 if i in self.axis else n for i, n in enumerate(x.shape)))
-        return gy * softmax_over(x, self.axis)
+        return gy * _softmax_over(x, self.axis)
 
 
-def softmax_over(x, axes):
+def _softmax_over(x, axes):
     """Softmax over several axes at once (used by logsumexp's gradient)."""
     if len(axes) == 1:
         return softmax(x, axes[0])
@@ -953,7 +953,6 @@ class LayerNormFunction(_NormalizeAffine):
                                    for g, p in zip(grads[1:], self.inputs[1:]))
 
     def _backward_ops(self, gy):
-        weight_shape = self.inputs[1].shape if self.has_weight else None
         saved = self.inputs
         if self.has_weight:  # the 2-D math needs a (features,) weight; keep the graph to the real one
             self.inputs = [saved[0], reshape(saved[1], (-1,))] + list(saved[2:])
@@ -1117,7 +1116,7 @@ class SoftmaxCrossEntropy(Function):
         return g_logits, g_target
 
 
-def _class_axis_last(x, target_shape_check=None):
+def _class_axis_last(x):
     """(N, C, d1, ...) -> (N*d1*..., C) through differentiable ops."""
     axes = (0,) + tuple(range(2, x.ndim)) + (1,)
     return reshape(transpose(x, axes), (-1, x.shape[1]))

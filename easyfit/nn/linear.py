@@ -3,7 +3,6 @@ import math
 
 import numpy as np
 
-from ..core.tensor import Tensor
 from . import functional as F
 from . import init
 from .module import Module, Parameter
