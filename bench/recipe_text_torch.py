@@ -171,8 +171,12 @@ def evaluate(torch, model, loader):
     return loss_sum / count, correct / count
 
 
-def train_torch(config, init="easyfit", threads=None, log=print):
-    """Train the twin; returns {valid_loss, accuracy, seconds_per_epoch, ...}."""
+def train_torch(config, init="easyfit", threads=None, log=print, max_steps=None):
+    """Train the twin; returns {valid_loss, accuracy, seconds_per_epoch, train_losses, ...}.
+
+    `max_steps` stops after that many batches (the schedule still spans `config.epochs`)
+    and returns only the per-batch training losses.
+    """
     import torch
     if threads:
         torch.set_num_threads(threads)
@@ -189,7 +193,7 @@ def train_torch(config, init="easyfit", threads=None, log=print):
     lr_at, mom_at = one_cycle_lr(config.lr), one_cycle_mom(MOMS)
     per_epoch = len(dls.train.batches_for_epoch(0))
     total = config.epochs * per_epoch
-    step, epoch_seconds = 0, []
+    step, epoch_seconds, train_losses = 0, [], []
     for epoch in range(config.epochs):
         start = time.perf_counter()
         model.train()
@@ -206,6 +210,9 @@ def train_torch(config, init="easyfit", threads=None, log=print):
             optimizer.step()
             losses.append(float(loss.detach()))
             step += 1
+            if max_steps is not None and step >= max_steps:
+                return {"framework": "torch", "train_losses": train_losses + losses}
+        train_losses += losses
         valid_loss, accuracy = evaluate(torch, model, dls.valid)
         epoch_seconds.append(time.perf_counter() - start)
         log(f"torch epoch {epoch}: train_loss {np.mean(losses):.4f} valid_loss {valid_loss:.4f} "

@@ -14,7 +14,7 @@ import pytest
 
 import easyfit
 from easyfit.data import datasets
-from easyfit.learner import load_learner
+from easyfit.learner import CancelFitException, Callback, load_learner
 from recipes import cli, run
 from recipes import text as recipe
 from recipes.config import ConfigError
@@ -259,23 +259,67 @@ def _load_twin():
     return module
 
 
-@pytest.mark.slow
-def test_fortunes_training_matches_pytorch():
-    """The default recipe on the fortunes, easyfit against the PyTorch twin (same init, split,
-    batches and one-cycle schedule): accuracy within 1 point, valid loss within 2%."""
+def _require_fortunes():
     try:
         datasets.fortunes(categories=list(recipe.FORTUNE_CATEGORIES))
     except datasets.DatasetNotFoundError as error:
         pytest.skip(f"Debian's fortunes are not installed (apt-get install fortunes): {error}")
+
+
+class _StopAfter(Callback):
+    def __init__(self, n_batches):
+        self.n_batches = n_batches
+
+    def before_batch(self):
+        if self.learner.training and self.learner.train_iter >= self.n_batches:
+            raise CancelFitException()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_the_first_training_steps_equal_pytorchs(arch, tmp_path):
+    """Same init, batches, schedule, clipping and Adam: the per-batch training losses of the
+    recipe's Learner and of the PyTorch twin agree step by step (dropout off: its masks are
+    the one thing the two cannot share)."""
+    _require_fortunes()
     torch = pytest.importorskip("torch", reason="PyTorch (the oracle for this comparison) is not installed")
     twin = _load_twin()
-    config = recipe.Config(**E2E_SETTINGS)
-    ours = twin.train_easyfit(config, log=lambda message: None)
-    theirs = twin.train_torch(config, threads=torch.get_num_threads(), log=lambda message: None)
-    assert ours["accuracy"] >= E2E_MIN_ACCURACY, (ours, theirs)
-    assert abs(ours["accuracy"] - theirs["accuracy"]) <= 0.01, (ours, theirs)
-    assert abs(ours["valid_loss"] - theirs["valid_loss"]) <= 0.02 * theirs["valid_loss"], (ours, theirs)
+    config = recipe.Config(arch=arch, dropout=0.0, epochs=2)
+    steps = 12
+    easyfit.manual_seed(config.seed)
+    learn = recipe.build_learner(config, tmp_path)
+    learn.fit_one_cycle(config.epochs, lr_max=config.lr, cbs=[_StopAfter(steps)])
+    ours = np.array([float(loss) for loss in learn.recorder.losses[:steps]])
+    theirs = np.array(twin.train_torch(config, threads=torch.get_num_threads(), log=lambda m: None,
+                                       max_steps=steps)["train_losses"])
+    assert len(ours) == len(theirs) == steps
+    np.testing.assert_allclose(ours, theirs, rtol=2e-3)
 
 
-E2E_SETTINGS = {}          # the recipe's defaults
-E2E_MIN_ACCURACY = 0.70
+@pytest.mark.slow
+def test_fortunes_training_matches_pytorch():
+    """The default recipe on the fortunes, easyfit against the PyTorch twin (same init, split,
+    batches and one-cycle schedule): mean accuracy over three seeds within 1 point.
+
+    Why three seeds and half the data held out: after a few hundred steps two runs that
+    differ only in float rounding disagree on a tenth of the held-out texts, which moves
+    one run's accuracy by about a point (PyTorch against itself with 1 and 2 threads
+    differs that much); the mean over seeds on 2,425 held-out texts is steady to ~0.5 point.
+    """
+    _require_fortunes()
+    torch = pytest.importorskip("torch", reason="PyTorch (the oracle for this comparison) is not installed")
+    twin = _load_twin()
+    ours, theirs = [], []
+    for seed in E2E_SEEDS:
+        config = recipe.Config(seed=seed, valid_pct=0.5)
+        ours.append(twin.train_easyfit(config, log=lambda message: None))
+        theirs.append(twin.train_torch(config, threads=torch.get_num_threads(), log=lambda message: None))
+    report = [(a["accuracy"], b["accuracy"], a["valid_loss"], b["valid_loss"]) for a, b in zip(ours, theirs)]
+    accuracy = np.mean([r["accuracy"] for r in ours])
+    assert min(r["accuracy"] for r in ours) >= 0.65, report
+    assert abs(accuracy - np.mean([r["accuracy"] for r in theirs])) <= 0.01, report
+    loss = np.mean([r["valid_loss"] for r in ours])
+    assert abs(loss - np.mean([r["valid_loss"] for r in theirs])) <= 0.05 * loss, report
+
+
+E2E_SEEDS = (0, 1, 2)
