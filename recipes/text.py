@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from easyfit import concatenate, max as reduce_max, nn, sum as reduce_sum, where
+from easyfit import Tensor, concatenate, max as reduce_max, nn, sum as reduce_sum, where
 from easyfit.core.backend import get_array_module
 from easyfit.data import TextDataLoaders, datasets
 from easyfit.learner import GradientClip, Learner, accuracy, register_module
@@ -28,7 +28,7 @@ DESCRIPTION = "text classifier: bidirectional LSTM/GRU with mean+max pooling, or
 # Six of the larger fortune files with a recognisable subject (the catch-all ones such as
 # `people`, `cookie` and `miscellaneous` are left out: their texts could belong anywhere).
 FORTUNE_CATEGORIES = ("computers", "definitions", "politics", "science", "songs-poems", "zippy")
-DEFAULT_DATA = ("fortunes: 4,350 quotes of 6 categories (" + ", ".join(FORTUNE_CATEGORIES) +
+DEFAULT_DATA = ("fortunes: 4,850 quotes of 6 categories (" + ", ".join(FORTUNE_CATEGORIES) +
                 "), 20% held out with the seed; Debian's `fortunes` package")
 ARCHS = ("lstm", "gru", "transformer")
 
@@ -184,8 +184,9 @@ class TransformerClassifier(nn.Module):
         xp = get_array_module(tokens.data)
         real, lengths = _real_tokens(tokens, self.pad_idx)
         x = self.drop(self.embedding(tokens) + self.positions(xp.arange(tokens.shape[1])[None, :]))
+        padding = Tensor(~real)   # True where a key is padding (a Tensor, so it may live on the GPU)
         for block in self.blocks:
-            x = block(x, ~real)
+            x = block(x, padding)
         return self.head(self.drop(_masked_mean(self.norm(x), real, lengths)))
 
 
