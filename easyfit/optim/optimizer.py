@@ -319,6 +319,10 @@ class _Workspace:
         self.ready = True
 
     def views(self, param):
-        first, second = self.buffers[(device_of(param), param.dtype)]
+        buffers = self.buffers.get((device_of(param), param.dtype))
+        if buffers is None or buffers[0].size < param.size:  # a parameter whose data was replaced since
+            self.reserve([param])
+            buffers = self.buffers[(device_of(param), param.dtype)]
+        first, second = buffers
         size, shape = param.size, param.shape
         return first[:size].reshape(shape), second[:size].reshape(shape)

@@ -377,3 +377,14 @@ def test_package_doctests():
     import easyfit.optim
     result = doctest.testmod(easyfit.optim)
     assert result.attempted > 3 and result.failed == 0
+
+
+def test_a_parameter_whose_data_was_replaced_still_steps():
+    w = ef.tensor(np.ones(2, np.float32), requires_grad=True)
+    opt = SGD([w], lr=0.5)
+    w.grad = ef.ones_like(w)
+    opt.step()
+    w.data = np.ones(10, np.float64)  # e.g. reassigned by user code: larger and another dtype
+    w.grad = ef.tensor(np.ones(10, np.float64))
+    opt.step()
+    np.testing.assert_allclose(w.data, 0.5)
