@@ -17,7 +17,7 @@ import numpy as np
 from easyfit import nn
 from easyfit.data import ImageDataLoaders, Normalize, RandomCrop, RandomHorizontalFlip, datasets
 from easyfit.learner import Learner, accuracy, register_module
-from easyfit.optim import Adam
+from easyfit.optim import AdamW
 
 NAME = "vision"
 DESCRIPTION = "image classifier: small CNN or ResNet (BatchNorm) on digits, Fashion-MNIST, MNIST, CIFAR-10 or a folder"
@@ -34,7 +34,7 @@ class Config:
     lr: float = 3e-3
     bs: int = 64
     seed: int = 42
-    wd: float = 0.01
+    wd: float = 0.01                 # decoupled weight decay (AdamW), as fastai does
     valid_pct: float = 0.2           # held-out share when the data has no test split
     size: int = 32                   # image side for folders (named datasets keep their size)
     flip: bool = False               # random horizontal flips (off for digits and characters)
@@ -165,7 +165,7 @@ def build_learner(config, out_dir):
     xb, _ = dls.train.one_batch()
     _, channels, height, _ = xb.shape
     model = build_model(config, channels, len(dls.classes), height)
-    return Learner(dls, model, nn.CrossEntropyLoss(), opt_func=Adam, lr=config.lr, wd=config.wd,
+    return Learner(dls, model, nn.CrossEntropyLoss(), opt_func=AdamW, lr=config.lr, wd=config.wd,
                    metrics=accuracy, path=out_dir)
 
 
