@@ -23,3 +23,31 @@ def test_examples_in_page_run(page, tmp_path, monkeypatch):
     for number, match in enumerate(BLOCK.finditer(page.read_text(encoding="utf-8")), 1):
         code = compile(match.group(1), f"{page.name} (python block {number})", "exec")
         exec(code, namespace)
+
+
+def test_api_reference_is_up_to_date():
+    """docs/api.md is generated from the code; regenerate it with `python docs/make_api.py`."""
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, str(DOCS / "make_api.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_api_reference_lists_every_design_name():
+    text = (DOCS / "api.md").read_text(encoding="utf-8")
+    design_names = [
+        "tensor", "from_numpy", "manual_seed", "no_grad", "enable_grad", "grad", "gradcheck", "detect_anomaly",
+        "Function", "save", "load", "load_learner", "Module", "Parameter", "Sequential", "ModuleList", "Linear",
+        "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
+        "Dropout", "Embedding", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "MultiheadAttention",
+        "Flatten", "Identity", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "CrossEntropyLoss", "NLLLoss",
+        "MSELoss", "L1Loss", "BCEWithLogitsLoss", "kaiming_normal_", "kaiming_uniform_", "xavier_uniform_",
+        "normal_", "zeros_", "clip_grad_norm_", "clip_grad_value_", "SGD", "Adam", "AdamW", "RMSprop", "Dataset",
+        "ArrayDataset", "DataLoader", "DataLoaders", "ImageDataLoaders", "Vocab", "TextDataLoaders", "Learner",
+        "Callback", "CancelBatchException", "CancelTrainException", "CancelValidException",
+        "CancelEpochException", "CancelFitException", "ProgressCallback", "Recorder", "TensorBoardCallback",
+        "EarlyStoppingCallback", "SaveModelCallback", "GradientClip", "GradientAccumulation", "CSVLogger",
+        "accuracy", "error_rate", "top_k_accuracy", "perplexity", "F1Score",
+    ]
+    missing = [n for n in design_names if f"`{n}" not in text and f"class `{n}" not in text]
+    assert not missing, f"DESIGN.md names missing from the API reference: {missing}"
