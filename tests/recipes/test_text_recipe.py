@@ -315,6 +315,8 @@ def test_fortunes_training_matches_pytorch():
         ours.append(twin.train_easyfit(config, log=lambda message: None))
         theirs.append(twin.train_torch(config, threads=torch.get_num_threads(), log=lambda message: None))
     report = [(a["accuracy"], b["accuracy"], a["valid_loss"], b["valid_loss"]) for a, b in zip(ours, theirs)]
+    print("seed, easyfit accuracy, torch accuracy, easyfit valid loss, torch valid loss:",
+          list(zip(E2E_SEEDS, report)))
     accuracy = np.mean([r["accuracy"] for r in ours])
     assert min(r["accuracy"] for r in ours) >= 0.65, report
     assert abs(accuracy - np.mean([r["accuracy"] for r in theirs])) <= 0.01, report
