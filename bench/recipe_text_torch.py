@@ -178,8 +178,16 @@ def train_torch(config, init="easyfit", threads=None, log=print, max_steps=None)
     and returns only the per-batch training losses.
     """
     import torch
+    previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    try:
+        return _train_torch(torch, config, init, log, max_steps)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train_torch(torch, config, init, log, max_steps):
     easyfit.manual_seed(config.seed)   # as `easyfit train` does before building the learner
     dls = recipe.build_dataloaders(config)
     vocab_size, n_classes, pad_idx = len(dls.vocab), len(dls.classes), dls.vocab.pad_idx
