@@ -7,6 +7,7 @@ import dataclasses
 import json
 import pathlib
 import tomllib
+import types
 import typing
 
 
@@ -19,10 +20,15 @@ def _field_types(config_class):
     return {f.name: hints[f.name] for f in dataclasses.fields(config_class)}
 
 
+def _is_union(kind):
+    """Optional[X], Union[X, Y] and X | Y (not a generic like tuple[str, ...])."""
+    return typing.get_origin(kind) in (typing.Union, types.UnionType)
+
+
 def _convert(name, text, kind):
     """Parse a command-line string into the field's declared type."""
     origin = typing.get_origin(kind)
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+    if _is_union(kind):
         options = [k for k in typing.get_args(kind) if k is not type(None)]
         if text.lower() in ("none", "null", ""):
             return None
@@ -52,7 +58,7 @@ def _check_value(name, value, kind):
     """Check a value read from a JSON/TOML file against the field's type."""
     if isinstance(value, str) and kind is not str:
         return _convert(name, value, kind)
-    options = typing.get_args(kind) if typing.get_origin(kind) is not None else (kind,)
+    options = typing.get_args(kind) if _is_union(kind) else (kind,)
     if value is None and type(None) in options:
         return None
     for option in options:
