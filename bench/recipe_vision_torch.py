@@ -1,0 +1,130 @@
+"""The vision recipe against its PyTorch twin: same data, split, model, schedule and weights.
+
+The twin builds the recipe's small CNN (or ResNet) in torch.nn with the same parameter
+names, loads the recipe model's initial weights, trains on exactly the recipe's batches
+(the loaders are NumPy: the twin converts each batch), and follows the same one-cycle
+learning-rate and momentum (AdamW's beta1) schedule per batch through easyfit's pure
+schedule functions, with the same decoupled weight decay. Each framework runs in its own
+process; the script prints validation loss, accuracy and seconds per epoch for both.
+
+    flock /tmp/easyfit-bench.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \\
+        python bench/recipe_vision_torch.py [--data digits|fashion-mnist] [--epochs N] [--set key=value ...]
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from easyfit.optim.schedule import one_cycle_lr, one_cycle_mom  # noqa: E402
+from recipes import vision  # noqa: E402
+from recipes.config import resolve  # noqa: E402
+
+
+def make_config(data, epochs, overrides):
+    return resolve(vision.Config, {}, overrides, data=data, epochs=epochs)
+
+
+def build(config):
+    """The recipe's Learner (for its loaders and initial weights), seeded as `easyfit train` does."""
+    import easyfit
+    easyfit.manual_seed(config.seed)
+    return vision.build_learner(config, tempfile.mkdtemp())
+
+
+def train_easyfit(config):
+    learn = build(config)
+    learn.remove_cb(learn.progress)
+    start = time.perf_counter()
+    learn.fit_one_cycle(config.epochs, lr_max=config.lr)
+    seconds = time.perf_counter() - start
+    valid_loss, accuracy = learn.validate()
+    return {"valid_loss": float(valid_loss), "accuracy": float(accuracy), "seconds_per_epoch": seconds / config.epochs}
+
+
+def torch_cnn(config, in_channels, n_classes, size):
+    import torch.nn as tnn
+    width, spatial = config.width, size // 4
+    return tnn.Sequential(
+        tnn.Conv2d(in_channels, width, 3, padding=1), tnn.BatchNorm2d(width), tnn.ReLU(), tnn.MaxPool2d(2),
+        tnn.Conv2d(width, 2 * width, 3, padding=1), tnn.BatchNorm2d(2 * width), tnn.ReLU(), tnn.MaxPool2d(2),
+        tnn.Flatten(), tnn.Linear(2 * width * spatial * spatial, 128), tnn.ReLU(), tnn.Dropout(config.dropout),
+        tnn.Linear(128, n_classes))
+
+
+def train_torch(config):
+    import torch
+    torch.set_num_threads(2)
+    if config.arch != "cnn":
+        raise SystemExit("the PyTorch twin covers --arch cnn")
+    learn = build(config)
+    dls = learn.dls
+    xb, _ = dls.train.one_batch()
+    _, channels, size, _ = xb.shape
+    model = torch_cnn(config, channels, len(dls.classes), size)
+    state = {k: torch.tensor(v.numpy().copy()) for k, v in learn.model.state_dict().items()}
+    model.load_state_dict(state)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.wd)
+    loss_func = torch.nn.CrossEntropyLoss()
+    total = config.epochs * len(dls.train)
+    lr_at, mom_at = one_cycle_lr(config.lr), one_cycle_mom()
+    step = 0
+    start = time.perf_counter()
+    for _ in range(config.epochs):
+        model.train()
+        for xb, yb in dls.train:
+            pos = step / total
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(pos)
+                group["betas"] = (mom_at(pos), group["betas"][1])
+            loss = loss_func(model(torch.from_numpy(xb.numpy())), torch.from_numpy(yb.numpy()))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+        model.eval()
+        losses, correct, count = [], 0, 0
+        with torch.no_grad():
+            for xb, yb in dls.valid:
+                out = model(torch.from_numpy(xb.numpy()))
+                target = torch.from_numpy(yb.numpy())
+                losses.append(float(loss_func(out, target)) * len(target))
+                correct += int((out.argmax(1) == target).sum())
+                count += len(target)
+    seconds = time.perf_counter() - start
+    return {"valid_loss": sum(losses) / count, "accuracy": correct / count, "seconds_per_epoch": seconds / config.epochs}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--framework", choices=["both", "easyfit", "torch"], default="both")
+    parser.add_argument("--data", default="digits")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    config = make_config(args.data, args.epochs, args.overrides)
+    if args.framework != "both":
+        result = (train_easyfit if args.framework == "easyfit" else train_torch)(config)
+        print(json.dumps(result))
+        return
+    print(f"vision recipe, data {config.data}, arch {config.arch}, {config.epochs} epochs, bs {config.bs}")
+    for framework in ("easyfit", "torch"):
+        command = [sys.executable, __file__, "--framework", framework, "--data", config.data,
+                   "--epochs", str(config.epochs)] + [f"--set={o}" for o in args.overrides]
+        out = subprocess.run(command, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"{framework}: failed\n{out.stderr[-2000:]}")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{framework:<8} valid_loss {r['valid_loss']:.4f}  accuracy {r['accuracy']:.4f}  "
+              f"{r['seconds_per_epoch']:.2f} s/epoch")
+
+
+if __name__ == "__main__":
+    main()
