@@ -66,6 +66,11 @@ class MultiheadAttention(Module):
             text += ", batch_first=True"
         return text
 
+    def export_args(self):
+        """Constructor arguments, so `learn.export` can rebuild this layer without pickle."""
+        return {"embed_dim": self.embed_dim, "num_heads": self.num_heads, "dropout": self.dropout,
+                "bias": self.in_proj_bias is not None, "batch_first": self.batch_first}
+
     def _describe(self):
         return f"MultiheadAttention({self.extra_repr()})"
 

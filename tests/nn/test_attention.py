@@ -171,3 +171,17 @@ def test_errors_name_the_layer_and_shapes():
         attention(x, x, x, key_padding_mask=ef.tensor(np.zeros((3, 2), dtype=bool)))
     with pytest.raises(ValueError, match="key and value must have the same shape"):
         attention(x, ef.randn(4, N, E), ef.randn(5, N, E))
+
+
+def test_export_args_rebuild_an_identical_layer_and_learner_export_round_trips(tmp_path):
+    from easyfit.learner.export import build_module, describe_module
+    layer = nn.MultiheadAttention(8, 2, dropout=0.1, bias=False, batch_first=True)
+    rebuilt = nn.MultiheadAttention(**layer.export_args())
+    assert rebuilt.extra_repr() == layer.extra_repr()
+    arrays = {}
+    spec = describe_module(layer, "model", arrays)
+    again = build_module(spec, arrays)
+    again.load_state_dict(layer.state_dict())
+    layer.eval(), again.eval()
+    x = ef.randn(2, 3, 8)
+    np.testing.assert_array_equal(layer(x, x, x)[0].numpy(), again(x, x, x)[0].numpy())
