@@ -8,6 +8,9 @@ import inspect
 import pathlib
 import sys
 
+# Document the checkout this script lives in, whatever else is installed.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
 MODULES = [
     ("easyfit", "Tensors, autograd and checkpoints (re-exported from `easyfit.core`)"),
     ("easyfit.nn", "Layers, containers and losses"),
