@@ -113,9 +113,8 @@ def find_lr(recipe, config, out_dir, log=print):
         log(f"{name:>8}: {getattr(suggestions, name):.3e}")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        figure = learn.recorder.plot_lr_find(path=str(out_dir / "lr_find.png"))
-        if figure is not None:
-            log(f"plot: {out_dir / 'lr_find.png'}")
+        learn.recorder.plot_lr_find(path=str(out_dir / "lr_find.png"), suggestions=suggestions)
+        log(f"plot: {out_dir / 'lr_find.png'}")
     except ImportError:
         log("(install matplotlib, pip install 'easyfit[plot]', for a plot of the curve)")
     return suggestions

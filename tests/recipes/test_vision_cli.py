@@ -69,6 +69,21 @@ def test_train_predict_info_on_an_image_folder(tmp_path, capsys):
     assert "recipe: vision" in capsys.readouterr().out
 
 
+def test_lr_find_prints_the_suggestions(tmp_path, capsys):
+    out = tmp_path / "finder"
+    assert cli.main(["lr-find", "vision", "--out", str(out), "--set", "width=8"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("valley", "slide", "minimum", "steep"):
+        line = next(line for line in printed.splitlines() if line.strip().startswith(name + ":"))
+        assert float(line.split(":")[1]) > 0
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "pip install 'easyfit[plot]'" in printed
+    else:
+        assert (out / "lr_find.png").stat().st_size > 0
+
+
 @pytest.mark.parametrize("argv, code, message", [
     (["train", "nope"], cli.EXIT_USAGE, "unknown recipe 'nope'"),
     (["train", "vision", "--set", "lrr=1"], cli.EXIT_USAGE, "unknown config key 'lrr'"),
