@@ -1,5 +1,6 @@
 """The autograd core: Tensor, ops with NumPy names, and the backward engine."""
 from . import backend
+from .allocator import tune_malloc
 from .autograd import (no_grad, enable_grad, set_grad_enabled, is_grad_enabled, detect_anomaly,
                        is_anomaly_enabled, AnomalyError)
 from .tensor import Tensor, Function, DEFAULT_FLOAT
@@ -13,3 +14,5 @@ from .gradients import grad, gradcheck, gradgradcheck
 from . import cuda
 
 from numpy import float16, float32, float64, int32, int64, bool_  # dtype names: easyfit.float32, ...
+
+tune_malloc()
