@@ -401,18 +401,16 @@ def _col2im_add(target, cols, g):
             target[:, rows, columns] += cols[:, :, :, i, j]
 
 
-def _conv_forward_arrays(x, weight, g, xpad=None):
+def _conv_forward_arrays(xpad, weight, g):
     """conv2d without bias as an (N*OH*OW, O) matrix, computed batch chunk by batch chunk.
 
-    `xpad` is x padded and channels-last, when the caller already has it."""
-    xp = get_array_module(x)
-    n, c = x.shape[:2]
+    `xpad` is the input padded and channels-last (see `_pad_channels_last`)."""
+    xp = get_array_module(xpad)
+    n = xpad.shape[0]
     o = weight.shape[0]
-    if xpad is None:
-        xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw)
     wm = _weight_matrix(weight, g.groups)
     length = g.oh * g.ow
-    out = xp.empty((n * length, o), dtype=x.dtype)
+    out = xp.empty((n * length, o), dtype=xpad.dtype)
     windows = _windows(xpad, g)
     for start, stop in _chunks(n, length, wm.shape[1] * g.groups):
         cols = windows[start:stop].reshape((stop - start) * length, -1)
@@ -424,12 +422,34 @@ def _conv_forward_arrays(x, weight, g, xpad=None):
     return out
 
 
+def _grad_input_is_a_conv(g):
+    """True when d conv / d x is itself a stride-1 convolution of the padded output gradient."""
+    return g.sh == 1 and g.sw == 1 and g.ph <= g.dh * (g.kh - 1) and g.pw <= g.dw * (g.kw - 1)
+
+
+def _grad_input_by_conv(gy_matrix, weight, g, x_shape):
+    """d conv / d x for stride 1, as the convolution of gy (padded by d*(k-1)-p) with the
+    flipped kernel, channels swapped within each group. One im2col and one matmul per chunk,
+    about half the memory traffic of multiplying into window gradients and folding them
+    back (col2im). Returns an (N*H*W, C) matrix, channels-last."""
+    n, c, h, w = x_shape
+    o, cg, kh, kw = weight.shape
+    groups = g.groups
+    flipped = weight.reshape(groups, o // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
+    flipped = flipped.reshape(c, o // groups, kh, kw)[:, :, ::-1, ::-1]
+    pad_h, pad_w = g.dh * (kh - 1) - g.ph, g.dw * (kw - 1) - g.pw
+    g_in = _ConvGeometry(g.oh, g.ow, (kh, kw), (1, 1), (pad_h, pad_w), (g.dh, g.dw), groups)
+    gy_pad = _pad_channels_last(gy_matrix.reshape(n, g.oh, g.ow, o), pad_h, pad_w)
+    return _conv_forward_arrays(gy_pad, flipped, g_in)
+
+
 def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x, need_w, xpad=None):
     """(grad input as an NCHW view, grad weight), each only when asked for.
 
     Works chunk by chunk over the batch: the window matrix of a chunk is rebuilt from x
-    (cheaper than keeping the whole batch's from the forward pass), multiplied into the
-    weight gradient, and the chunk's window gradients are folded back by col2im.
+    (cheaper than keeping the whole batch's from the forward pass) and multiplied into
+    the weight gradient. The input gradient is a convolution itself for stride 1; for
+    other strides the chunk's window gradients are folded back by col2im.
     """
     xp = get_array_module(gy_matrix)
     n, c, h, w = x_shape
@@ -437,29 +457,35 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
     length = g.oh * g.ow
     groups = g.groups
     og = o // groups
-    gx_pad = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy_matrix.dtype) if need_x else None
+    gx = None
+    if need_x and _grad_input_is_a_conv(g):
+        gx = _grad_input_by_conv(gy_matrix, weight, g, x_shape).reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    fold = need_x and gx is None
+    gx_pad = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy_matrix.dtype) if fold else None
     gw = xp.zeros((groups, og, kh * kw * cg), dtype=gy_matrix.dtype) if need_w else None
-    wm = _weight_matrix(weight, groups) if need_x else None
+    wm = _weight_matrix(weight, groups) if fold else None
     if need_w and xpad is None:
         xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw)
     windows = _windows(xpad, g) if need_w else None
-    for start, stop in _chunks(n, length, kh * kw * c):
-        gy_chunk = gy_matrix[start * length:stop * length]
-        if groups > 1:
-            gy_chunk = gy_chunk.reshape(-1, groups, og).transpose(1, 0, 2)  # (groups, rows, O/groups)
-        if need_w:
-            cols = windows[start:stop].reshape((stop - start) * length, -1)
-            if groups == 1:
-                gw[0] += gy_chunk.T @ cols
-            else:
-                gw += gy_chunk.transpose(0, 2, 1) @ _group_columns(cols, g)
-        if need_x:
-            if groups == 1:
-                cols_grad = gy_chunk @ wm[0].T
-            else:
-                cols_grad = _ungroup_columns(gy_chunk @ wm.transpose(0, 2, 1), g)
-            _col2im_add(gx_pad[start:stop], cols_grad, g)
-    gx = gx_pad[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2) if need_x else None
+    if need_w or fold:
+        for start, stop in _chunks(n, length, kh * kw * c):
+            gy_chunk = gy_matrix[start * length:stop * length]
+            if groups > 1:
+                gy_chunk = gy_chunk.reshape(-1, groups, og).transpose(1, 0, 2)  # (groups, rows, O/groups)
+            if need_w:
+                cols = windows[start:stop].reshape((stop - start) * length, -1)
+                if groups == 1:
+                    gw[0] += gy_chunk.T @ cols
+                else:
+                    gw += gy_chunk.transpose(0, 2, 1) @ _group_columns(cols, g)
+            if fold:
+                if groups == 1:
+                    cols_grad = gy_chunk @ wm[0].T
+                else:
+                    cols_grad = _ungroup_columns(gy_chunk @ wm.transpose(0, 2, 1), g)
+                _col2im_add(gx_pad[start:stop], cols_grad, g)
+    if fold:
+        gx = gx_pad[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
     if need_w:
         gw = xp.ascontiguousarray(gw.reshape(o, kh, kw, cg).transpose(0, 3, 1, 2))
     return gx, gw
@@ -490,7 +516,7 @@ class Conv2d(Function):
         g = self.geometry(x.shape, weight.shape)
         # Kept for the weight gradient (the size of x, which the graph holds anyway).
         self.xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw)
-        out = _conv_forward_arrays(x, weight, g, self.xpad)
+        out = _conv_forward_arrays(self.xpad, weight, g)
         if bias is not None:
             out += bias
         return _conv_output(out, x.shape[0], g)
@@ -897,14 +923,58 @@ class BatchNormTrain(_NormalizeAffine):
         axes = (0, len(shape) - 1) + tuple(range(1, len(shape) - 1))
         return transpose(reshape(t2, moved), axes)
 
+    # The (rows, channels) views have few channels (32 ... 512) and many rows. Per-channel
+    # sums run as BLAS products with a row of ones, and per-channel broadcasts on a view with
+    # k rows side by side (the vector tiled k times), so that NumPy's inner loops run over
+    # about a thousand elements instead of one row of channels each: together about 1.5x
+    # faster than plain NumPy reductions and broadcasts.
+    def _layout(self, x2):
+        rows, channels = x2.shape
+        k = max(1, 1024 // channels)
+        while rows % k:
+            k -= 1
+        xp = get_array_module(x2)
+        self.ones = xp.ones(rows, dtype=x2.dtype)
+        self.tiles = k
+
+    def _wide(self, a2):
+        return a2.reshape(-1, self.tiles * a2.shape[1])
+
+    def _tile(self, vector, dtype):
+        return get_array_module(vector).tile(vector.astype(dtype, copy=False), self.tiles)
+
+    def forward(self, x, *affine):
+        xp = get_array_module(x)
+        x2 = xp.ascontiguousarray(self.to_2d(x))
+        self._layout(x2)
+        count = x2.shape[0]
+        mu = (self.ones @ x2) / count
+        xhat = self._wide(x2) - self._tile(mu, x2.dtype)
+        buffer = xhat * xhat
+        var = (self.ones @ buffer.reshape(x2.shape)) / count
+        invstd = 1.0 / xp.sqrt(var + self.eps)
+        xhat *= self._tile(invstd, x2.dtype)
+        self.batch_mean, self.batch_var = mu, var
+        self.xhat, self.invstd = xhat.reshape(x2.shape), invstd
+        if self.has_weight:
+            xp.multiply(xhat, self._tile(affine[0], x2.dtype), out=buffer)
+        else:
+            buffer[...] = xhat
+        if self.has_bias:
+            buffer += self._tile(affine[-1], x2.dtype)
+        return self.from_2d(buffer.reshape(x2.shape), x.shape)
+
     def _backward_arrays(self, gy):
         """Closed form with the per-channel sums shared between the three gradients:
         gx = weight * invstd * (gy - sum(gy)/M - xhat * sum(gy * xhat)/M)."""
+        xp = get_array_module(gy)
         x = self.inputs[0]
-        g2 = self.to_2d(gy)
+        g2 = xp.ascontiguousarray(self.to_2d(gy))
         xhat = self.xhat
-        sum_g = g2.sum(axis=0)
-        sum_gx = (g2 * xhat).sum(axis=0)
+        dtype = xhat.dtype
+        product = self._wide(g2) * self._wide(xhat)
+        sum_g = self.ones @ g2
+        sum_gx = self.ones @ product.reshape(g2.shape)
         grads = [None]
         if self.has_weight:
             grads.append(_wrap(sum_gx) if self.inputs[1].requires_grad else None)
@@ -912,14 +982,14 @@ class BatchNormTrain(_NormalizeAffine):
             grads.append(_wrap(sum_g) if self.inputs[-1].requires_grad else None)
         if x.requires_grad:
             count = xhat.shape[0]
-            scale = self.invstd.reshape(-1)
+            scale = self.invstd
             if self.has_weight:
                 scale = scale * self.inputs[1].data
-            gx = xhat * (sum_gx * (-1.0 / count)).astype(xhat.dtype, copy=False)
-            gx += g2
-            gx -= (sum_g / count).astype(xhat.dtype, copy=False)
-            gx *= scale.astype(xhat.dtype, copy=False)
-            grads[0] = _wrap(self.from_2d(gx, x.shape))
+            gx = xp.multiply(self._wide(xhat), self._tile(sum_gx * (-1.0 / count), dtype), out=product)
+            gx += self._wide(g2)
+            gx -= self._tile(sum_g / count, dtype)
+            gx *= self._tile(scale, dtype)
+            grads[0] = _wrap(self.from_2d(gx.reshape(g2.shape), x.shape))
         return tuple(grads)
 
 

@@ -77,6 +77,8 @@ def test_activations_and_reshapes(ours, theirs):
     dict(kernel_size=1, stride=1),
     dict(kernel_size=3, padding="same"),
     dict(kernel_size=2, stride=3, bias=False),
+    dict(kernel_size=1, padding=1),               # stride 1, padding wider than the kernel: col2im
+    dict(kernel_size=(2, 3), dilation=(2, 1)),    # stride 1, uneven kernel: grad input by conv
 ], ids=str)
 def test_conv2d(kwargs):
     run_both(nn.Conv2d(4, 6, **kwargs), torch.nn.Conv2d(4, 6, **kwargs), randn(2, 4, 9, 8), atol=1e-4)
@@ -234,9 +236,10 @@ def test_load_torch_tensors_directly():
 
 
 @pytest.mark.parametrize("groups", [1, 2])
-def test_conv2d_in_many_batch_chunks(monkeypatch, groups):
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv2d_in_many_batch_chunks(monkeypatch, groups, stride):
     """Large batches run chunk by chunk; force one image per chunk and compare again."""
     from easyfit.nn import functional as F
     monkeypatch.setattr(F, "_CHUNK_FLOATS", 1)
-    run_both(nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=groups),
-             torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=groups), randn(5, 4, 7, 7), atol=1e-4)
+    run_both(nn.Conv2d(4, 6, 3, stride=stride, padding=1, groups=groups),
+             torch.nn.Conv2d(4, 6, 3, stride=stride, padding=1, groups=groups), randn(5, 4, 7, 7), atol=1e-4)
