@@ -643,13 +643,26 @@ class MaxPool2d(Function):
     def forward(self, x):
         g = self.g
         xp = get_array_module(x)
-        xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw, fill=-np.inf)
+        xh = _channels_last(x)
+        n, h, w, c = xh.shape
+        out = xp.empty((n, g.oh, g.ow, c), dtype=x.dtype)
+        argmax = xp.empty(out.shape, dtype=np.int8 if g.kh * g.kw < 127 else np.int32)
+        # A few images at a time: the dozen passes below then run in cache (about 2x faster).
+        for start, stop in _chunks(n, h * w, c):
+            self._forward_chunk(xh[start:stop], out[start:stop], argmax[start:stop])
+        self.argmax = argmax
+        return out.transpose(0, 3, 1, 2)
+
+    def _forward_chunk(self, xh, out, argmax):
+        g = self.g
+        xp = get_array_module(xh)
+        xpad = _pad_channels_last(xh, g.ph, g.pw, fill=-np.inf)
         rows, columns = g.offset_slices(0, 0)
-        out = xpad[:, rows, columns].copy()
+        out[...] = xpad[:, rows, columns]
         # argmax holds the winning offset index; offsets are visited in increasing order, so
         # "argmax = max(argmax, better * k)" records k exactly where offset k is strictly better
         # (the first maximum wins ties, as in PyTorch), without slow masked writes.
-        argmax = xp.zeros(out.shape, dtype=np.int8 if g.kh * g.kw < 127 else np.int32)
+        argmax[...] = 0
         better = xp.empty(out.shape, dtype=bool)
         candidate = xp.empty(out.shape, dtype=argmax.dtype)
         for k in range(1, g.kh * g.kw):
@@ -659,8 +672,6 @@ class MaxPool2d(Function):
             xp.maximum(out, window, out=out)
             xp.multiply(better, k, out=candidate)
             xp.maximum(argmax, candidate, out=argmax)
-        self.argmax = argmax
-        return out.transpose(0, 3, 1, 2)
 
     def backward(self, gy):
         return MaxPool2dGrad(self.g, self.argmax, self.inputs[0].shape)(gy)
@@ -677,19 +688,26 @@ class MaxPool2dGrad(Function):
         xp = get_array_module(gy)
         n, c, h, w = self.x_shape
         gyh = _channels_last(gy)
-        out = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy.dtype)
+        out = xp.empty((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy.dtype)
+        for start, stop in _chunks(n, h * w, c):
+            self._route_chunk(gyh[start:stop], self.argmax[start:stop], out[start:stop])
+        return out[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
+
+    def _route_chunk(self, gyh, argmax, out):
+        g = self.g
+        xp = get_array_module(gyh)
+        out[...] = 0
         disjoint = _windows_disjoint(g)
-        routed = None if disjoint else xp.empty(gyh.shape, dtype=gy.dtype)
+        routed = None if disjoint else xp.empty(gyh.shape, dtype=gyh.dtype)
         won = xp.empty(gyh.shape, dtype=bool)
         for k in range(g.kh * g.kw):
             rows, columns = g.offset_slices(k // g.kw, k % g.kw)
-            xp.equal(self.argmax, k, out=won)
+            xp.equal(argmax, k, out=won)
             if disjoint:  # each input element is written by one window: write in place
                 xp.multiply(gyh, won, out=out[:, rows, columns])
             else:
                 xp.multiply(gyh, won, out=routed)
                 out[:, rows, columns] += routed
-        return out[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
 
     def backward(self, ggx):
         return MaxPool2dGather(self.g, self.argmax)(ggx)

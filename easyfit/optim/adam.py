@@ -15,6 +15,7 @@ class Adam(Optimizer):
 
     Schedules change `lr` and `betas[0]` (the momentum of one-cycle) in each group.
     """
+    _elementwise = True
     _decoupled_weight_decay = False
     _state_names = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 

@@ -12,6 +12,7 @@ class RMSprop(Optimizer):
         buf = momentum * buf + g / (avg + eps);  p = p - lr * buf     (momentum > 0)
         p = p - lr * g / (avg + eps)                                 (otherwise)
     """
+    _elementwise = True
     _state_names = ("step", "square_avg", "momentum_buffer", "grad_avg")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):

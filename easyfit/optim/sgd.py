@@ -14,6 +14,7 @@ class SGD(Optimizer):
 
     >>> opt = SGD(model.parameters(), lr=0.1, momentum=0.9)   # doctest: +SKIP
     """
+    _elementwise = True
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,

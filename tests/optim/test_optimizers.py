@@ -388,3 +388,35 @@ def test_a_parameter_whose_data_was_replaced_still_steps():
     w.grad = ef.tensor(np.ones(10, np.float64))
     opt.step()
     np.testing.assert_allclose(w.data, 0.5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
+    lambda ps: SGD(ps, lr=0.1, momentum=0.9, dampening=0.1),
+    lambda ps: Adam(ps, lr=0.01, weight_decay=0.01, amsgrad=True),
+    lambda ps: AdamW(ps, lr=0.01),
+    lambda ps: RMSprop(ps, lr=0.01, centered=True, momentum=0.5),
+], ids=["sgd-nesterov", "sgd-dampening", "adam-amsgrad", "adamw", "rmsprop-centered"])
+def test_large_parameters_updated_in_slices_match_whole_updates(monkeypatch, make):
+    """Slices of 7 elements (first-step buffers included) give bit-identical results and state."""
+    from easyfit.optim import optimizer as base
+    rng = np.random.default_rng(0)
+    start = rng.standard_normal((5, 9)).astype(np.float32)
+    grads = [rng.standard_normal((5, 9)).astype(np.float32) for _ in range(3)]
+
+    def run(chunk):
+        monkeypatch.setattr(base, "_UPDATE_CHUNK", chunk)
+        p = ef.tensor(start.copy(), requires_grad=True)
+        opt = make([p])
+        for g in grads:
+            p.grad = ef.tensor(g)
+            opt.step()
+        return p.numpy(), opt.state_dict()["state"][0]
+
+    whole, whole_state = run(1 << 20)
+    sliced, sliced_state = run(7)
+    np.testing.assert_array_equal(sliced, whole)
+    assert sorted(sliced_state) == sorted(whole_state)
+    for name in whole_state:
+        np.testing.assert_array_equal(sliced_state[name], whole_state[name], err_msg=name)
+        assert np.shape(sliced_state[name]) == np.shape(whole_state[name])
