@@ -153,6 +153,16 @@ def test_batch_norm1d(shape, train):
     run_both(nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3), randn(*shape) + 2, train=train, atol=1e-4)
 
 
+def test_batch_norm2d_large_mean():
+    """Statistics and gradients stay accurate when the mean dwarfs the spread (1000 +- 1)."""
+    ours, theirs = nn.BatchNorm2d(5), torch.nn.BatchNorm2d(5)
+    with torch.no_grad():
+        theirs.weight.uniform_(0.5, 1.5)
+        theirs.bias.uniform_(-0.5, 0.5)
+    x = (randn(6, 5, 7, 4) + 1000).astype(np.float32)
+    run_both(ours, theirs, x, atol=2e-3, rtol=1e-3)
+
+
 def test_batch_norm_variants():
     run_both(nn.BatchNorm1d(3, affine=False), torch.nn.BatchNorm1d(3, affine=False), randn(6, 3), atol=1e-4)
     run_both(nn.BatchNorm2d(3, track_running_stats=False), torch.nn.BatchNorm2d(3, track_running_stats=False),
