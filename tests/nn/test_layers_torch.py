@@ -78,10 +78,24 @@ def test_activations_and_reshapes(ours, theirs):
     dict(kernel_size=3, padding="same"),
     dict(kernel_size=2, stride=3, bias=False),
     dict(kernel_size=1, padding=1),               # stride 1, padding wider than the kernel: col2im
-    dict(kernel_size=(2, 3), dilation=(2, 1)),    # stride 1, uneven kernel: grad input by conv
+    dict(kernel_size=(2, 3), dilation=(2, 1)),    # stride 1, uneven kernel
 ], ids=str)
-def test_conv2d(kwargs):
-    run_both(nn.Conv2d(4, 6, **kwargs), torch.nn.Conv2d(4, 6, **kwargs), randn(2, 4, 9, 8), atol=1e-4)
+@pytest.mark.parametrize("channels", [(4, 6), (6, 4)], ids=["widening", "narrowing"])
+def test_conv2d(kwargs, channels):
+    """Both ways to the input gradient: col2im (widening) and, at stride 1, a convolution (narrowing)."""
+    cin, cout = channels
+    run_both(nn.Conv2d(cin, cout, **kwargs), torch.nn.Conv2d(cin, cout, **kwargs), randn(2, cin, 9, 8), atol=1e-4)
+
+
+@pytest.mark.parametrize("channels, kwargs", [
+    (1, dict(kernel_size=3, padding=1)),
+    (3, dict(kernel_size=3, stride=2, padding=1)),
+    (1, dict(kernel_size=5, dilation=2, padding=3, bias=False)),
+], ids=str)
+def test_conv2d_on_few_input_channels(channels, kwargs):
+    """First layers (windows of at most 32 elements) gather their windows channels-first."""
+    run_both(nn.Conv2d(channels, 6, **kwargs), torch.nn.Conv2d(channels, 6, **kwargs), randn(3, channels, 11, 9),
+             atol=1e-4)
 
 
 def test_depthwise_conv2d():
@@ -260,5 +274,7 @@ def test_conv2d_in_many_batch_chunks(monkeypatch, groups, stride):
     """Large batches run chunk by chunk; force one image per chunk and compare again."""
     from easyfit.nn import functional as F
     monkeypatch.setattr(F, "_CHUNK_FLOATS", 1)
+    run_both(nn.Conv2d(6, 4, 3, stride=stride, padding=1, groups=groups),
+             torch.nn.Conv2d(6, 4, 3, stride=stride, padding=1, groups=groups), randn(5, 6, 7, 7), atol=1e-4)
     run_both(nn.Conv2d(4, 6, 3, stride=stride, padding=1, groups=groups),
              torch.nn.Conv2d(4, 6, 3, stride=stride, padding=1, groups=groups), randn(5, 4, 7, 7), atol=1e-4)
