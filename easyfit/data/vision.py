@@ -89,11 +89,19 @@ class ImageFolderDataset(Dataset):
     `on_error="raise"` makes an unreadable image an `ImageReadError` naming the file;
     "skip" leaves it out of its batch with a warning (the loader counts them in
     `DataLoader.skipped`).
+
+    `cache=True` keeps each decoded image in memory (H*W*C bytes) after its first use, so
+    later epochs skip decoding, the largest cost of loading small images. Cached arrays
+    are read-only: a transform that changes its input in place fails loudly instead of
+    corrupting the cache. The cache lives in this process: it fills with thread workers
+    (the default) or num_workers=0, not with worker processes.
     """
 
-    def __init__(self, files, labels, classes, mode=None, on_error="raise"):
+    def __init__(self, files, labels, classes, mode=None, on_error="raise", cache=False):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if not isinstance(cache, bool):
+            raise TypeError(f"cache must be True or False, got {cache!r}")
         if len(files) != len(labels):
             raise ValueError(f"{len(files)} files but {len(labels)} labels")
         self.files = [Path(f) for f in files]
@@ -101,18 +109,24 @@ class ImageFolderDataset(Dataset):
         self.classes = list(classes)
         self.mode = mode
         self.on_error = on_error
+        self.cache = {} if cache else None   # index -> decoded image
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, index):
-        path = self.files[index]
-        try:
-            image = decode_image(path, self.mode)
-        except ImageReadError as error:
-            if self.on_error == "skip":
-                raise SkipSample(str(error)) from error
-            raise
+        image = self.cache.get(index) if self.cache is not None else None
+        if image is None:
+            path = self.files[index]
+            try:
+                image = decode_image(path, self.mode)
+            except ImageReadError as error:
+                if self.on_error == "skip":
+                    raise SkipSample(str(error)) from error
+                raise
+            if self.cache is not None:
+                image.flags.writeable = False
+                self.cache[index] = image  # a plain dict store: safe across loader threads
         return image, self.labels[index]
 
     def __repr__(self):
@@ -185,7 +199,7 @@ class ImageDataLoaders:
     @staticmethod
     def from_folder(path, valid_pct=0.2, seed=None, size=None, bs=64, item_tfms=None, batch_tfms=None,
                     train="train", valid="valid", mode=None, on_error="raise", num_workers=None,
-                    worker_type="thread", device=None, drop_last=False, resize_method="squish"):
+                    worker_type="thread", device=None, drop_last=False, resize_method="squish", cache=False):
         """Loaders over `path/<class_name>/<image>` files.
 
         When `path/train` and `path/valid` both exist they are the split (classes from
@@ -193,7 +207,8 @@ class ImageDataLoaders:
         validation set. `size` adds `Resize(size)` as the first item transform. `mode`
         "L" or "RGB" (None: the mode of the first image decides). Validation loads use
         the deterministic counterpart of the item transforms (no flips, centred crops).
-        The result has `.classes`.
+        `cache=True` keeps decoded images in memory after the first epoch (see
+        `ImageFolderDataset`). The result has `.classes`.
         """
         folder = Path(path)
         if not folder.is_dir():
@@ -225,9 +240,9 @@ class ImageDataLoaders:
         batch_tfms = _batch_transforms(batch_tfms)
         common = dict(batch_size=bs, num_workers=num_workers, device=device, batch_tfms=batch_tfms,
                       worker_type=worker_type)
-        train_dl = DataLoader(ImageFolderDataset(train_files, train_labels, classes, mode, on_error),
+        train_dl = DataLoader(ImageFolderDataset(train_files, train_labels, classes, mode, on_error, cache),
                               shuffle=True, drop_last=drop_last, seed=seed, item_tfms=item_tfms, **common)
-        valid_dl = DataLoader(ImageFolderDataset(valid_files, valid_labels, classes, mode, on_error),
+        valid_dl = DataLoader(ImageFolderDataset(valid_files, valid_labels, classes, mode, on_error, cache),
                               shuffle=False, seed=seed + 1, item_tfms=validation_transforms(item_tfms), **common)
         return DataLoaders(train_dl, valid_dl, classes=classes)
 

@@ -183,3 +183,32 @@ def test_from_arrays_and_from_folder_give_the_same_pixels(tmp_path):
     memory = ImageDataLoaders.from_arrays(stacked, np.zeros(4, np.int64), valid_x=stacked[:1],
                                           valid_y=np.zeros(1), bs=4, seed=0)
     np.testing.assert_array_equal(folder.train.one_batch()[0].numpy(), memory.train.one_batch()[0].numpy())
+
+
+def test_cached_folder_decodes_each_image_once_and_gives_the_same_batches(tmp_path, monkeypatch):
+    make_folder(tmp_path, per_class=6)
+    from easyfit.data import vision
+    decoded = []
+    real_decode = vision.decode_image
+    monkeypatch.setattr(vision, "decode_image", lambda path, mode=None: decoded.append(path) or real_decode(path, mode))
+    augment = [RandomCrop(8, padding=2), RandomHorizontalFlip()]
+    plain = ImageDataLoaders.from_folder(tmp_path, valid_pct=0.25, seed=5, bs=4, item_tfms=augment)
+    cached = ImageDataLoaders.from_folder(tmp_path, valid_pct=0.25, seed=5, bs=4, item_tfms=augment, cache=True)
+    expected = [collect(plain.train), collect(plain.train)]
+    decoded.clear()
+    got = [collect(cached.train), collect(cached.train)]
+    assert len(decoded) == len(cached.train.dataset) == 9  # the second epoch decoded nothing
+    for epoch_expected, epoch_got in zip(expected, got):
+        for (xe, ye), (xg, yg) in zip(epoch_expected, epoch_got):
+            np.testing.assert_array_equal(xg, xe)
+            np.testing.assert_array_equal(yg, ye)
+    image, _ = cached.train.dataset[0]
+    assert not image.flags.writeable  # an in-place transform fails instead of corrupting the cache
+    with pytest.raises(ValueError):
+        image[0, 0, 0] = 1
+
+
+def test_cache_must_be_a_bool(tmp_path):
+    make_folder(tmp_path)
+    with pytest.raises(TypeError, match="cache must be True or False"):
+        ImageDataLoaders.from_folder(tmp_path, cache="yes")
