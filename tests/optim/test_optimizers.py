@@ -408,13 +408,17 @@ def test_large_parameters_updated_in_slices_match_whole_updates(monkeypatch, mak
         monkeypatch.setattr(base, "_UPDATE_CHUNK", chunk)
         p = ef.tensor(start.copy(), requires_grad=True)
         opt = make([p])
+        calls = []
+        update = opt._update
+        opt._update = lambda *args: calls.append(1) or update(*args)
         for g in grads:
             p.grad = ef.tensor(g)
             opt.step()
-        return p.numpy(), opt.state_dict()["state"][0]
+        return p.numpy(), opt.state_dict()["state"][0], len(calls)
 
-    whole, whole_state = run(1 << 20)
-    sliced, sliced_state = run(7)
+    whole, whole_state, whole_calls = run(1 << 20)
+    sliced, sliced_state, sliced_calls = run(7)
+    assert (whole_calls, sliced_calls) == (3, 3 * 7)  # 45 elements: 7 slices per step
     np.testing.assert_array_equal(sliced, whole)
     assert sorted(sliced_state) == sorted(whole_state)
     for name in whole_state:
