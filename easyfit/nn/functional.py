@@ -457,9 +457,8 @@ def _grad_input_by_conv_is_faster(g, in_channels, out_channels):
 
 def _grad_input_by_conv(gy_matrix, weight, g, x_shape):
     """d conv / d x for stride 1, as the convolution of gy (padded by d*(k-1)-p) with the
-    flipped kernel, channels swapped within each group. One im2col and one matmul per chunk,
-    about half the memory traffic of multiplying into window gradients and folding them
-    back (col2im). Returns an (N*H*W, C) matrix, channels-last."""
+    flipped kernel, channels swapped within each group: one window copy and one matmul per
+    chunk, and no col2im. Returns an (N*H*W, C) matrix, channels-last."""
     n, c, h, w = x_shape
     o, cg, kh, kw = weight.shape
     groups = g.groups
@@ -476,8 +475,9 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
 
     Works chunk by chunk over the batch: the window matrix of a chunk is rebuilt from x
     (cheaper than keeping the whole batch's from the forward pass) and multiplied into
-    the weight gradient. The input gradient is a convolution itself for stride 1; for
-    other strides the chunk's window gradients are folded back by col2im.
+    the weight gradient. The input gradient is a convolution itself where that is faster
+    (`_grad_input_by_conv_is_faster`); otherwise the chunk's window gradients are folded
+    back by col2im.
     """
     xp = get_array_module(gy_matrix)
     n, c, h, w = x_shape
