@@ -26,12 +26,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # torch_twin, also when loaded by path
 
 import numpy as np  # noqa: E402
 
 from easyfit.optim.schedule import one_cycle_lr, one_cycle_mom  # noqa: E402
 from recipes import char_rnn  # noqa: E402
 from recipes.config import resolve  # noqa: E402
+from torch_twin import optimizer_step, set_one_cycle  # noqa: E402
 
 
 def make_config(epochs=None, overrides=()):
@@ -137,18 +139,11 @@ def train_torch(config, initial_state=None, log=print):
         model.train()
         model.hidden_state = None
         for x, y in _windows(dls.train, epoch):
-            pos = step / total
-            for group in optimizer.param_groups:
-                group["lr"] = lr_schedule(pos)
-                group["betas"] = (mom_schedule(pos), group["betas"][1])
+            set_one_cycle(optimizer, lr_schedule, mom_schedule, step / total)
             scores = model(torch.from_numpy(np.ascontiguousarray(x)))
             target = torch.from_numpy(np.ascontiguousarray(y))
             loss = torch.nn.functional.cross_entropy(scores.reshape(-1, scores.shape[-1]), target.reshape(-1))
-            optimizer.zero_grad()
-            loss.backward()
-            if config.clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
+            optimizer_step(torch, model, optimizer, loss, config.clip)
             losses.append(float(loss.detach()))
             step += 1
         valid_loss, acc = _validate_torch(model, dls.valid)

@@ -33,11 +33,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # torch_twin, also when loaded by path
 
 import easyfit  # noqa: E402
 from easyfit.optim.schedule import one_cycle_lr, one_cycle_mom  # noqa: E402
 from recipes import text as recipe  # noqa: E402
 from recipes.config import resolve  # noqa: E402
+from torch_twin import optimizer_step, set_one_cycle  # noqa: E402
 
 MOMS = (0.95, 0.85, 0.95)   # fit_one_cycle's defaults (div=25, div_final=1e5, pct_start=0.25)
 
@@ -207,15 +209,9 @@ def _train_torch(torch, config, init, log, max_steps):
         model.train()
         losses = []
         for xb, yb in batches(dls.train, epoch):
-            pos = step / total
-            for group in optimizer.param_groups:
-                group["lr"], group["betas"] = lr_at(pos), (mom_at(pos), group["betas"][1])
+            set_one_cycle(optimizer, lr_at, mom_at, step / total)
             loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(xb)), torch.from_numpy(yb))
-            optimizer.zero_grad()
-            loss.backward()
-            if config.clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-            optimizer.step()
+            optimizer_step(torch, model, optimizer, loss, config.clip)
             losses.append(float(loss.detach()))
             step += 1
             if max_steps is not None and step >= max_steps:

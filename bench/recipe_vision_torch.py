@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import numpy as np  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # torch_twin, also when loaded by path
 
 from easyfit.optim.schedule import one_cycle_lr, one_cycle_mom  # noqa: E402
 from recipes import vision  # noqa: E402
 from recipes.config import resolve  # noqa: E402
+from torch_twin import optimizer_step, set_one_cycle  # noqa: E402
 
 
 def make_config(data, epochs, overrides):
@@ -79,14 +79,9 @@ def train_torch(config):
     for _ in range(config.epochs):
         model.train()
         for xb, yb in dls.train:
-            pos = step / total
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(pos)
-                group["betas"] = (mom_at(pos), group["betas"][1])
+            set_one_cycle(optimizer, lr_at, mom_at, step / total)
             loss = loss_func(model(torch.from_numpy(xb.numpy())), torch.from_numpy(yb.numpy()))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            optimizer_step(torch, model, optimizer, loss)
             step += 1
         model.eval()
         losses, correct, count = [], 0, 0
