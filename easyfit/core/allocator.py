@@ -27,9 +27,8 @@ _state = {"tuned": False, "reason": "not attempted"}
 
 def tune_malloc():
     """Apply the thresholds above once per process; returns whether they are in effect."""
-    if _state["tuned"] or _state["reason"] != "not attempted":
-        return _state["tuned"]
-    _state["tuned"], _state["reason"] = _apply()
+    if _state["reason"] == "not attempted":
+        _state["tuned"], _state["reason"] = _apply()
     return _state["tuned"]
 
 

@@ -543,7 +543,7 @@ class Conv2d(Function):
     def forward(self, x, weight, bias=None):
         g = self.geometry(x.shape, weight.shape)
         if self.groups == 1 and weight[0].size <= _SMALL_WINDOW:
-            # Kept for the weight gradient: a few times the size of x.
+            # Kept for the weight gradient: KH*KW times the size of x, a small first-layer input.
             self.xpad, self.columns_t = None, _columns_channels_first(x, g)
             out = self.columns_t.T @ weight.reshape(weight.shape[0], -1).T
         else:
@@ -566,7 +566,7 @@ class Conv2d(Function):
             gx, gw = _conv_backward_arrays(x.data, x.shape, weight.data, weight.shape, gy_matrix, g,
                                            x.requires_grad, weight.requires_grad and not by_columns, self.xpad)
             if by_columns:
-                gw = get_array_module(gy_matrix).ascontiguousarray((self.columns_t @ gy_matrix).T).reshape(weight.shape)
+                gw = (gy_matrix.T @ self.columns_t.T).reshape(weight.shape)
             gx = _wrap(gx) if gx is not None else None
             gw = _wrap(gw) if gw is not None else None
             gb = _wrap(gy_matrix.sum(axis=0)) if need_bias else None

@@ -174,7 +174,6 @@ class Optimizer:
         creates on first use (SGD's momentum buffer) is absent for every slice, and the
         slices it creates are gathered into one full buffer afterwards.
         """
-        xp = get_array_module(param)
         flat = {name: value.reshape(-1) for name, value in state.items() if name != "step"}
         param_flat, grad_flat = param.reshape(-1), grad.reshape(-1)
         first, second = (buffer.reshape(-1) for buffer in scratch)
@@ -188,7 +187,7 @@ class Optimizer:
             for name, value in sliced.items():
                 if name not in flat and name != "step":
                     if name not in created:
-                        created[name] = xp.empty(param_flat.size, dtype=value.dtype)
+                        created[name] = np.empty(param_flat.size, dtype=value.dtype)  # NumPy: see _can_slice
                     created[name][start:stop] = value
         for name, value in created.items():
             state[name] = value.reshape(param.shape)
