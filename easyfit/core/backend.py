@@ -101,30 +101,70 @@ def to_device(array, device):
 def scatter_add(target, indices, values):
     """target[indices] += values, accumulating repeated indices (in place)."""
     if isinstance(target, np.ndarray):
-        if (isinstance(indices, np.ndarray) and indices.ndim == 1
-                and indices.dtype.kind in "iu" and target.ndim >= 1):
-            _scatter_add_rows(target, indices, values)
-        else:
+        leading = _leading_rows(indices, target)
+        if leading is None:
             np.add.at(target, indices, values)
+        else:
+            rows, index_shape, k = leading
+            rest = target.shape[k:]
+            values = np.broadcast_to(values, index_shape + rest).reshape((rows.size,) + rest)
+            _scatter_add_rows(target.reshape((-1,) + rest), rows, values)
     else:
         import cupyx
         cupyx.scatter_add(target, indices, values)
     return target
 
 
-def _scatter_add_rows(target, rows, values):
-    """Fast path for target[rows] += values with a 1-D integer index (embeddings).
+def _leading_rows(indices, target):
+    """For an index made only of integer arrays on target's leading axes (x[i], x[i, j],
+    ...; what embeddings and gathers use): (the selected rows of target's leading axes
+    flattened, as a 1-D array in [0, rows); the index's broadcast shape; how many leading
+    axes). None for any other index, or a target that a reshape would copy."""
+    arrays = indices if isinstance(indices, tuple) else (indices,)
+    if (not arrays or len(arrays) > target.ndim or not target.flags.c_contiguous
+            or not all(isinstance(a, np.ndarray) and a.dtype.kind in "iu" for a in arrays)):
+        return None
+    k = len(arrays)
+    arrays = np.broadcast_arrays(*arrays)
+    arrays = [np.where(a < 0, a + n, a) for a, n in zip(arrays, target.shape)]
+    rows = arrays[0].ravel() if k == 1 else np.ravel_multi_index(arrays, target.shape[:k]).ravel()
+    return rows, arrays[0].shape, k
 
-    np.add.at is slow for row blocks; summing rows through one sparse-like matmul is
-    not available in NumPy, so sort the rows, reduce equal neighbours with
-    np.add.reduceat, and add each distinct row once.
+
+# A row repeated more often than this is summed by np.add.reduceat; rarer repeats are added
+# round by round (second occurrences, then third, ...). reduceat costs about a microsecond
+# per segment, so it only pays for the few rows repeated many times (padding tokens).
+_REPEATS_BY_ROUNDS = 8
+
+
+def _scatter_add_rows(target, rows, values):
+    """Fast path for target[rows] += values with a 1-D integer index in [0, len(target)).
+
+    np.add.at is slow for row blocks. Sorting the rows groups repeats: each distinct row's
+    sum starts from its first occurrence, repeats are added to it, and the sums are added
+    to the target once (fancy-index updates are only right without repeats).
     """
-    if rows.size == 0:
+    n = rows.size
+    if n == 0:
         return
     values = np.broadcast_to(values, rows.shape + target.shape[1:])
-    rows = np.where(rows < 0, rows + target.shape[0], rows)
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
-    starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
-    sums = np.add.reduceat(values[order], starts, axis=0)
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(sorted_rows[1:], sorted_rows[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    sums = values[order[starts]]
+    if starts.size < n:
+        group = np.cumsum(first) - 1                  # distinct-row number of each sorted position
+        rank = np.arange(n) - starts[group]           # 0 for a first occurrence, 1 for the second, ...
+        counts = np.diff(np.append(starts, n))
+        many = counts > _REPEATS_BY_ROUNDS
+        few = ~many[group]
+        for occurrence in range(1, int(counts[~many].max(initial=1))):
+            take = (rank == occurrence) & few
+            sums[group[take]] += values[order[take]]
+        if many.any():
+            segment_starts = np.append(0, np.cumsum(counts[many])[:-1])
+            sums[many] = np.add.reduceat(values[order[~few]], segment_starts, axis=0)
     target[sorted_rows[starts]] += sums

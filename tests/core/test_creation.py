@@ -106,3 +106,47 @@ def test_scatter_add_accumulates_repeated_rows():
     expected = np.zeros((4, 2))
     np.add.at(expected, np.array([0, 3, 0, -1, 1]), values)
     np.testing.assert_array_equal(target, expected)
+
+
+@pytest.mark.parametrize("index", [
+    (np.array([[0, 3], [0, -1], [1, 1]]),),                       # one 2-D array: rows of axis 0
+    (np.array([[0], [2], [2]]), np.array([[1, -1, 1, 0]])),        # two arrays broadcast together
+    (np.array([1, 1, 0]), np.array([2, 2, 2]), np.array([0, 0, -1])),  # every axis indexed
+    (np.array([], dtype=np.int64),),
+])
+def test_scatter_add_by_integer_arrays_matches_add_at(index):
+    rng = np.random.default_rng(0)
+    target = rng.standard_normal((4, 3, 2))
+    expected = target.copy()
+    values = rng.standard_normal(expected[index].shape)
+    np.add.at(expected, index, values)
+    backend.scatter_add(target, index if len(index) > 1 else index[0], values)
+    np.testing.assert_allclose(target, expected, rtol=1e-12)
+
+
+def test_scatter_add_into_a_strided_target_stays_in_place():
+    base = np.zeros((4, 6))
+    target = base[:, ::2]     # not contiguous: a flattening reshape would copy
+    backend.scatter_add(target, (np.array([0, 0, 3]), np.array([1, 1, 2])), np.ones(3))
+    assert base[0, 2] == 2 and base[3, 4] == 1 and base.sum() == 3
+
+
+def test_gather_backward_accumulates_repeats():
+    x = ef.Tensor(np.arange(12.0).reshape(3, 4), requires_grad=True)
+    rows, cols = np.array([[0], [2]]), np.array([[1, 1, 3]])
+    (x[rows, cols] * ef.Tensor(np.arange(6.0).reshape(2, 3))).sum().backward()
+    expected = np.zeros((3, 4))
+    np.add.at(expected, (rows, cols), np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(x.grad.numpy(), expected)
+
+
+def test_scatter_add_rows_mixes_rare_and_frequent_repeats():
+    # row 5 repeats 40 times (summed by reduceat), others 1-4 times (added round by round)
+    rng = np.random.default_rng(1)
+    rows = rng.permutation(np.concatenate([np.full(40, 5), np.repeat(np.arange(10), rng.integers(1, 5, 10))]))
+    values = rng.standard_normal((rows.size, 3))
+    target = rng.standard_normal((12, 3))
+    expected = target.copy()
+    np.add.at(expected, rows, values)
+    backend.scatter_add(target, rows, values)
+    np.testing.assert_allclose(target, expected, rtol=1e-12, atol=1e-12)
