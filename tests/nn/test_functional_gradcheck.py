@@ -159,3 +159,15 @@ def test_dropout_gradient():
 def test_conv2d_second_derivatives_in_batch_chunks(monkeypatch):
     monkeypatch.setattr(F, "_CHUNK_FLOATS", 1)
     check(lambda x, w: F.conv2d(x, w, padding=1, groups=2), t(3, 2, 3, 3), t(4, 1, 2, 2, seed=1))
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)], ids=str)
+def test_max_pool2d_without_grad_gives_the_same_maxima(kwargs):
+    """Under no_grad the forward skips recording the winners; the maxima must not change."""
+    x = ef.tensor(np.maximum(np.random.default_rng(3).standard_normal((3, 2, 7, 6)), 0), dtype=np.float32,
+                  requires_grad=True)
+    with_graph = F.max_pool2d(x, **kwargs)
+    with ef.no_grad():
+        without = F.max_pool2d(x, **kwargs)
+    assert without.creator is None
+    np.testing.assert_array_equal(without.numpy(), with_graph.numpy())

@@ -121,7 +121,8 @@ def test_max_pool2d(kwargs):
     run_both(nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), randn(2, 3, 9, 8))
 
 
-@pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=1, padding=1)], ids=str)
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=3), dict(kernel_size=2, stride=3),
+                                    dict(kernel_size=3, stride=1, padding=1)], ids=str)
 def test_max_pool2d_in_many_batch_chunks(monkeypatch, kwargs):
     """Pooling runs a few images at a time; one image per chunk, with ties (ReLU zeros) to route."""
     from easyfit.nn import functional as F
