@@ -140,8 +140,9 @@ class ReLU(Function):
         # The mask is written straight into the result (in x's memory order: channels-last
         # activations stay so) and multiplied in place: one allocation and two passes
         # instead of a float mask, a product and an op (1M floats: 0.30 ms, was 0.47 + op).
-        gx = get_array_module(x).empty_like(x, dtype=gy.dtype)
-        get_array_module(x).greater(x, 0, out=gx)
+        xp = get_array_module(x)
+        gx = xp.empty_like(x, dtype=gy.dtype)
+        xp.greater(x, 0, out=gx)
         gx *= gy.data
         return _wrap(gx)
 
