@@ -13,6 +13,12 @@ It writes a folder of CIFAR-sized PNGs to a temporary directory and reports
    from the image folder, with background prefetch and without (and with the decoded-image
    cache, once filled), and the time the step spent waiting for data. Target: folder /
    in-memory <= 1.1 with prefetch.
+
+Background loading is hidden only by a CPU the step leaves free. On a 2-CPU machine the
+step's matmuls take both (OpenBLAS starts one thread per CPU); to see the same loader with
+a spare CPU, give the step one BLAS thread:
+
+    flock /tmp/easyfit-bench.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 python bench/loader.py
 """
 import argparse
 import os
@@ -198,7 +204,8 @@ def main():
         step = CNNStep() if args.step == "cnn" else NumpyStep(args.numpy_repeats)
         workers = args.workers if args.workers is not None else DataLoader(ArrayDataset(np.zeros(1))).num_workers
         print(f"\n2. one epoch of {args.images // args.bs} training steps ({args.step} step), "
-              f"prefetch with {workers} threads; medians of {args.repeats}")
+              f"prefetch with {workers} threads; medians of {args.repeats}; {os.cpu_count()} CPUs, "
+              f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset (one per CPU)')}")
         step_time, loads, epochs, ratios = epoch_comparison(root, args.bs, step, workers, args.repeats)
         print(f"   steps alone (batches loaded beforehand): {step_time:6.2f}s")
         for name, (seconds, waited, cpu) in epochs.items():
