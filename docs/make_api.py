@@ -25,8 +25,14 @@ MODULES = [
 OUTPUT = pathlib.Path(__file__).with_name("api.md")
 
 
+def _own_doc(obj):
+    """The object's own docstring: a class without one would otherwise show its base class's."""
+    doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else getattr(obj, "__doc__", None)
+    return inspect.cleandoc(doc) if isinstance(doc, str) else ""
+
+
 def _summary(obj):
-    doc = inspect.getdoc(obj) or ""
+    doc = _own_doc(obj) if inspect.isclass(obj) else inspect.getdoc(obj) or ""
     paragraph = doc.split("\n\n")[0].replace("\n", " ").strip()
     return f": {paragraph}" if paragraph else ""
 
@@ -40,8 +46,9 @@ def _signature(obj):
 
 def _public_names(module):
     names = getattr(module, "__all__", None)
-    if names is None:
-        names = [n for n in vars(module) if not n.startswith("_")]
+    if names is None:  # what the module defines, not what it imports (e.g. pathlib.Path)
+        names = [n for n, obj in vars(module).items() if not n.startswith("_")
+                 and getattr(obj, "__module__", module.__name__).startswith("easyfit")]
     return [n for n in names if not inspect.ismodule(getattr(module, n, None))]
 
 

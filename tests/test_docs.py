@@ -51,3 +51,23 @@ def test_api_reference_lists_every_design_name():
     ]
     missing = [n for n in design_names if f"`{n}" not in text and f"class `{n}" not in text]
     assert not missing, f"DESIGN.md names missing from the API reference: {missing}"
+
+
+def test_every_public_class_and_function_has_its_own_docstring():
+    """The API reference shows each name's first docstring paragraph; a class without its
+    own docstring would show its base class's (ReLU described as "Base class of layers")."""
+    import importlib
+    import importlib.util
+    import inspect
+    spec = importlib.util.spec_from_file_location("make_api", DOCS / "make_api.py")
+    make_api = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_api)
+    undocumented = []
+    for module_name, _ in make_api.MODULES:
+        module = importlib.import_module(module_name)
+        for name in make_api._public_names(module):
+            obj = getattr(module, name)
+            if (inspect.isclass(obj) and obj.__module__ != "numpy") or inspect.isfunction(obj):
+                if not make_api._own_doc(obj):
+                    undocumented.append(f"{module_name}.{name}")
+    assert not undocumented, f"public names without their own docstring: {undocumented}"

@@ -19,6 +19,7 @@ _anomaly_enabled = [False]
 
 
 def is_grad_enabled():
+    """True unless inside `no_grad()` (or `set_grad_enabled(False)`): whether ops record a graph."""
     return _grad_enabled[0]
 
 
@@ -59,6 +60,7 @@ def enable_grad():
 
 
 def set_grad_enabled(mode):
+    """Turn graph recording on or off; usable as a context manager, like PyTorch's."""
     return _GradMode(bool(mode))
 
 

@@ -49,27 +49,33 @@ def _filled(fill, shape, dtype, device, requires_grad):
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False):
+    """A tensor of zeros of the given shape (float32 unless `dtype` says otherwise)."""
     return _filled(lambda xp, s, d: xp.zeros(s, d), shape, dtype, device, requires_grad)
 
 
 def ones(*shape, dtype=None, device=None, requires_grad=False):
+    """A tensor of ones of the given shape (float32 unless `dtype` says otherwise)."""
     return _filled(lambda xp, s, d: xp.ones(s, d), shape, dtype, device, requires_grad)
 
 
 def empty(*shape, dtype=None, device=None, requires_grad=False):
+    """An uninitialised tensor of the given shape: its values are whatever memory held."""
     return _filled(lambda xp, s, d: xp.empty(s, d), shape, dtype, device, requires_grad)
 
 
 def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
+    """A tensor of `shape` filled with `fill_value` (float32 for Python floats)."""
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     return _filled(lambda xp, s, d: xp.full(s, fill_value, d), shape, dtype, device, requires_grad)
 
 
 def zeros_like(t, dtype=None, device=None, requires_grad=False):
+    """Zeros with `t`'s shape, dtype and device unless given."""
     return zeros(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
 
 
 def ones_like(t, dtype=None, device=None, requires_grad=False):
+    """Ones with `t`'s shape, dtype and device unless given."""
     return ones(t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
 
 
@@ -84,6 +90,7 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad=Fals
 
 
 def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+    """An n x m identity matrix (m defaults to n)."""
     return _finish(np.eye(n, m, dtype=_dtype(dtype)), device, requires_grad)
 
 

@@ -42,6 +42,7 @@ class Exp(Function):
 
 
 def exp(x):
+    """Elementwise e ** x."""
     return Exp()(x)
 
 
@@ -56,10 +57,12 @@ class Sqrt(Function):
 
 
 def sqrt(x):
+    """Elementwise square root."""
     return Sqrt()(x)
 
 
 def abs(x):
+    """Elementwise absolute value (its gradient at 0 is 0)."""
     return x.__abs__()
 
 
@@ -91,6 +94,7 @@ class TanhGrad(Function):
 
 
 def tanh(x):
+    """Elementwise hyperbolic tangent."""
     return Tanh()(x)
 
 
@@ -126,6 +130,7 @@ class SigmoidGrad(Function):
 
 
 def sigmoid(x):
+    """Elementwise logistic function 1 / (1 + exp(-x)), computed without overflow."""
     return Sigmoid()(x)
 
 
@@ -148,6 +153,7 @@ class ReLU(Function):
 
 
 def relu(x):
+    """Elementwise max(x, 0) (its gradient at 0 is 0, as in PyTorch)."""
     return ReLU()(x)
 
 
@@ -175,11 +181,13 @@ class Maximum(Function):
 
 
 def maximum(a, b):
+    """Elementwise larger of a and b, broadcasting; on ties each gets half the gradient."""
     a, b = _pair(a, b)
     return Maximum(False)(a, b)
 
 
 def minimum(a, b):
+    """Elementwise smaller of a and b, broadcasting; on ties each gets half the gradient."""
     a, b = _pair(a, b)
     return Maximum(True)(a, b)
 
@@ -231,6 +239,7 @@ class Concatenate(Function):
 
 
 def concatenate(tensors, axis=0):
+    """Join tensors along an existing axis (NumPy's concatenate)."""
     tensors = [_as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("concatenate needs at least one tensor")
@@ -239,6 +248,7 @@ def concatenate(tensors, axis=0):
 
 
 def stack(tensors, axis=0):
+    """Join tensors of equal shape along a new axis (NumPy's stack)."""
     tensors = [_as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("stack needs at least one tensor")
@@ -338,6 +348,7 @@ class Einsum(Function):
 
 
 def einsum(subscripts, *operands):
+    """Einstein summation over tensors, with NumPy's subscripts (e.g. 'bij,bjk->bik')."""
     operands = [_as_tensor(t) for t in operands]
     terms, output = _explicit_subscripts(subscripts, [t.shape for t in operands])
     for term, t in zip(terms, operands):

@@ -629,6 +629,7 @@ class Log(Function):
 
 
 def log(x):
+    """Elementwise natural logarithm."""
     return Log()(x)
 
 
@@ -708,6 +709,7 @@ class MatMul(Function):
 
 
 def matmul(a, b):
+    """Matrix product with NumPy's rules for 1-D and batched (stacked) operands."""
     return MatMul()(a, b)
 
 
@@ -736,6 +738,7 @@ class Reshape(Function):
 
 
 def reshape(x, shape):
+    """The same elements in a new shape (a view when NumPy can make one)."""
     if isinstance(shape, int):
         shape = (shape,)
     return Reshape(tuple(shape))(x)
@@ -756,10 +759,12 @@ class Transpose(Function):
 
 
 def transpose(x, axes=None):
+    """Permute the axes (reversed when `axes` is None), as NumPy's transpose."""
     return Transpose(tuple(axes) if axes is not None else None)(x)
 
 
 def swapaxes(x, axis1, axis2):
+    """Exchange two axes."""
     axes = list(range(x.ndim))
     axis1, axis2 = axis1 % x.ndim, axis2 % x.ndim
     axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
@@ -767,6 +772,7 @@ def swapaxes(x, axis1, axis2):
 
 
 def squeeze(x, axis=None):
+    """Remove axes of length one (all of them, or the given `axis`)."""
     if axis is None:
         shape = tuple(n for n in x.shape if n != 1)
     else:
@@ -790,6 +796,7 @@ class BroadcastTo(Function):
 
 
 def broadcast_to(x, shape):
+    """A read-only view of x broadcast to `shape`; backward sums over the broadcast axes."""
     shape = tuple(shape)
     if x.shape == shape:
         return x
@@ -839,6 +846,7 @@ class Sum(Function):
 
 
 def sum(x, axis=None, keepdims=False):
+    """Sum over `axis` (all axes when None)."""
     return Sum(_normalize_axis(axis, x.ndim), keepdims)(x)
 
 
@@ -859,6 +867,7 @@ class Mean(Function):
 
 
 def mean(x, axis=None, keepdims=False):
+    """Mean over `axis` (all axes when None)."""
     return Mean(_normalize_axis(axis, x.ndim), keepdims)(x)
 
 
@@ -894,18 +903,22 @@ class Max(Function):
 
 
 def max(x, axis=None, keepdims=False):
+    """Largest value over `axis`; ties share the gradient equally."""
     return Max(_normalize_axis(axis, x.ndim), keepdims, False)(x)
 
 
 def min(x, axis=None, keepdims=False):
+    """Smallest value over `axis`; ties share the gradient equally."""
     return Max(_normalize_axis(axis, x.ndim), keepdims, True)(x)
 
 
 def argmax(x, axis=None, keepdims=False):
+    """Index of the largest value over `axis` (an int64 tensor, no gradient)."""
     return _wrap(x.data.argmax(axis=axis, keepdims=keepdims))
 
 
 def argmin(x, axis=None, keepdims=False):
+    """Index of the smallest value over `axis` (an int64 tensor, no gradient)."""
     return _wrap(x.data.argmin(axis=axis, keepdims=keepdims))
 
 

@@ -114,6 +114,7 @@ def data_home():
 
 
 def sha256_of(path, chunk_size=1 << 20):
+    """The SHA-256 hex digest of a file, read in chunks (for checking downloads)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_size):

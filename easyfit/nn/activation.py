@@ -6,6 +6,7 @@ __all__ = ["ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "LeakyReL
 
 
 class ReLU(Module):
+    """max(x, 0) elementwise."""
     def __init__(self, inplace=False):
         # `inplace` is accepted for PyTorch compatibility; easyfit never mutates activations.
         super().__init__()
@@ -15,6 +16,7 @@ class ReLU(Module):
 
 
 class GELU(Module):
+    """x * Phi(x), Phi the standard normal CDF; approximate='tanh' uses the tanh formula."""
     def __init__(self, approximate="none"):
         super().__init__()
         if approximate not in ("none", "tanh"):
@@ -29,21 +31,25 @@ class GELU(Module):
 
 
 class Tanh(Module):
+    """Hyperbolic tangent elementwise."""
     def forward(self, x):
         return F.tanh(x)
 
 
 class Sigmoid(Module):
+    """1 / (1 + exp(-x)) elementwise."""
     def forward(self, x):
         return F.sigmoid(x)
 
 
 class SiLU(Module):
+    """x * sigmoid(x) elementwise."""
     def forward(self, x):
         return F.silu(x)
 
 
 class LeakyReLU(Module):
+    """x where x > 0, else negative_slope * x."""
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
         self.negative_slope = negative_slope
@@ -70,6 +76,7 @@ class Softmax(Module):
 
 
 class LogSoftmax(Module):
+    """log(softmax(x)) along `dim`, computed stably."""
     def __init__(self, dim=-1):
         super().__init__()
         self.dim = dim

@@ -112,6 +112,7 @@ class Softmax(Function):
 
 
 def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along `axis`, shifted by the maximum so it cannot overflow."""
     return Softmax(axis % x.ndim)(x)
 
 
@@ -132,6 +133,7 @@ class LogSoftmax(Function):
 
 
 def log_softmax(x, axis=-1):
+    """log(softmax(x)) along `axis`, computed stably (no log of a rounded zero)."""
     return LogSoftmax(axis % x.ndim)(x)
 
 
@@ -225,10 +227,12 @@ def gelu(x, approximate="none"):
 
 
 def leaky_relu(x, negative_slope=0.01):
+    """x where x > 0, else negative_slope * x."""
     return where(x.data > 0, x, x * negative_slope)
 
 
 def silu(x):
+    """x * sigmoid(x) (also called swish)."""
     return x * sigmoid(x)
 
 

@@ -58,10 +58,12 @@ def _fill(tensor, array):
 
 
 def uniform_(tensor, a=0.0, b=1.0):
+    """Fill `tensor` in place with draws from U(a, b)."""
     return _fill(tensor, default_generator().uniform(a, b, size=tensor.shape))
 
 
 def normal_(tensor, mean=0.0, std=1.0):
+    """Fill `tensor` in place with draws from N(mean, std**2)."""
     return _fill(tensor, default_generator().normal(mean, std, size=tensor.shape))
 
 
@@ -77,25 +79,30 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
 
 
 def constant_(tensor, value):
+    """Fill `tensor` in place with `value`."""
     tensor.data[...] = value
     return tensor
 
 
 def ones_(tensor):
+    """Fill `tensor` in place with ones."""
     return constant_(tensor, 1)
 
 
 def zeros_(tensor):
+    """Fill `tensor` in place with zeros."""
     return constant_(tensor, 0)
 
 
 def xavier_uniform_(tensor, gain=1.0):
+    """Glorot uniform: U(-b, b) with b = gain * sqrt(6 / (fan_in + fan_out))."""
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(tensor, -bound, bound)
 
 
 def xavier_normal_(tensor, gain=1.0):
+    """Glorot normal: N(0, std**2) with std = gain * sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
 
@@ -108,5 +115,6 @@ def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
 
 
 def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
+    """He normal: N(0, std**2) with std = gain / sqrt(fan), PyTorch's defaults for `mode` and `nonlinearity`."""
     gain = calculate_gain(nonlinearity, a)
     return normal_(tensor, 0.0, gain / math.sqrt(_fan(tensor, mode)))

@@ -33,6 +33,7 @@ class CrossEntropyLoss(_Loss):
 
 
 class NLLLoss(_Loss):
+    """Negative log-likelihood of log-probabilities (use after LogSoftmax), with class weights and ignore_index."""
     def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
         super().__init__(reduction)
         if weight is not None:
@@ -46,16 +47,19 @@ class NLLLoss(_Loss):
 
 
 class MSELoss(_Loss):
+    """Mean squared error (or its sum, or per element, by `reduction`)."""
     def forward(self, input, target):
         return F.mse_loss(input, target, self.reduction)
 
 
 class L1Loss(_Loss):
+    """Mean absolute error (or its sum, or per element, by `reduction`)."""
     def forward(self, input, target):
         return F.l1_loss(input, target, self.reduction)
 
 
 class BCEWithLogitsLoss(_Loss):
+    """Binary cross-entropy of logits, computed stably; `pos_weight` weighs the positive class."""
     def __init__(self, weight=None, reduction="mean", pos_weight=None):
         super().__init__(reduction)
         for name, value in (("weight", weight), ("pos_weight", pos_weight)):
@@ -69,6 +73,7 @@ class BCEWithLogitsLoss(_Loss):
 
 
 class BCELoss(_Loss):
+    """Binary cross-entropy of probabilities in [0, 1] (log clamped at -100, as PyTorch)."""
     def __init__(self, weight=None, reduction="mean"):
         super().__init__(reduction)
         if weight is not None:

@@ -6,6 +6,7 @@ __all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
 
 
 class MaxPool2d(Module):
+    """Maximum over each window of (N, C, H, W) inputs; padding counts as minus infinity."""
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
         super().__init__()
         self.kernel_size = kernel_size
@@ -21,6 +22,7 @@ class MaxPool2d(Module):
 
 
 class AvgPool2d(Module):
+    """Mean over each window; `count_include_pad` says whether padding zeros count in the mean."""
     def __init__(self, kernel_size, stride=None, padding=0, count_include_pad=True):
         super().__init__()
         self.kernel_size = kernel_size
@@ -35,6 +37,7 @@ class AvgPool2d(Module):
 
 
 class AdaptiveAvgPool2d(Module):
+    """Mean over windows chosen so the output has `output_size` (1 gives global average pooling)."""
     def __init__(self, output_size):
         super().__init__()
         self.output_size = output_size
