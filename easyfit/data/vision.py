@@ -6,6 +6,7 @@ float32 (N, C, H, W) batches in [0, 1] by the `ImageToFloat` batch transform.
 """
 import io
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,37 @@ _FORMAT_BY_EXTENSION = {".png": ("PNG",), ".jpg": ("JPEG",), ".jpeg": ("JPEG",),
                         ".gif": ("GIF",), ".tif": ("TIFF",), ".tiff": ("TIFF",), ".webp": ("WEBP",),
                         ".ppm": ("PPM",), ".pgm": ("PPM",)}
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_MODES = {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}  # 8-bit colour types and Pillow's mode for each
+
+
+def _decode_plain_png(data):
+    """A decoded Pillow image of an 8-bit, non-interlaced, non-palette PNG, else None.
+
+    For a small image, Pillow's PNG reader spends most of its time in Python (probing,
+    parsing every chunk, `ImageFile.load`). Only IHDR and IDAT matter for such a file's
+    pixels, so they are read here and the compressed rows go to Pillow's own PNG
+    decoder in one call. Any other PNG returns None and takes the usual `Image.open`.
+    """
+    if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[8:16] != b"\x00\x00\x00\rIHDR":
+        return None
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack_from(">IIBBBBB", data, 16)
+    mode = _PNG_MODES.get(colour)
+    too_large = Image.MAX_IMAGE_PIXELS is not None and width * height > Image.MAX_IMAGE_PIXELS
+    if mode is None or depth != 8 or compression or filtering or interlace or too_large:
+        return None  # Image.open handles these (and warns or refuses for too large)
+    compressed, position = [], 33
+    while position + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        if kind == b"IDAT":
+            compressed.append(data[position + 8:position + 8 + length])
+        elif kind == b"IEND":
+            break
+        position += 12 + length
+    # A truncated file leaves too few bytes: the decoder raises ValueError, as Image.open's load does.
+    return Image.frombytes(mode, (width, height), b"".join(compressed), "zip", mode)
 
 
 class ImageReadError(OSError):
@@ -48,13 +80,16 @@ def decode_image(path, mode=None):
         # One read of the whole file instead of Pillow's chunk-by-chunk reads: fewer system
         # calls, and fewer points where a loader thread drops and waits for the GIL.
         with open(path, "rb") as file:
-            data = io.BytesIO(file.read())
-        try:
-            image = Image.open(data, formats=hint)
-        except Image.UnidentifiedImageError:
-            if hint is None:
-                raise
-            image = Image.open(data)
+            raw = file.read()
+        image = _decode_plain_png(raw)
+        if image is None:
+            data = io.BytesIO(raw)
+            try:
+                image = Image.open(data, formats=hint)
+            except Image.UnidentifiedImageError:
+                if hint is None:
+                    raise
+                image = Image.open(data)
         with image:
             image.load()  # decodes everything now: a truncated file fails here, not later
             target = mode or ("L" if image.mode in _GREY_MODES else "RGB")

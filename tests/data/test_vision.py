@@ -49,6 +49,80 @@ def test_decode_grey_and_colour(tmp_path):
     assert abs(int(decode_image(tmp_path / "j.jpg").mean()) - 200) <= 2
 
 
+def _adam7_png(rgb):
+    """An interlaced (Adam7) 8-bit RGB PNG of `rgb` (H, W, 3), every row unfiltered."""
+    import struct
+    import zlib
+    height, width, _ = rgb.shape
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    rows = b"".join(b"\x00" + row.tobytes() for x0, y0, dx, dy in passes
+                    for row in rgb[y0::dy, x0::dx] if rgb[y0::dy, x0::dx].size)
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 1)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def _pillow_decode(path, mode=None):
+    """What decode_image must give, straight from Image.open."""
+    with Image.open(path) as image:
+        target = mode or ("L" if image.mode in ("L", "LA", "1", "I", "I;16", "F") else "RGB")
+        if image.mode in ("I", "I;16"):
+            return None
+        array = np.asarray(image.convert(target))
+    return array.reshape(array.shape[0], array.shape[1], -1)
+
+
+@pytest.mark.parametrize("kind", ["L", "RGB", "RGBA", "LA", "P", "1", "I;16", "interlaced", "many IDAT",
+                                  "RGB with tRNS", "optimized"])
+def test_png_of_every_kind_decodes_as_pillow_reads_it(tmp_path, kind):
+    """8-bit non-interlaced PNGs take easyfit's short path to Pillow's decoder; the rest take Image.open."""
+    rng = np.random.default_rng(5)
+    smooth = np.linspace(0, 255, 37 * 23 * 4).reshape(23, 37, 4) + rng.integers(-20, 20, (23, 37, 4))
+    pixels = np.clip(smooth, 0, 255).astype(np.uint8)
+    path = tmp_path / f"{kind}.png"
+    options = {}
+    if kind in ("L", "RGB", "RGBA"):
+        image = Image.fromarray(pixels[:, :, :len(kind)].squeeze(), kind)
+    elif kind == "LA":
+        image = Image.fromarray(pixels[:, :, :2], "LA")
+    elif kind in ("P", "1"):
+        image = Image.fromarray(pixels[:, :, :3], "RGB").convert(kind)
+    elif kind == "I;16":
+        image = Image.fromarray(pixels[:, :, 0].astype(np.uint16) * 257)
+    elif kind == "interlaced":
+        path.write_bytes(_adam7_png(pixels[:, :, :3]))  # Pillow cannot write interlaced PNGs
+        image = None
+    else:
+        image = Image.fromarray(pixels[:, :, :3], "RGB")
+        if kind == "RGB with tRNS":
+            options["transparency"] = (1, 2, 3)
+        if kind == "optimized":
+            options["optimize"] = True
+    if kind == "many IDAT":
+        import PIL.ImageFile
+        old = PIL.ImageFile.MAXBLOCK
+        PIL.ImageFile.MAXBLOCK = 64  # splits the compressed rows over many IDAT chunks
+        try:
+            image.save(path, **options)
+        finally:
+            PIL.ImageFile.MAXBLOCK = old
+    elif image is not None:
+        image.save(path, **options)
+    from easyfit.data.vision import _decode_plain_png
+    short_path = kind in ("L", "RGB", "RGBA", "LA", "many IDAT", "RGB with tRNS", "optimized")
+    assert (_decode_plain_png(path.read_bytes()) is not None) == short_path
+    if kind == "interlaced":
+        np.testing.assert_array_equal(_pillow_decode(path), pixels[:, :, :3])
+    for mode in (None, "L", "RGB"):
+        expected = _pillow_decode(path, mode)
+        if expected is not None:
+            np.testing.assert_array_equal(decode_image(path, mode), expected)
+
+
 def test_unreadable_and_truncated_images_name_the_file(tmp_path):
     (tmp_path / "junk.png").write_bytes(b"not an image at all")
     with pytest.raises(ImageReadError, match="junk.png"):
@@ -58,6 +132,16 @@ def test_unreadable_and_truncated_images_name_the_file(tmp_path):
     (tmp_path / "cut.png").write_bytes(raw[:len(raw) // 2])
     with pytest.raises(ImageReadError, match="cut.png"):
         decode_image(tmp_path / "cut.png")
+    header_only = raw[:raw.index(b"IDAT") - 4]  # signature and IHDR, no pixel data at all
+    (tmp_path / "header.png").write_bytes(header_only)
+    with pytest.raises(ImageReadError, match="header.png"):
+        decode_image(tmp_path / "header.png")
+    corrupt = bytearray(raw)
+    start = raw.index(b"IDAT") + 4
+    corrupt[start:start + 40] = bytes(40)  # the zlib stream's header and first blocks zeroed
+    (tmp_path / "corrupt.png").write_bytes(bytes(corrupt))
+    with pytest.raises(ImageReadError, match="corrupt.png"):
+        decode_image(tmp_path / "corrupt.png")
 
 
 def test_from_folder_splits_decodes_and_batches(tmp_path):
