@@ -233,6 +233,45 @@ class Tensor:
     def __neg__(self):
         return Neg()(self)
 
+    # Augmented assignment follows PyTorch: `p -= lr * p.grad` under no_grad updates p's
+    # array in place (an optimizer step written by hand). Where the op must be recorded
+    # for backward, it runs out of place instead and the name is rebound to the result
+    # (correct gradients; other references keep the old value), since easyfit records no
+    # in-place ops; a leaf that requires grad refuses, as in PyTorch.
+    def __iadd__(self, other):
+        return self._augmented(other, Add, "+=")
+
+    def __isub__(self, other):
+        return self._augmented(other, Sub, "-=")
+
+    def __imul__(self, other):
+        return self._augmented(other, Mul, "*=")
+
+    def __itruediv__(self, other):
+        return self._augmented(other, Div, "/=")
+
+    _UFUNC_BY_OP = {"+=": "add", "-=": "subtract", "*=": "multiply", "/=": "true_divide"}
+
+    def _augmented(self, other, function, op):
+        other = _operand(other, self)
+        if _grad_enabled[0] and (self.requires_grad or other.requires_grad):
+            if self.creator is None and self.requires_grad:
+                raise RuntimeError(
+                    f"in-place {op} on a leaf tensor that requires grad (shape {self.shape}) would not be "
+                    f"differentiable; update it under easyfit.no_grad() (as an optimizer step does) or "
+                    f"change its .data")
+            return function()(self, other)
+        if self.creator is not None:
+            return function()(self, other)  # its array may be saved for a graph's backward: keep it
+        xp = get_array_module(self.data)
+        ufunc = getattr(xp, self._UFUNC_BY_OP[op])
+        try:
+            ufunc(self.data, other.data, out=self.data, casting="same_kind")
+        except ValueError as error:
+            raise ValueError(f"in-place {op} on a tensor of shape {self.shape} {self.data.dtype} with an "
+                             f"operand of shape {other.shape} {other.data.dtype}: {error}") from error
+        return self
+
     def __pos__(self):
         return self
 
@@ -243,9 +282,10 @@ class Tensor:
         return GetItem(_normalize_index(index))(self)
 
     def __setitem__(self, index, value):
-        if self.requires_grad or self.creator is not None:
+        if self.creator is not None or (self.requires_grad and _grad_enabled[0]):
             raise RuntimeError("in-place assignment to a tensor that is part of a graph (or requires grad) "
-                               "would corrupt its gradient; assign to tensor.data, or build a new tensor")
+                               "would corrupt its gradient; assign under easyfit.no_grad() to a leaf, "
+                               "assign to tensor.data, or build a new tensor")
         self.data[_normalize_index(index)] = value.data if isinstance(value, Tensor) else value
 
     # Comparisons give boolean tensors and carry no gradient.

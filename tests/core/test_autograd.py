@@ -305,6 +305,58 @@ def test_setitem_refused_on_graph_tensors_allowed_on_plain():
     w = ef.zeros(3, requires_grad=True)
     with pytest.raises(RuntimeError, match="in-place"):
         w[0] = 1.0
+    with ef.no_grad():  # as PyTorch: a leaf may be changed in place where nothing is recorded
+        w[0] = 1.0
+    np.testing.assert_allclose(w.numpy(), [1.0, 0.0, 0.0])
+    y = w * 2
+    with ef.no_grad(), pytest.raises(RuntimeError, match="in-place"):
+        y[0] = 1.0  # y's graph may need its value
+
+
+def test_hand_written_sgd_step_updates_parameters_in_place():
+    """`p -= lr * p.grad` under no_grad, PyTorch's idiom for a manual optimizer step."""
+    from easyfit import nn
+    layer = nn.Linear(3, 2)
+    weight = layer.weight
+    before = weight.numpy().copy()
+    (layer(ef.ones(4, 3)) ** 2).sum().backward()
+    expected = before - 0.1 * weight.grad.numpy()
+    with ef.no_grad():
+        for p in layer.parameters():
+            p -= 0.1 * p.grad
+            p *= 1.0
+            p += 0.0
+            p /= 1.0
+    assert layer.weight is weight and weight.requires_grad and weight.is_leaf
+    np.testing.assert_allclose(weight.numpy(), expected, rtol=1e-6)
+    assert any(p is weight for p in layer.parameters())
+
+
+def test_augmented_assignment_where_a_graph_is_recorded():
+    w = ef.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf tensor that requires grad"):
+        w += 1.0
+    total = ef.zeros(3)
+    alias = total
+    total += w * 2  # recorded out of place: the name now holds a graph tensor
+    assert total is not alias and total.requires_grad
+    np.testing.assert_allclose(alias.numpy(), [0.0, 0.0, 0.0])
+    y = w * 3
+    y += w  # a non-leaf: out of place too, so y's saved values stay intact
+    y *= w
+    y.sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), [8.0, 8.0, 8.0])  # d/dw (4w * w) = 8w
+
+
+def test_augmented_assignment_on_plain_tensors_is_in_place_and_checks_shapes():
+    data = np.zeros(3, np.float32)
+    t = ef.from_numpy(data)
+    t += np.array([1.0, 2.0, 3.0], np.float32)
+    t *= 2
+    np.testing.assert_allclose(data, [2.0, 4.0, 6.0])  # the shared array changed, as in PyTorch
+    assert t.dtype == np.float32
+    with pytest.raises(ValueError, match=r"in-place \+= on a tensor of shape \(3,\)"):
+        t += ef.ones(2, 3)
 
 
 def test_multi_output_op_with_unused_outputs():
