@@ -29,3 +29,19 @@ __all__ = [
     "mean", "var", "max", "min", "argmax", "argmin", "clip", "cuda", "float16", "float32", "float64", "int32",
     "int64", "bool_", "save", "load", "Learner", "load_learner",
 ]
+
+# torch.* names that easyfit spells the NumPy way, with what to write instead.
+_TORCH_FUNCTIONS = {
+    "cat": "ef.concatenate(tensors, axis)", "clamp": "ef.clip(x, min, max)",
+    "unsqueeze": "ef.expand_dims(x, axis)", "permute": "ef.transpose(x, axes)",
+    "softmax": "easyfit.nn.functional.softmax(x, axis)", "numel": "x.size",
+    "flatten": "x.reshape(-1), or easyfit.nn.functional.flatten(x, start_axis)",
+}
+
+
+def __getattr__(name):  # PEP 562: only reached for names the module does not have
+    hint = _TORCH_FUNCTIONS.get(name)
+    if hint is None:
+        raise AttributeError(f"module 'easyfit' has no attribute {name!r}")
+    raise AttributeError(f"module 'easyfit' has no attribute {name!r}: easyfit's tensor functions use "
+                         f"NumPy's names (PyTorch's for layers and optimizers); write {hint}")

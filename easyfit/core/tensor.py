@@ -16,6 +16,35 @@ from .backend import get_array_module, device_of, parse_device, to_device, scatt
 
 DEFAULT_FLOAT = np.dtype(np.float32)
 
+# PyTorch names that easyfit's tensors spell the NumPy way (DESIGN.md), and what to write
+# instead: a PyTorch habit gets a pointer rather than a bare AttributeError or TypeError.
+_TORCH_ATTRIBUTES = {
+    "view": "x.reshape(shape)", "permute": "x.transpose(axes)", "unsqueeze": "ef.expand_dims(x, axis)",
+    "t": "x.T", "dim": "x.ndim", "numel": "x.size", "grad_fn": "x.creator (the op that made x)",
+    "clone": "x * 1 (recorded) or x.detach() (not recorded)", "exp": "ef.exp(x)", "log": "ef.log(x)",
+    "sqrt": "ef.sqrt(x)", "tanh": "ef.tanh(x)", "sigmoid": "ef.sigmoid(x)", "relu": "ef.relu(x)",
+    "abs": "abs(x)", "pow": "x ** p", "clamp": "x.clip(min, max)",
+    "softmax": "easyfit.nn.functional.softmax(x, axis)",
+    "log_softmax": "easyfit.nn.functional.log_softmax(x, axis)",
+    "zero_": "x[...] = 0 under ef.no_grad()", "fill_": "x[...] = value under ef.no_grad()",
+    "copy_": "x[...] = y under ef.no_grad()", "add_": "x += y under ef.no_grad()",
+    "sub_": "x -= y under ef.no_grad()", "mul_": "x *= y under ef.no_grad()",
+    "div_": "x /= y under ef.no_grad()", "clamp_": "x[...] = x.clip(min, max) under ef.no_grad()",
+}
+_TORCH_KEYWORDS = {"dim": "axis", "keepdim": "keepdims"}
+
+
+def _numpy_keywords(method):
+    """Let a reduction called with PyTorch's `dim=`/`keepdim=` say which NumPy names to use."""
+    def checked(self, *args, **kwargs):
+        if kwargs and any(k in _TORCH_KEYWORDS for k in kwargs):
+            names = ", ".join(f"{_TORCH_KEYWORDS[k]}= (not {k}=)" for k in kwargs if k in _TORCH_KEYWORDS)
+            raise TypeError(f"Tensor.{method.__name__}() takes NumPy's argument names: {names}")
+        return method(self, *args, **kwargs)
+    checked.__name__, checked.__qualname__, checked.__doc__ = method.__name__, method.__qualname__, method.__doc__
+    checked.__wrapped__ = method  # inspect.signature shows the real arguments
+    return checked
+
 
 class Tensor:
     """An n-dimensional array that records the ops applied to it for backward.
@@ -307,28 +336,43 @@ class Tensor:
     def __ge__(self, other):
         return _compare(np.greater_equal, self, other)
 
+    def __getattr__(self, name):  # only reached when normal lookup fails
+        hint = _TORCH_ATTRIBUTES.get(name)
+        if hint is None:
+            raise AttributeError(f"'Tensor' object has no attribute {name!r}")
+        raise AttributeError(f"'Tensor' object has no attribute {name!r}: easyfit's tensors use NumPy's "
+                             f"names (PyTorch's for layers and optimizers); write {hint}")
+
     # ----- methods with NumPy names -----------------------------------------------
+    @_numpy_keywords
     def sum(self, axis=None, keepdims=False):
         return sum(self, axis, keepdims)
 
+    @_numpy_keywords
     def mean(self, axis=None, keepdims=False):
         return mean(self, axis, keepdims)
 
+    @_numpy_keywords
     def var(self, axis=None, keepdims=False, ddof=0):
         return var(self, axis, keepdims, ddof)
 
+    @_numpy_keywords
     def std(self, axis=None, keepdims=False, ddof=0):
         return var(self, axis, keepdims, ddof) ** 0.5
 
+    @_numpy_keywords
     def max(self, axis=None, keepdims=False):
         return max(self, axis, keepdims)
 
+    @_numpy_keywords
     def min(self, axis=None, keepdims=False):
         return min(self, axis, keepdims)
 
+    @_numpy_keywords
     def argmax(self, axis=None, keepdims=False):
         return argmax(self, axis, keepdims)
 
+    @_numpy_keywords
     def argmin(self, axis=None, keepdims=False):
         return argmin(self, axis, keepdims)
 

@@ -83,8 +83,19 @@ def linear(x, weight, bias=None):
     return Linear()(x, weight, bias) if bias is not None else Linear()(x, weight)
 
 
-def flatten(x, start_axis=1, end_axis=-1):
-    """Merge axes start_axis..end_axis into one (PyTorch's flatten with NumPy's axis naming)."""
+def _axis(axis, dim, default, function):
+    """`axis`, or PyTorch's name for it, `dim`: torch.nn.functional code runs unchanged."""
+    if dim is None:
+        return axis
+    if axis != default:
+        raise TypeError(f"{function}() got both axis={axis!r} and dim={dim!r}; give one")
+    return dim
+
+
+def flatten(x, start_axis=1, end_axis=-1, *, start_dim=None, end_dim=None):
+    """Merge axes start_axis..end_axis into one (PyTorch's start_dim/end_dim also accepted)."""
+    start_axis = _axis(start_axis, start_dim, 1, "flatten")
+    end_axis = _axis(end_axis, end_dim, -1, "flatten")
     ndim = x.ndim
     start, end = start_axis % ndim, end_axis % ndim
     shape = x.shape[:start] + (int(np.prod(x.shape[start:end + 1])),) + x.shape[end + 1:]
@@ -111,9 +122,9 @@ class Softmax(Function):
         return y * (gy - sum(gy * y, axis=self.axis, keepdims=True))
 
 
-def softmax(x, axis=-1):
-    """exp(x) / sum(exp(x)) along `axis`, shifted by the maximum so it cannot overflow."""
-    return Softmax(axis % x.ndim)(x)
+def softmax(x, axis=-1, *, dim=None):
+    """exp(x) / sum(exp(x)) along `axis` (or PyTorch's `dim`), shifted by the maximum so it cannot overflow."""
+    return Softmax(_axis(axis, dim, -1, "softmax") % x.ndim)(x)
 
 
 class LogSoftmax(Function):
@@ -132,9 +143,9 @@ class LogSoftmax(Function):
         return gy - exp(self.output()) * sum(gy, axis=self.axis, keepdims=True)
 
 
-def log_softmax(x, axis=-1):
-    """log(softmax(x)) along `axis`, computed stably (no log of a rounded zero)."""
-    return LogSoftmax(axis % x.ndim)(x)
+def log_softmax(x, axis=-1, *, dim=None):
+    """log(softmax(x)) along `axis` (or PyTorch's `dim`), computed stably (no log of a rounded zero)."""
+    return LogSoftmax(_axis(axis, dim, -1, "log_softmax") % x.ndim)(x)
 
 
 class LogSumExp(Function):
@@ -164,8 +175,10 @@ def _softmax_over(x, axes):
     return e / sum(e, axis=axes, keepdims=True)
 
 
-def logsumexp(x, axis=None, keepdims=False):
-    """log(sum(exp(x))) over `axis`, computed without overflow."""
+def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """log(sum(exp(x))) over `axis`, computed without overflow (PyTorch's dim/keepdim also accepted)."""
+    axis = _axis(axis, dim, None, "logsumexp")
+    keepdims = _axis(keepdims, keepdim, False, "logsumexp")
     axes = tuple(range(x.ndim)) if axis is None else tuple(sorted(
         a % x.ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,))))
     return LogSumExp(axes, keepdims)(x)
