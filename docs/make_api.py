@@ -18,6 +18,7 @@ MODULES = [
     ("easyfit.nn.init", "Initialisation"),
     ("easyfit.nn.utils", "Gradient clipping"),
     ("easyfit.optim", "Optimizers and schedules"),
+    ("easyfit.optim.lr_scheduler", "PyTorch's learning-rate scheduler classes"),
     ("easyfit.data", "Datasets, loaders, transforms, vision and text"),
     ("easyfit.data.datasets", "Real datasets"),
     ("easyfit.learner", "The Learner, callbacks and metrics"),

@@ -13,6 +13,7 @@ from .optimizer import Optimizer
 from .sgd import SGD
 from .adam import Adam, AdamW
 from .rmsprop import RMSprop
+from . import lr_scheduler
 from .schedule import (sched_lin, sched_cos, sched_exp, sched_no, sched_poly, SchedLin, SchedCos, SchedExp,
                        SchedNo, SchedPoly, combine_scheds, combined_cos, one_cycle_lr, one_cycle_mom, cosine,
                        linear_warmup, step_decay, set_hyper, ParamScheduler)
