@@ -35,6 +35,7 @@ _TORCH_FUNCTIONS = {
     "cat": "ef.concatenate(tensors, axis)", "clamp": "ef.clip(x, min, max)",
     "unsqueeze": "ef.expand_dims(x, axis)", "permute": "ef.transpose(x, axes)",
     "softmax": "easyfit.nn.functional.softmax(x, axis)", "numel": "x.size",
+    "device": "a string, 'cpu' or 'cuda' ('cuda:N'), wherever a device is asked for",
     "flatten": "x.reshape(-1), or easyfit.nn.functional.flatten(x, start_axis)",
 }
 

@@ -23,7 +23,7 @@ _TORCH_ATTRIBUTES = {
     "t": "x.T", "dim": "x.ndim", "numel": "x.size", "grad_fn": "x.creator (the op that made x)",
     "clone": "x * 1 (recorded) or x.detach() (not recorded)", "exp": "ef.exp(x)", "log": "ef.log(x)",
     "sqrt": "ef.sqrt(x)", "tanh": "ef.tanh(x)", "sigmoid": "ef.sigmoid(x)", "relu": "ef.relu(x)",
-    "abs": "abs(x)", "pow": "x ** p", "clamp": "x.clip(min, max)",
+    "abs": "abs(x)", "pow": "x ** p", "clamp": "x.clip(min, max)", "type": "x.astype(dtype)",
     "softmax": "easyfit.nn.functional.softmax(x, axis)",
     "log_softmax": "easyfit.nn.functional.log_softmax(x, axis)",
     "zero_": "x[...] = 0 under ef.no_grad()", "fill_": "x[...] = value under ef.no_grad()",

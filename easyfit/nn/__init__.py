@@ -9,7 +9,7 @@
 (8, 4)
 """
 from . import functional, init, utils
-from .module import Module, Parameter, Sequential, ModuleList
+from .module import Module, Parameter, Sequential, ModuleList, ModuleDict
 from .linear import Linear, Identity, Flatten
 from .activation import ReLU, GELU, Tanh, Sigmoid, Softmax, LogSoftmax, LeakyReLU, SiLU
 from .conv import Conv2d
@@ -22,8 +22,8 @@ from .recurrent import RNN, LSTM, GRU, RNNCell, LSTMCell, GRUCell
 from .attention import MultiheadAttention
 
 __all__ = [
-    "functional", "init", "utils", "Module", "Parameter", "Sequential", "ModuleList", "Linear", "Identity",
-    "Flatten", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "LeakyReLU", "SiLU", "Conv2d",
+    "functional", "init", "utils", "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Linear",
+    "Identity", "Flatten", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "LeakyReLU", "SiLU", "Conv2d",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Dropout",
     "Embedding", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss", "BCELoss",
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "MultiheadAttention",

@@ -24,11 +24,12 @@ from ..core.autograd import _grad_enabled
 from ..core.backend import get_array_module, scatter_add, to_device
 from ..core.random import default_generator
 from ..core.tensor import Function, Tensor, _wrap, reshape, transpose, sum, mean, matmul
-from ..core.functions import exp, log, tanh, sigmoid, relu, abs, maximum, where
+from ..core.functions import exp, log, tanh, sigmoid, abs, maximum, where
+from ..core.functions import relu as _relu, pad as _pad
 
 __all__ = [
     "linear", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
-    "dropout", "embedding", "relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu", "softplus", "erf",
+    "dropout", "embedding", "one_hot", "pad", "relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu", "softplus", "erf",
     "softmax", "log_softmax", "logsumexp", "flatten", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
     "binary_cross_entropy", "binary_cross_entropy_with_logits",
 ]
@@ -239,6 +240,11 @@ def gelu(x, approximate="none"):
     raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
+def relu(x, inplace=False):
+    """max(x, 0) elementwise. `inplace` is accepted so PyTorch code runs; the result is always new."""
+    return _relu(x)
+
+
 def leaky_relu(x, negative_slope=0.01):
     """x where x > 0, else negative_slope * x."""
     return where(x.data > 0, x, x * negative_slope)
@@ -313,6 +319,35 @@ class EmbeddingGrad(Function):
             keep = (self.indices != self.padding_idx).astype(ggw.dtype)
             g = g * _wrap(keep.reshape(keep.shape + (1,) * (g.ndim - keep.ndim)))
         return g
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 (..., num_classes) with a 1 at each index, as torch's one_hot (-1: the largest index + 1)."""
+    indices = tensor.data if isinstance(tensor, Tensor) else np.asarray(tensor)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: expected integer class indices, got dtype {indices.dtype}")
+    if num_classes == -1:
+        if indices.size == 0:
+            raise ValueError("one_hot: num_classes=-1 needs at least one index to infer the class count")
+        num_classes = int(indices.max()) + 1
+    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= num_classes):
+        raise ValueError(f"one_hot: indices must be in [0, {num_classes}), got values from {int(indices.min())} "
+                         f"to {int(indices.max())}")
+    xp = get_array_module(indices)
+    return Tensor((indices[..., None] == xp.arange(num_classes)).astype(np.int64))
+
+
+def pad(x, pad, mode="constant", value=0.0):
+    """PyTorch's F.pad: `pad` gives (before, after) widths from the last axis backwards,
+    e.g. (left, right, top, bottom) for an image. Only mode='constant' (see easyfit.pad)."""
+    pad = tuple(int(width) for width in pad)
+    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+        raise ValueError(f"pad: expected an even number of widths, at most two per axis of the "
+                         f"{x.ndim}-d input, got {pad}")
+    widths = [(0, 0)] * x.ndim
+    for pair in range(len(pad) // 2):
+        widths[x.ndim - 1 - pair] = (pad[2 * pair], pad[2 * pair + 1])
+    return _pad(x, widths, mode=mode, constant_values=value)
 
 
 def embedding(indices, weight, padding_idx=None):

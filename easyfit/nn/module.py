@@ -440,3 +440,63 @@ class ModuleList(Module):
 
     def insert(self, index, module):
         self._layers.insert(index, _check_module("ModuleList.insert", module, f"position {index}"))
+
+
+class ModuleDict(Module):
+    """A dict of modules whose parameters are found (state-dict names start with the key, like PyTorch)."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        self._by_key = {}
+        if modules is not None:
+            self.update(modules)
+
+    def _member_items(self):
+        return list(self._by_key.items()) + [
+            (name, value) for name, value in vars(self).items() if name not in _INTERNAL and name != "_by_key"]
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleDict is a container; call its modules in the parent's forward")
+
+    def __len__(self):
+        return len(self._by_key)
+
+    def __iter__(self):
+        return iter(self._by_key)
+
+    def __contains__(self, key):
+        return key in self._by_key
+
+    def __getitem__(self, key):
+        try:
+            return self._by_key[key]
+        except KeyError:
+            raise KeyError(f"ModuleDict has no module {key!r}; it has {list(self._by_key)}") from None
+
+    def __setitem__(self, key, module):
+        if not isinstance(key, str) or not key or "." in key:
+            raise KeyError(f"ModuleDict keys must be non-empty strings without '.', got {key!r}")
+        self._by_key[key] = _check_module("ModuleDict", module, f"key {key!r}")
+
+    def __delitem__(self, key):
+        del self._by_key[key]
+
+    def keys(self):
+        return self._by_key.keys()
+
+    def values(self):
+        return self._by_key.values()
+
+    def items(self):
+        return self._by_key.items()
+
+    def pop(self, key):
+        return self._by_key.pop(key)
+
+    def clear(self):
+        self._by_key.clear()
+
+    def update(self, modules):
+        """Add (key, module) pairs from a mapping or an iterable of pairs, in their order."""
+        for key, module in (modules.items() if hasattr(modules, "items") else modules):
+            self[key] = module

@@ -88,6 +88,35 @@ def test_sequential_and_module_list():
         nn.Sequential(nn.ReLU(), "not a module")
 
 
+def test_module_dict_holds_named_modules_like_pytorch():
+    heads = nn.ModuleDict({"cls": nn.Linear(4, 3), "box": nn.Linear(4, 2, bias=False)})
+    heads["extra"] = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    assert names(heads) == ["cls.weight", "cls.bias", "box.weight", "extra.0.weight", "extra.0.bias"]
+    assert list(heads) == ["cls", "box", "extra"] and "box" in heads and len(heads) == 3
+    assert [k for k, _ in heads.items()] == list(heads.keys()) and heads["cls"] is list(heads.values())[0]
+    assert "(box): Linear(in_features=4, out_features=2, bias=False)" in repr(heads)
+    heads.update([("cls", nn.Linear(4, 5))])  # replaces in place, keeps the order
+    assert list(heads) == ["cls", "box", "extra"] and heads["cls"].out_features == 5
+    del heads["extra"]
+    assert heads.pop("box").out_features == 2 and list(heads) == ["cls"]
+    with pytest.raises(KeyError, match=r"has no module 'nope'; it has \['cls'\]"):
+        heads["nope"]
+    with pytest.raises(KeyError, match="without '.'"):
+        heads["a.b"] = nn.ReLU()
+    with pytest.raises(TypeError, match="key 'x'"):
+        heads["x"] = "not a module"
+    with pytest.raises(NotImplementedError, match="container"):
+        heads(ef.ones(1, 4))
+
+
+def test_module_dict_state_dict_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    ours = nn.ModuleDict({"a": nn.Linear(3, 2), "b": nn.ModuleDict({"c": nn.BatchNorm1d(2)})})
+    theirs = torch.nn.ModuleDict({"a": torch.nn.Linear(3, 2), "b": torch.nn.ModuleDict({"c": torch.nn.BatchNorm1d(2)})})
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    theirs.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in ours.state_dict().items()})
+
+
 def test_train_eval_propagate():
     model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5), nn.Sequential(nn.BatchNorm1d(2)))
     model.eval()
