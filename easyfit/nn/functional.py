@@ -1061,9 +1061,61 @@ class BatchNormTrain(_NormalizeAffine):
         xp = get_array_module(a_wide)
         return xp.einsum("ij,ij->j", a_wide, b_wide).reshape(self.tiles, -1).sum(axis=0)
 
+    # An input stored channels-first (N, C, H, W in memory: an image batch, or the output
+    # of concatenate/reshape rather than of a conv) is worked on as (N, C, H*W): rows of
+    # one channel are contiguous, so no transposed copy is made, and the output keeps
+    # that layout. Conv outputs are channels-last in memory and take the wide 2-D view.
+    _CHANNELS_FIRST_MIN_SPATIAL = 16
+
+    def _channels_first(self, x):
+        return (x.ndim >= 3 and x.flags.c_contiguous
+                and x.size // (x.shape[0] * x.shape[1]) >= self._CHANNELS_FIRST_MIN_SPATIAL)
+
+    def _forward_channels_first(self, x, affine):
+        xp = get_array_module(x)
+        n, c = x.shape[:2]
+        x3 = x.reshape(n, c, -1)
+        count, dtype = n * x3.shape[2], x.dtype
+        mu = xp.einsum("ncl->c", x3) / count
+        centered = x3 - mu.astype(dtype, copy=False)[:, None]
+        var = xp.einsum("ncl,ncl->c", centered, centered) / count
+        invstd = 1.0 / xp.sqrt(var + self.eps)
+        self.batch_mean, self.batch_var = mu, var
+        self.centered, self.invstd = centered, invstd
+        scale = invstd * affine[0] if self.has_weight else invstd
+        y = xp.multiply(centered, scale.astype(dtype, copy=False)[:, None])
+        if self.has_bias:
+            y += affine[-1].astype(dtype, copy=False)[:, None]
+        return y.reshape(x.shape)
+
+    def _backward_channels_first(self, gy):
+        xp = get_array_module(gy)
+        x = self.inputs[0]
+        centered, invstd = self.centered, self.invstd
+        dtype = centered.dtype
+        g3 = xp.ascontiguousarray(gy).reshape(centered.shape)
+        sum_g = xp.einsum("ncl->c", g3)
+        sum_g_xhat = xp.einsum("ncl,ncl->c", g3, centered) * invstd
+        grads = [None]
+        if self.has_weight:
+            grads.append(_wrap(sum_g_xhat) if self.inputs[1].requires_grad else None)
+        if self.has_bias:
+            grads.append(_wrap(sum_g) if self.inputs[-1].requires_grad else None)
+        if x.requires_grad:
+            count = centered.shape[0] * centered.shape[2]
+            scale = invstd * self.inputs[1].data if self.has_weight else invstd
+            gx = xp.multiply(centered, (invstd * sum_g_xhat * (-1.0 / count)).astype(dtype, copy=False)[:, None])
+            gx += g3
+            gx -= (sum_g / count).astype(dtype, copy=False)[:, None]
+            gx *= scale.astype(dtype, copy=False)[:, None]
+            grads[0] = _wrap(gx.reshape(x.shape))
+        return tuple(grads)
+
     def forward(self, x, *affine):
         """Saves x - mean (not the normalized x): y = (x - mean) * (invstd * weight) + bias
         is then two passes, and backward folds invstd into per-channel factors."""
+        if self._channels_first(x):
+            return self._forward_channels_first(x, affine)
         xp = get_array_module(x)
         x2 = xp.ascontiguousarray(self.to_2d(x))
         self._layout(x2)
@@ -1084,6 +1136,8 @@ class BatchNormTrain(_NormalizeAffine):
         """Closed form with the per-channel sums shared between the three gradients; with
         xhat = (x - mean) * invstd and M rows,
         gx = weight * invstd * (gy - sum(gy)/M - xhat * sum(gy * xhat)/M)."""
+        if self.centered.ndim == 3:
+            return self._backward_channels_first(gy)
         xp = get_array_module(gy)
         x = self.inputs[0]
         g2 = xp.ascontiguousarray(self.to_2d(gy))

@@ -62,6 +62,9 @@ def test_batch_norm_train():
     check(lambda x, w, b: F.batch_norm(x, rm, rv, w, b, training=True), t(4, 3, 2, 2), t(3, seed=1, shift=1),
           t(3, seed=2))
     check(lambda x: F.batch_norm(x, None, None, training=True), t(5, 3))
+    # 20 pixels per channel, stored channels-first: the (N, C, H*W) path
+    check(lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), t(2, 3, 4, 5), t(3, seed=1, shift=1),
+          t(3, seed=2))
 
 
 def test_batch_norm_eval():

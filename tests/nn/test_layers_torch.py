@@ -144,15 +144,23 @@ def test_adaptive_avg_pool2d(size):
     run_both(nn.AdaptiveAvgPool2d(size), torch.nn.AdaptiveAvgPool2d(size), randn(2, 3, 9, 8))
 
 
+def channels_last(x):
+    """The same NCHW array stored as NHWC in memory, as a conv's output is."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last"])
 @pytest.mark.parametrize("train", [True, False])
-def test_batch_norm2d(train):
+def test_batch_norm2d(train, layout):
+    """Both memory layouts: batch_norm works on (N, C, H*W) rows or on a wide NHWC view."""
     ours, theirs = nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
     with torch.no_grad():  # non-trivial affine parameters and running statistics
         theirs.weight.uniform_(0.5, 1.5)
         theirs.bias.uniform_(-0.5, 0.5)
         theirs.running_mean.uniform_(-1, 1)
         theirs.running_var.uniform_(0.5, 2)
-    run_both(ours, theirs, randn(4, 3, 5, 6) * 2 + 1, train=train, atol=1e-4)
+    x = randn(4, 3, 5, 6) * 2 + 1
+    run_both(ours, theirs, channels_last(x) if layout == "channels-last" else x, train=train, atol=1e-4)
     # a second step continues the running statistics identically
     if train:
         x = randn(4, 3, 5, 6, seed=7)
@@ -168,14 +176,15 @@ def test_batch_norm1d(shape, train):
     run_both(nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3), randn(*shape) + 2, train=train, atol=1e-4)
 
 
-def test_batch_norm2d_large_mean():
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last"])
+def test_batch_norm2d_large_mean(layout):
     """Statistics and gradients stay accurate when the mean dwarfs the spread (1000 +- 1)."""
     ours, theirs = nn.BatchNorm2d(5), torch.nn.BatchNorm2d(5)
     with torch.no_grad():
         theirs.weight.uniform_(0.5, 1.5)
         theirs.bias.uniform_(-0.5, 0.5)
     x = (randn(6, 5, 7, 4) + 1000).astype(np.float32)
-    run_both(ours, theirs, x, atol=2e-3, rtol=1e-3)
+    run_both(ours, theirs, channels_last(x) if layout == "channels-last" else x, atol=2e-3, rtol=1e-3)
 
 
 def test_batch_norm_variants():
