@@ -953,12 +953,18 @@ class _NormalizeAffine(Function):
     def from_2d(self, a2, shape):
         raise NotImplementedError
 
+    @staticmethod
+    def _dot_along(a2, b2, axis):
+        """sum(a2 * b2) along `axis` of two (rows, features) arrays, keeping dims, with no product array."""
+        out = get_array_module(a2).einsum("ij,ij->j" if axis == 0 else "ij,ij->i", a2, b2)
+        return out[None, :] if axis == 0 else out[:, None]
+
     def forward(self, x, *affine):
         x2 = self.to_2d(x)
         axis = self.stats_axis
         mu = x2.mean(axis=axis, keepdims=True)
         xhat = x2 - mu
-        var = (xhat * xhat).mean(axis=axis, keepdims=True)
+        var = self._dot_along(xhat, xhat, axis) / xhat.shape[axis]
         invstd = 1.0 / get_array_module(x).sqrt(var + self.eps)
         xhat *= invstd
         self.batch_mean, self.batch_var = mu.reshape(-1), var.reshape(-1)
@@ -981,14 +987,14 @@ class _NormalizeAffine(Function):
         grads = [None]
         if self.has_weight:
             weight = self.inputs[1]
-            grads.append(_wrap((g2 * xhat).sum(axis=0)) if weight.requires_grad else None)
+            grads.append(_wrap(self._dot_along(g2, xhat, 0)[0]) if weight.requires_grad else None)
         if self.has_bias:  # weight and bias are per feature: their gradients sum over rows
             grads.append(_wrap(g2.sum(axis=0)) if self.inputs[-1].requires_grad else None)
         if x.requires_grad:
             gxhat = g2 * self.inputs[1].data.reshape(-1) if self.has_weight else g2.copy()
             count = xhat.shape[axis]
             mean_g = gxhat.sum(axis=axis, keepdims=True) / count
-            mean_gx = (gxhat * xhat).sum(axis=axis, keepdims=True) / count
+            mean_gx = self._dot_along(gxhat, xhat, axis) / count
             gxhat -= mean_g
             gxhat -= xhat * mean_gx
             gxhat *= self.invstd
