@@ -1077,94 +1077,75 @@ class BatchNormTrain(_NormalizeAffine):
         return (x.ndim >= 3 and x.flags.c_contiguous
                 and x.size // (x.shape[0] * x.shape[1]) >= self._CHANNELS_FIRST_MIN_SPATIAL)
 
-    def _forward_channels_first(self, x, affine):
-        xp = get_array_module(x)
-        n, c = x.shape[:2]
-        x3 = x.reshape(n, c, -1)
-        count, dtype = n * x3.shape[2], x.dtype
-        mu = xp.einsum("ncl->c", x3) / count
-        centered = x3 - mu.astype(dtype, copy=False)[:, None]
-        var = xp.einsum("ncl,ncl->c", centered, centered) / count
-        invstd = 1.0 / xp.sqrt(var + self.eps)
-        self.batch_mean, self.batch_var = mu, var
-        self.centered, self.invstd = centered, invstd
-        scale = invstd * affine[0] if self.has_weight else invstd
-        y = xp.multiply(centered, scale.astype(dtype, copy=False)[:, None])
-        if self.has_bias:
-            y += affine[-1].astype(dtype, copy=False)[:, None]
-        return y.reshape(x.shape)
-
-    def _backward_channels_first(self, gy):
-        xp = get_array_module(gy)
-        x = self.inputs[0]
-        centered, invstd = self.centered, self.invstd
-        dtype = centered.dtype
-        g3 = xp.ascontiguousarray(gy).reshape(centered.shape)
-        sum_g = xp.einsum("ncl->c", g3)
-        sum_g_xhat = xp.einsum("ncl,ncl->c", g3, centered) * invstd
-        grads = [None]
-        if self.has_weight:
-            grads.append(_wrap(sum_g_xhat) if self.inputs[1].requires_grad else None)
-        if self.has_bias:
-            grads.append(_wrap(sum_g) if self.inputs[-1].requires_grad else None)
-        if x.requires_grad:
-            count = centered.shape[0] * centered.shape[2]
-            scale = invstd * self.inputs[1].data if self.has_weight else invstd
-            gx = xp.multiply(centered, (invstd * sum_g_xhat * (-1.0 / count)).astype(dtype, copy=False)[:, None])
-            gx += g3
-            gx -= (sum_g / count).astype(dtype, copy=False)[:, None]
-            gx *= scale.astype(dtype, copy=False)[:, None]
-            grads[0] = _wrap(gx.reshape(x.shape))
-        return tuple(grads)
-
     def forward(self, x, *affine):
         """Saves x - mean (not the normalized x): y = (x - mean) * (invstd * weight) + bias
         is then two passes, and backward folds invstd into per-channel factors."""
-        if self._channels_first(x):
-            return self._forward_channels_first(x, affine)
         xp = get_array_module(x)
-        x2 = xp.ascontiguousarray(self.to_2d(x))
-        self._layout(x2)
-        count, dtype = x2.shape[0], x2.dtype
-        mu = (self.ones @ x2) / count
-        centered = self._wide(x2) - self._tile(mu, dtype)
-        var = self._channel_dot(centered, centered) / count
+        dtype = x.dtype
+        if self._channels_first(x):
+            x3 = x.reshape(x.shape[0], x.shape[1], -1)
+            count = x3.shape[0] * x3.shape[2]
+            mu = xp.einsum("ncl->c", x3) / count
+            centered = x3 - self._per_channel(mu, dtype, channels_first=True)
+            var = xp.einsum("ncl,ncl->c", centered, centered) / count
+        else:
+            x2 = xp.ascontiguousarray(self.to_2d(x))
+            self._layout(x2)
+            count = x2.shape[0]
+            mu = (self.ones @ x2) / count
+            centered = self._wide(x2) - self._tile(mu, dtype)
+            var = self._channel_dot(centered, centered) / count
         invstd = 1.0 / xp.sqrt(var + self.eps)
         self.batch_mean, self.batch_var = mu, var
         self.centered, self.invstd = centered, invstd
+        per_channel = lambda v: self._per_channel(v, dtype, centered.ndim == 3)
         scale = invstd * affine[0] if self.has_weight else invstd
-        y = xp.multiply(centered, self._tile(scale, dtype))
+        y = xp.multiply(centered, per_channel(scale))
         if self.has_bias:
-            y += self._tile(affine[-1], dtype)
-        return self.from_2d(y.reshape(x2.shape), x.shape)
+            y += per_channel(affine[-1])
+        return self._restore(y, x.shape)
+
+    def _per_channel(self, vector, dtype, channels_first):
+        """A per-channel vector shaped to broadcast against the saved layout."""
+        return vector.astype(dtype, copy=False)[:, None] if channels_first else self._tile(vector, dtype)
+
+    def _restore(self, a, shape):
+        """An array in the saved layout as an (N, C, ...) result."""
+        if a.ndim == 3:
+            return a.reshape(shape)
+        return self.from_2d(a.reshape(-1, shape[1]), shape)
 
     def _backward_arrays(self, gy):
         """Closed form with the per-channel sums shared between the three gradients; with
-        xhat = (x - mean) * invstd and M rows,
+        xhat = (x - mean) * invstd and M values per channel,
         gx = weight * invstd * (gy - sum(gy)/M - xhat * sum(gy * xhat)/M)."""
-        if self.centered.ndim == 3:
-            return self._backward_channels_first(gy)
         xp = get_array_module(gy)
         x = self.inputs[0]
-        g2 = xp.ascontiguousarray(self.to_2d(gy))
         centered, invstd = self.centered, self.invstd
         dtype = centered.dtype
-        g_wide = self._wide(g2)
-        sum_g = self.ones @ g2
-        sum_g_xhat = self._channel_dot(g_wide, centered) * invstd
+        if centered.ndim == 3:  # channels-first (N, C, H*W)
+            g = xp.ascontiguousarray(gy).reshape(centered.shape)
+            sum_g, sum_g_centered = xp.einsum("ncl->c", g), xp.einsum("ncl,ncl->c", g, centered)
+            count = centered.shape[0] * centered.shape[2]
+        else:  # the wide view of channels-last rows
+            g2 = xp.ascontiguousarray(self.to_2d(gy))
+            g = self._wide(g2)
+            sum_g, sum_g_centered = self.ones @ g2, self._channel_dot(g, centered)
+            count = g2.shape[0]
+        sum_g_xhat = sum_g_centered * invstd
         grads = [None]
         if self.has_weight:
             grads.append(_wrap(sum_g_xhat) if self.inputs[1].requires_grad else None)
         if self.has_bias:
             grads.append(_wrap(sum_g) if self.inputs[-1].requires_grad else None)
         if x.requires_grad:
-            count = g2.shape[0]
+            per_channel = lambda v: self._per_channel(v, dtype, centered.ndim == 3)
             scale = invstd * self.inputs[1].data if self.has_weight else invstd
-            gx = xp.multiply(centered, self._tile(invstd * sum_g_xhat * (-1.0 / count), dtype))
-            gx += g_wide
-            gx -= self._tile(sum_g / count, dtype)
-            gx *= self._tile(scale, dtype)
-            grads[0] = _wrap(self.from_2d(gx.reshape(g2.shape), x.shape))
+            gx = xp.multiply(centered, per_channel(invstd * sum_g_xhat * (-1.0 / count)))
+            gx += g
+            gx -= per_channel(sum_g / count)
+            gx *= per_channel(scale)
+            grads[0] = _wrap(self._restore(gx, x.shape))
         return tuple(grads)
 
 
