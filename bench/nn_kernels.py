@@ -26,6 +26,8 @@ CASES = {
                                             (32, 64, 16, 16)),
     "conv 32->32 3x3 p1 groups 4, 32x32x32x32": ("Conv2d", (32, 32, 3), {"padding": 1, "groups": 4},
                                                  (32, 32, 32, 32)),
+    "depthwise conv 64 3x3 p1, 32x64x32x32": ("Conv2d", (64, 64, 3), {"padding": 1, "groups": 64},
+                                              (32, 64, 32, 32)),
     "maxpool 2, 64x64x28x28": ("MaxPool2d", (2,), {}, (64, 64, 28, 28)),
     "batchnorm2d 32, 32x32x32x32": ("BatchNorm2d", (32,), {}, (32, 32, 32, 32)),
     "linear 784->512, 128": ("Linear", (784, 512), {}, (128, 784)),

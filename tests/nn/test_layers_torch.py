@@ -98,9 +98,26 @@ def test_conv2d_on_few_input_channels(channels, kwargs):
              atol=1e-4)
 
 
-def test_depthwise_conv2d():
+def test_depthwise_conv2d_with_channel_multiplier():
+    """Two outputs per input channel: the grouped-matmul path."""
     run_both(nn.Conv2d(4, 8, 3, groups=4, padding=1), torch.nn.Conv2d(4, 8, 3, groups=4, padding=1),
              randn(2, 4, 6, 6), atol=1e-4)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(kernel_size=3, padding=1),
+    dict(kernel_size=3, stride=2, padding=1),                 # input gradient by folding
+    dict(kernel_size=(3, 2), dilation=2, padding=(2, 1), bias=False),
+    dict(kernel_size=5),
+], ids=str)
+@pytest.mark.parametrize("chunk_floats", [None, 1], ids=["one chunk", "an image per chunk"])
+def test_depthwise_conv2d(kwargs, chunk_floats, monkeypatch):
+    """One channel per group: shifted multiply-adds instead of matmuls."""
+    from easyfit.nn import functional as F
+    if chunk_floats:
+        monkeypatch.setattr(F, "_CHUNK_FLOATS", chunk_floats)
+    run_both(nn.Conv2d(5, 5, groups=5, **kwargs), torch.nn.Conv2d(5, 5, groups=5, **kwargs), randn(3, 5, 9, 8),
+             atol=1e-4)
 
 
 def test_conv_stack_in_channels_last_memory():
