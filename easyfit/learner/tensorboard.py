@@ -13,13 +13,32 @@ from .decoding import to_numpy
 from .recorder import momentum_of
 
 
-def _summary_writer(log_dir):
+def _import_summary_writer():
+    """tensorboardX's SummaryWriter, imported without importing PyTorch.
+
+    When torch is installed, tensorboardX imports it at import time (to accept torch
+    tensors), which takes 1.5-2 s; easyfit only passes NumPy arrays. Unless the program
+    has imported torch already, torch is hidden for that one import (a None entry in
+    sys.modules makes `import torch` raise ImportError, which tensorboardX handles) and
+    then made importable again.
+    """
+    import sys
+    hide = "torch" not in sys.modules and "tensorboardX" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None
     try:
         from tensorboardX import SummaryWriter
     except ImportError:
         raise ImportError("TensorBoardCallback needs tensorboardX, which is not installed. Install it with: "
                           "pip install tensorboardX (a core dependency of easyfit)") from None
-    return SummaryWriter(log_dir=str(log_dir))
+    finally:
+        if hide and "torch" in sys.modules and sys.modules["torch"] is None:
+            del sys.modules["torch"]
+    return SummaryWriter
+
+
+def _summary_writer(log_dir):
+    return _import_summary_writer()(log_dir=str(log_dir))
 
 
 class TensorBoardCallback(Callback):

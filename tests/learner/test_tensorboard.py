@@ -74,3 +74,24 @@ def test_images_are_skipped_for_non_image_inputs(tmp_path):
     tags = read(tmp_path).Tags()
     assert tags["images"] == [] and tags["histograms"] == []
     assert "train/loss" in tags["scalars"]
+
+
+def test_tensorboard_does_not_import_pytorch(tmp_path):
+    """tensorboardX would import an installed torch (1.5-2 s); easyfit keeps it out, and
+    torch stays importable afterwards."""
+    import importlib.util
+    import subprocess
+    import sys
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("PyTorch is not installed, so there is nothing to keep out")
+    code = ("import sys\n"
+            "from easyfit.learner.tensorboard import _summary_writer\n"
+            f"writer = _summary_writer({str(tmp_path)!r})\n"
+            "writer.add_scalar('x', 1.0, 0)\n"
+            "writer.close()\n"
+            "assert 'torch' not in sys.modules, 'tensorboardX imported torch'\n"
+            "import torch\n"
+            "assert torch.zeros(1).shape == (1,)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.glob("events.out.tfevents.*"))
