@@ -45,6 +45,28 @@ def test_on_a_terminal_tqdm_bars_and_the_table():
     assert "train_loss" in text and "valid_loss" in text
 
 
+def test_training_outside_jupyter_does_not_import_ipython(tmp_path):
+    """Asking "are we in a notebook?" must not import IPython (0.4 s) in a plain program."""
+    import importlib.util
+    import subprocess
+    import sys
+    if importlib.util.find_spec("IPython") is None:
+        pytest.skip("IPython is not installed, so it cannot be imported by mistake")
+    code = ("import sys\n"
+            "import numpy as np\n"
+            "from easyfit import nn\n"
+            "from easyfit.data import ArrayDataset, DataLoader, DataLoaders\n"
+            "from easyfit.learner import Learner\n"
+            "x = np.random.default_rng(0).random((32, 4)).astype(np.float32)\n"
+            "y = (x[:, 0] > 0.5).astype(np.int64)\n"
+            "data = ArrayDataset(x, y)\n"
+            "dls = DataLoaders(DataLoader(data, batch_size=8), DataLoader(data, batch_size=8))\n"
+            "Learner(dls, nn.Linear(4, 2), nn.CrossEntropyLoss(), path=sys.argv[1]).fit(1)\n"
+            "assert 'IPython' not in sys.modules, 'IPython was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_progress_is_silent_during_lr_find():
     stream = io.StringIO()
     learn = learner_with_progress(stream)
