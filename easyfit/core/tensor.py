@@ -6,6 +6,7 @@ An op is a small `Function` subclass: `forward` works on raw arrays (NumPy or Cu
 gradients for free. Functions that are not Tensor methods live in `functions.py`.
 """
 import builtins
+import functools
 import weakref
 
 import numpy as np
@@ -36,13 +37,12 @@ _TORCH_KEYWORDS = {"dim": "axis", "keepdim": "keepdims"}
 
 def _numpy_keywords(method):
     """Let a reduction called with PyTorch's `dim=`/`keepdim=` say which NumPy names to use."""
+    @functools.wraps(method)  # inspect.signature still shows the real arguments
     def checked(self, *args, **kwargs):
         if kwargs and any(k in _TORCH_KEYWORDS for k in kwargs):
             names = ", ".join(f"{_TORCH_KEYWORDS[k]}= (not {k}=)" for k in kwargs if k in _TORCH_KEYWORDS)
             raise TypeError(f"Tensor.{method.__name__}() takes NumPy's argument names: {names}")
         return method(self, *args, **kwargs)
-    checked.__name__, checked.__qualname__, checked.__doc__ = method.__name__, method.__qualname__, method.__doc__
-    checked.__wrapped__ = method  # inspect.signature shows the real arguments
     return checked
 
 
@@ -268,20 +268,18 @@ class Tensor:
     # (correct gradients; other references keep the old value), since easyfit records no
     # in-place ops; a leaf that requires grad refuses, as in PyTorch.
     def __iadd__(self, other):
-        return self._augmented(other, Add, "+=")
+        return self._augmented(other, Add, "+=", "add")
 
     def __isub__(self, other):
-        return self._augmented(other, Sub, "-=")
+        return self._augmented(other, Sub, "-=", "subtract")
 
     def __imul__(self, other):
-        return self._augmented(other, Mul, "*=")
+        return self._augmented(other, Mul, "*=", "multiply")
 
     def __itruediv__(self, other):
-        return self._augmented(other, Div, "/=")
+        return self._augmented(other, Div, "/=", "true_divide")
 
-    _UFUNC_BY_OP = {"+=": "add", "-=": "subtract", "*=": "multiply", "/=": "true_divide"}
-
-    def _augmented(self, other, function, op):
+    def _augmented(self, other, function, op, ufunc_name):
         other = _operand(other, self)
         if _grad_enabled[0] and (self.requires_grad or other.requires_grad):
             if self.creator is None and self.requires_grad:
@@ -292,8 +290,7 @@ class Tensor:
             return function()(self, other)
         if self.creator is not None:
             return function()(self, other)  # its array may be saved for a graph's backward: keep it
-        xp = get_array_module(self.data)
-        ufunc = getattr(xp, self._UFUNC_BY_OP[op])
+        ufunc = getattr(get_array_module(self.data), ufunc_name)
         try:
             ufunc(self.data, other.data, out=self.data, casting="same_kind")
         except ValueError as error:

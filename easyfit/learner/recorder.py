@@ -182,11 +182,8 @@ def _finish(plt, fig, path):
 def _in_notebook():
     """True inside a Jupyter kernel. A program that has not imported IPython runs in none,
     so IPython (0.4 s to import) is not imported just to ask."""
-    if "IPython" not in sys.modules:
-        return False
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    if get_ipython is None:
         return False
     shell = get_ipython()
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"

@@ -35,8 +35,7 @@ class LRScheduler:
     def __init__(self, optimizer, last_epoch=-1):
         if not hasattr(optimizer, "param_groups"):
             raise TypeError(f"{type(self).__name__}: expected an easyfit optimizer, got {type(optimizer).__name__}")
-        if isinstance(last_epoch, bool) or not isinstance(last_epoch, numbers.Integral) or last_epoch < -1:
-            raise ValueError(f"{type(self).__name__}: last_epoch must be an integer >= -1, got {last_epoch!r}")
+        _check_int(type(self).__name__, "last_epoch", last_epoch, -1)
         self.optimizer = optimizer
         for index, group in enumerate(optimizer.param_groups):
             if last_epoch == -1:
@@ -72,6 +71,11 @@ class LRScheduler:
         vars(self).update(state_dict)
 
 
+def _check_int(owner, name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
+
+
 def _per_group(value, optimizer, name, owner):
     values = list(value) if isinstance(value, (list, tuple)) else [value] * len(optimizer.param_groups)
     if len(values) != len(optimizer.param_groups):
@@ -97,8 +101,7 @@ class StepLR(LRScheduler):
     """lr = initial_lr * gamma ** (epoch // step_size)."""
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) or step_size < 1:
-            raise ValueError(f"StepLR: step_size must be an integer >= 1, got {step_size!r}")
+        _check_int("StepLR", "step_size", step_size, 1)
         self.step_size, self.gamma = int(step_size), gamma
         super().__init__(optimizer, last_epoch)
 
@@ -135,6 +138,7 @@ class LinearLR(LRScheduler):
         if not 0 < start_factor <= 1 or not 0 <= end_factor <= 1:
             raise ValueError(f"LinearLR: start_factor must be in (0, 1] and end_factor in [0, 1], got "
                              f"{start_factor!r} and {end_factor!r}")
+        _check_int("LinearLR", "total_iters", total_iters, 0)
         self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, int(total_iters)
         super().__init__(optimizer, last_epoch)
 
@@ -147,8 +151,7 @@ class CosineAnnealingLR(LRScheduler):
     """lr = eta_min + (initial_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2."""
 
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
-        if isinstance(T_max, bool) or not isinstance(T_max, numbers.Integral) or T_max < 1:
-            raise ValueError(f"CosineAnnealingLR: T_max must be an integer >= 1, got {T_max!r}")
+        _check_int("CosineAnnealingLR", "T_max", T_max, 1)
         self.T_max, self.eta_min = int(T_max), eta_min
         super().__init__(optimizer, last_epoch)
 
@@ -171,8 +174,7 @@ class OneCycleLR(LRScheduler):
             if epochs is None or steps_per_epoch is None:
                 raise ValueError("OneCycleLR: give total_steps, or both epochs and steps_per_epoch")
             total_steps = epochs * steps_per_epoch
-        if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1:
-            raise ValueError(f"OneCycleLR: total_steps must be an integer >= 1, got {total_steps!r}")
+        _check_int("OneCycleLR", "total_steps", total_steps, 1)
         if not 0 <= pct_start <= 1:
             raise ValueError(f"OneCycleLR: pct_start must be in [0, 1], got {pct_start!r}")
         if anneal_strategy not in ("cos", "linear"):
@@ -187,19 +189,19 @@ class OneCycleLR(LRScheduler):
             self.phases = [(warm_end, "initial_lr", "max_lr", "max_momentum", "base_momentum"),
                            (self.total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum")]
         groups = optimizer.param_groups
-        max_lrs = _per_group(max_lr, optimizer, "max_lr", "OneCycleLR")
         if cycle_momentum and not all("betas" in g or "momentum" in g for g in groups):
             raise ValueError(f"OneCycleLR: cycle_momentum=True but {type(optimizer).__name__} has no momentum "
                              f"('momentum' or 'betas'); pass cycle_momentum=False")
-        for group, top, base_m, max_m in zip(groups, max_lrs, _per_group(base_momentum, optimizer, "base_momentum",
-                                                                        "OneCycleLR"),
-                                             _per_group(max_momentum, optimizer, "max_momentum", "OneCycleLR")):
-            if last_epoch == -1:
-                group["initial_lr"] = top / div_factor
-                group["max_lr"] = top
+        per_group = {name: _per_group(value, optimizer, name, "OneCycleLR") for name, value in
+                     (("max_lr", max_lr), ("base_momentum", base_momentum), ("max_momentum", max_momentum))}
+        if last_epoch == -1:  # resuming keeps the values the first scheduler stored in the groups
+            for index, group in enumerate(groups):
+                group["max_lr"] = per_group["max_lr"][index]
+                group["initial_lr"] = group["max_lr"] / div_factor
                 group["min_lr"] = group["initial_lr"] / final_div_factor
                 if cycle_momentum:
-                    group["base_momentum"], group["max_momentum"] = base_m, max_m
+                    group["base_momentum"] = per_group["base_momentum"][index]
+                    group["max_momentum"] = per_group["max_momentum"][index]
         super().__init__(optimizer, last_epoch)
 
     def _anneal(self, start, end, pct):

@@ -111,6 +111,8 @@ def test_bad_arguments_name_the_scheduler_and_value():
     opt = optim.SGD([ef.zeros(1, requires_grad=True)], lr=0.1)
     with pytest.raises(ValueError, match=r"StepLR: step_size must be an integer >= 1, got 0"):
         lr_scheduler.StepLR(opt, step_size=0)
+    with pytest.raises(ValueError, match=r"LinearLR: total_iters must be an integer >= 0, got -1"):
+        lr_scheduler.LinearLR(opt, total_iters=-1)
     with pytest.raises(ValueError, match="OneCycleLR: give total_steps"):
         lr_scheduler.OneCycleLR(opt, max_lr=0.1)
     with pytest.raises(ValueError, match="OneCycleLR: cycle_momentum=True but _NoMomentum has no momentum"):
