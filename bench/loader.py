@@ -99,7 +99,7 @@ class CNNStep:
             p.grad = None
         loss.backward()
         for p in self.model.parameters():
-            p.data -= self.lr * p.grad.data
+            p.array -= self.lr * p.grad.array
         return loss.item()
 
 

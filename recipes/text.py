@@ -64,7 +64,7 @@ class Config:
 
 def _real_tokens(tokens, pad_idx):
     """(real (B, T) bool array: True on non-padding tokens, lengths (B,) int) of a padded token batch."""
-    real = tokens.data != pad_idx
+    real = tokens.array != pad_idx
     return real, real.sum(axis=1)
 
 
@@ -75,7 +75,7 @@ def _reverse_within_lengths(x, lengths):
     backward direction of a bidirectional RNN that never sees the padding (what
     PyTorch's packed sequences give), so a text gets the same output alone or padded.
     """
-    xp = get_array_module(x.data)
+    xp = get_array_module(x.array)
     steps = xp.arange(x.shape[1])[None, :]
     lengths = lengths[:, None]
     index = xp.where(steps < lengths, lengths - 1 - steps, steps)
@@ -85,7 +85,7 @@ def _reverse_within_lengths(x, lengths):
 
 def _masked_mean(states, real, lengths):
     """Mean of states (B, T, D) over each row's real positions: (B, D)."""
-    xp = get_array_module(states.data)
+    xp = get_array_module(states.array)
     weights = real[:, :, None].astype(states.dtype)
     counts = xp.maximum(lengths, 1).astype(states.dtype)[:, None]
     return reduce_sum(states * weights, axis=1) / counts
@@ -93,7 +93,7 @@ def _masked_mean(states, real, lengths):
 
 def _masked_max(states, real):
     """Max of states (B, T, D) over each row's real positions: (B, D)."""
-    xp = get_array_module(states.data)
+    xp = get_array_module(states.array)
     return reduce_max(where(real[:, :, None], states, xp.asarray(-1e9, dtype=states.dtype)), axis=1)
 
 
@@ -181,7 +181,7 @@ class TransformerClassifier(nn.Module):
     def forward(self, tokens):
         if tokens.shape[1] > self.max_len:
             tokens = tokens[:, :self.max_len]
-        xp = get_array_module(tokens.data)
+        xp = get_array_module(tokens.array)
         real, lengths = _real_tokens(tokens, self.pad_idx)
         x = self.drop(self.embedding(tokens) + self.positions(xp.arange(tokens.shape[1])[None, :]))
         padding = Tensor(~real)   # True where a key is padding (a Tensor, so it may live on the GPU)

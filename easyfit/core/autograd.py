@@ -105,7 +105,7 @@ def _check_finite(fn, grads):
     for index, g in enumerate(grads):
         if g is None:
             continue
-        data = g.data
+        data = g.array
         if data.dtype.kind in "fc" and data.size and not bool(get_array_module(data).isfinite(data).all()):
             where = getattr(fn, "source", None) or "<unknown location; enable detect_anomaly() before the forward pass>"
             raise AnomalyError(
@@ -138,7 +138,7 @@ def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
     push, pop = heapq.heappush, heapq.heappop
     # Leaf .grad arrays must be private and writable (optimizers and clipping update them
     # in place), never a view or an array shared with another leaf or the caller.
-    owned = {id(g.data) for g in root_grads}
+    owned = {id(g.array) for g in root_grads}
 
     with _GradMode(create_graph):
         items = list(zip(roots, root_grads))
@@ -157,11 +157,11 @@ def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
                     if capture_index is None:
                         if x.grad is not None:
                             x.grad = x.grad + gx
-                        elif gx.creator is None and not _owns(gx.data, owned):
-                            x.grad = type(gx)(gx.data.copy())
+                        elif gx.creator is None and not _owns(gx.array, owned):
+                            x.grad = type(gx)(gx.array.copy())
                         else:
                             x.grad = gx
-                        owned.add(id(x.grad.data))
+                        owned.add(id(x.grad.array))
                     continue
                 slot = pending.get(creator)
                 if slot is None:

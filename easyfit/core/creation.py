@@ -21,7 +21,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     Python floats become float32, ints int64, bools bool; arrays keep their dtype.
     """
     if isinstance(data, Tensor):
-        data = data.data
+        data = data.array
     if is_array(data):
         array = data.astype(dtype if dtype is not None else data.dtype, copy=True)
         if device is None:

@@ -139,7 +139,7 @@ class ReLU(Function):
         return get_array_module(a).maximum(a, 0)
 
     def backward(self, gy):
-        x = self.inputs[0].data
+        x = self.inputs[0].array
         if _grad_enabled[0]:  # create_graph: the gradient must stay differentiable in gy
             return gy * _wrap((x > 0).astype(gy.dtype))
         # The mask is written straight into the result (in x's memory order: channels-last
@@ -148,7 +148,7 @@ class ReLU(Function):
         xp = get_array_module(x)
         gx = xp.empty_like(x, dtype=gy.dtype)
         xp.greater(x, 0, out=gx)
-        gx *= gy.data
+        gx *= gy.array
         return _wrap(gx)
 
 
@@ -171,9 +171,9 @@ class Maximum(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        xp = get_array_module(a.data)
-        wins = (a.data < b.data) if self.take_min else (a.data > b.data)
-        share = wins + 0.5 * (a.data == b.data)
+        xp = get_array_module(a.array)
+        wins = (a.array < b.array) if self.take_min else (a.array > b.array)
+        share = wins + 0.5 * (a.array == b.array)
         share = xp.broadcast_to(share, gy.shape).astype(gy.dtype)
         ga = gy * _wrap(share) if a.requires_grad else None
         gb = gy * _wrap(1 - share) if b.requires_grad else None
@@ -209,7 +209,7 @@ class Where(Function):
 
     def backward(self, gy):
         a, b = self.inputs
-        xp = get_array_module(gy.data)
+        xp = get_array_module(gy.array)
         mask = xp.broadcast_to(self.condition, gy.shape)
         ga = gy * _wrap(mask.astype(gy.dtype)) if a.requires_grad else None
         gb = gy * _wrap((~mask).astype(gy.dtype)) if b.requires_grad else None
@@ -218,7 +218,7 @@ class Where(Function):
 
 def where(condition, x, y):
     """Elements of x where condition holds, else of y; no gradient flows to condition."""
-    condition = condition.data if isinstance(condition, Tensor) else condition
+    condition = condition.array if isinstance(condition, Tensor) else condition
     x, y = _pair(x, y)
     condition = to_device(_to_array(condition, np.bool_), x.device)
     return Where(condition)(x, y)

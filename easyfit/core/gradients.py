@@ -30,7 +30,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         if g is None:
             if y.size != 1:
                 raise RuntimeError(f"grad: grad_outputs is needed for an output of shape {y.shape}")
-            g = Tensor(get_array_module(y.data).ones_like(y.data))
+            g = Tensor(get_array_module(y.array).ones_like(y.array))
         elif not isinstance(g, Tensor):
             g = Tensor(np.asarray(g, dtype=y.dtype))
         seeds.append(g)
@@ -49,7 +49,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 def _numeric_jacobian(fn, inputs, index, eps):
     """Central differences of every output element with respect to inputs[index]."""
-    x = inputs[index].data
+    x = inputs[index].array
     flat = x.reshape(-1)
     columns = []
     for k in range(flat.size):

@@ -118,7 +118,7 @@ def _read_bfloat16(path, entry, data_start):
 def _encode(value, name, tensors, path):
     """A JSON description of `value`; its arrays go to `tensors` under their dotted names."""
     if isinstance(value, Tensor):
-        value = value.data
+        value = value.array
     if is_array(value) or isinstance(value, np.generic):
         if name in tensors:
             raise ValueError(f"easyfit.save({path!r}): two entries are both stored as {name!r}; "

@@ -49,17 +49,19 @@ def _numpy_keywords(method):
 class Tensor:
     """An n-dimensional array that records the ops applied to it for backward.
 
-    `data` is the underlying NumPy/CuPy array, `grad` the accumulated gradient (a
-    Tensor or None), `creator` the op that produced it (None for leaves).
+    `array` is the underlying NumPy/CuPy array (the engine's own handle), `data` is
+    PyTorch's: a Tensor sharing that storage, cut from the graph. `grad` is the
+    accumulated gradient (a Tensor or None), `creator` the op that produced it (None
+    for leaves).
     """
-    __slots__ = ("data", "grad", "requires_grad", "creator", "output_index", "__weakref__")
+    __slots__ = ("array", "grad", "requires_grad", "creator", "output_index", "__weakref__")
     # NumPy arithmetic with a Tensor on the right defers to the Tensor's reflected operator.
     __array_ufunc__ = None
 
     def __init__(self, data, requires_grad=False):
         if not is_array(data):
             data = _to_array(data, None)
-        self.data = data
+        self.array = data
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self.creator = None
@@ -69,24 +71,41 @@ class Tensor:
 
     # ----- properties -------------------------------------------------------------
     @property
+    def data(self):
+        """PyTorch's `.data`: a Tensor sharing this tensor's storage, outside the graph.
+
+        Its in-place changes reach this tensor; assigning `t.data = other` replaces the
+        storage (shape and dtype may change), as in PyTorch.
+        """
+        return _wrap(self.array)
+
+    @data.setter
+    def data(self, value):
+        if isinstance(value, Tensor):
+            value = value.array
+        elif not is_array(value):
+            raise TypeError(f"tensor.data must be set to a Tensor or an array, got {type(value).__name__}")
+        self.array = value
+
+    @property
     def shape(self):
-        return self.data.shape
+        return self.array.shape
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self.array.dtype
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self.array.ndim
 
     @property
     def size(self):
-        return self.data.size
+        return self.array.size
 
     @property
     def device(self):
-        return device_of(self.data)
+        return device_of(self.array)
 
     @property
     def is_leaf(self):
@@ -97,16 +116,16 @@ class Tensor:
         return transpose(self)
 
     def __len__(self):
-        if self.data.ndim == 0:
+        if self.array.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
+        return self.array.shape[0]
 
     def __repr__(self):
         body = np.array2string(self.numpy_cpu(), separator=", ", prefix="tensor(")
         extras = []
-        if self.data.dtype != DEFAULT_FLOAT:
-            extras.append(f"dtype={self.data.dtype}")
-        if not isinstance(self.data, np.ndarray):
+        if self.array.dtype != DEFAULT_FLOAT:
+            extras.append(f"dtype={self.array.dtype}")
+        if not isinstance(self.array, np.ndarray):
             extras.append(f"device='{self.device}'")
         if self.creator is not None:
             extras.append(f"grad_fn={type(self.creator).__name__}")
@@ -121,9 +140,9 @@ class Tensor:
             yield self[i]
 
     def __bool__(self):
-        if self.data.size != 1:
-            raise ValueError(f"the truth value of a tensor with {self.data.size} elements is ambiguous")
-        return bool(self.data)
+        if self.array.size != 1:
+            raise ValueError(f"the truth value of a tensor with {self.array.size} elements is ambiguous")
+        return bool(self.array)
 
     def __float__(self):
         return float(self.item())
@@ -132,7 +151,7 @@ class Tensor:
         return int(self.item())
 
     def __index__(self):
-        if self.data.dtype.kind not in "iu" or self.data.size != 1:
+        if self.array.dtype.kind not in "iu" or self.array.size != 1:
             raise TypeError("only integer tensors of a single element can be converted to an index")
         return int(self.item())
 
@@ -143,28 +162,28 @@ class Tensor:
     # ----- conversion -------------------------------------------------------------
     def numpy(self):
         """The data as a NumPy array: the same memory on the CPU (no copy)."""
-        if isinstance(self.data, np.ndarray):
-            return self.data
+        if isinstance(self.array, np.ndarray):
+            return self.array
         raise TypeError(f"tensor is on {self.device}: call .cpu() before .numpy()")
 
     def numpy_cpu(self):
-        return self.data if isinstance(self.data, np.ndarray) else self.data.get()
+        return self.array if isinstance(self.array, np.ndarray) else self.array.get()
 
     def item(self):
-        if self.data.size != 1:
-            raise ValueError(f"item() needs a tensor with one element, got shape {self.data.shape}")
-        return self.data.reshape(()).item()
+        if self.array.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.array.shape}")
+        return self.array.reshape(()).item()
 
     def tolist(self):
         return self.numpy_cpu().tolist()
 
     def detach(self):
         """The same data, cut from the graph."""
-        return Tensor(self.data)
+        return Tensor(self.array)
 
     def requires_grad_(self, requires_grad=True):
-        if requires_grad and self.data.dtype.kind not in "fc":
-            raise TypeError(f"only floating point tensors can require gradients, got dtype {self.data.dtype}")
+        if requires_grad and self.array.dtype.kind not in "fc":
+            raise TypeError(f"only floating point tensors can require gradients, got dtype {self.array.dtype}")
         self.requires_grad = requires_grad
         return self
 
@@ -186,7 +205,7 @@ class Tensor:
 
     def astype(self, dtype):
         dtype = np.dtype(dtype)
-        if dtype == self.data.dtype:
+        if dtype == self.array.dtype:
             return self
         return Cast(dtype)(self)
 
@@ -210,12 +229,12 @@ class Tensor:
             raise RuntimeError("backward() on a tensor that does not require grad and has no grad_fn; "
                                "create the inputs with requires_grad=True")
         if grad is None:
-            if self.data.size != 1:
+            if self.array.size != 1:
                 raise RuntimeError(f"grad can be implicitly created only for one-element outputs; this tensor "
-                                   f"has shape {self.data.shape}: pass grad= to backward()")
-            grad = Tensor(get_array_module(self.data).ones_like(self.data))
+                                   f"has shape {self.array.shape}: pass grad= to backward()")
+            grad = Tensor(get_array_module(self.array).ones_like(self.array))
         elif not isinstance(grad, Tensor):
-            grad = Tensor(_to_array(grad, self.data.dtype, like=self.data))
+            grad = Tensor(_to_array(grad, self.array.dtype, like=self.array))
         if grad.shape != self.shape:
             raise ValueError(f"backward: grad has shape {grad.shape} but the tensor has shape {self.shape}")
         if retain_graph is None:
@@ -286,16 +305,16 @@ class Tensor:
                 raise RuntimeError(
                     f"in-place {op} on a leaf tensor that requires grad (shape {self.shape}) would not be "
                     f"differentiable; update it under easyfit.no_grad() (as an optimizer step does) or "
-                    f"change its .data")
+                    f"change its .array")
             return function()(self, other)
         if self.creator is not None:
             return function()(self, other)  # its array may be saved for a graph's backward: keep it
-        ufunc = getattr(get_array_module(self.data), ufunc_name)
+        ufunc = getattr(get_array_module(self.array), ufunc_name)
         try:
-            ufunc(self.data, other.data, out=self.data, casting="same_kind")
+            ufunc(self.array, other.array, out=self.array, casting="same_kind")
         except ValueError as error:
-            raise ValueError(f"in-place {op} on a tensor of shape {self.shape} {self.data.dtype} with an "
-                             f"operand of shape {other.shape} {other.data.dtype}: {error}") from error
+            raise ValueError(f"in-place {op} on a tensor of shape {self.shape} {self.array.dtype} with an "
+                             f"operand of shape {other.shape} {other.array.dtype}: {error}") from error
         return self
 
     def __pos__(self):
@@ -311,8 +330,8 @@ class Tensor:
         if self.creator is not None or (self.requires_grad and _grad_enabled[0]):
             raise RuntimeError("in-place assignment to a tensor that is part of a graph (or requires grad) "
                                "would corrupt its gradient; assign under easyfit.no_grad() to a leaf, "
-                               "assign to tensor.data, or build a new tensor")
-        self.data[_normalize_index(index)] = value.data if isinstance(value, Tensor) else value
+                               "assign to tensor.array, or build a new tensor")
+        self.array[_normalize_index(index)] = value.array if isinstance(value, Tensor) else value
 
     # Comparisons give boolean tensors and carry no gradient.
     def __eq__(self, other):
@@ -410,7 +429,7 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        reference = next((x.data for x in inputs if isinstance(x, Tensor)), None)
+        reference = next((x.array for x in inputs if isinstance(x, Tensor)), None)
         inputs = [x if isinstance(x, Tensor) else Tensor(_to_array(x, None, like=reference)) for x in inputs]
         return cls(**params)(*inputs)
 
@@ -420,17 +439,17 @@ class Function:
         # The hot path of every op: kept flat and free of avoidable calls.
         try:
             if len(inputs) == 2:
-                outputs = self.forward(inputs[0].data, inputs[1].data)
+                outputs = self.forward(inputs[0].array, inputs[1].array)
             elif len(inputs) == 1:
-                outputs = self.forward(inputs[0].data)
+                outputs = self.forward(inputs[0].array)
             else:
-                outputs = self.forward(*[x.data for x in inputs])
+                outputs = self.forward(*[x.array for x in inputs])
         except (ValueError, TypeError, IndexError) as error:
             raise _op_error(self, inputs, error) from None
         if type(outputs) is tuple:
             return self._finish_many(inputs, outputs)
         y = Tensor.__new__(Tensor)
-        y.data = outputs if type(outputs) is np.ndarray or is_array(outputs) else np.asarray(outputs)
+        y.array = outputs if type(outputs) is np.ndarray or is_array(outputs) else np.asarray(outputs)
         y.grad = None
         y.output_index = 0
         if _grad_enabled[0]:
@@ -448,10 +467,10 @@ class Function:
                 self.generation = generation + 1
                 if self.save_outputs:
                     self.saved_outputs = (weakref.ref(y),)
-                    self.saved_output_arrays = (y.data,)
+                    self.saved_output_arrays = (y.array,)
                 if _anomaly_enabled[0]:
                     self.source = user_frame_summary()
-                y.requires_grad = y.data.dtype.kind in "fc"
+                y.requires_grad = y.array.dtype.kind in "fc"
                 y.creator = self
                 return y
         y.requires_grad = False
@@ -465,14 +484,14 @@ class Function:
             self.generation = 1 + builtins.max(
                 [x.creator.generation if x.creator is not None else 0 for x in inputs if x.requires_grad])
             self.n_outputs = len(outputs)
-            self.output_meta = [(y.data.shape, y.data.dtype) for y in outputs]
+            self.output_meta = [(y.array.shape, y.array.dtype) for y in outputs]
             if self.save_outputs:
                 self.saved_outputs = tuple(weakref.ref(y) for y in outputs)
                 self.saved_output_arrays = tuple(arrays)
             if _anomaly_enabled[0]:
                 self.source = user_frame_summary()
             for index, y in enumerate(outputs):
-                y.requires_grad = y.data.dtype.kind in "fc"
+                y.requires_grad = y.array.dtype.kind in "fc"
                 y.creator = self
                 y.output_index = index
         return tuple(outputs)
@@ -498,7 +517,7 @@ class Function:
             grads = self.backward(output_grads[0])
         else:
             grads = self.backward(*[
-                g if g is not None else Tensor(get_array_module(self.inputs[0].data).zeros(shape, dtype))
+                g if g is not None else Tensor(get_array_module(self.inputs[0].array).zeros(shape, dtype))
                 for g, (shape, dtype) in zip(output_grads, self.output_meta)])
         if type(grads) is not tuple:
             grads = tuple(grads) if isinstance(grads, list) else (grads,)
@@ -507,7 +526,7 @@ class Function:
             raise RuntimeError(f"{type(self).__name__}.backward returned {len(grads)} gradients "
                                f"for {len(inputs)} inputs")
         for x, g in zip(inputs, grads):
-            if g is not None and (type(g) is not Tensor or g.data.shape != x.data.shape):
+            if g is not None and (type(g) is not Tensor or g.array.shape != x.array.shape):
                 return self._conform(grads)
         return grads
 
@@ -517,9 +536,9 @@ class Function:
         for x, g in zip(self.inputs, grads):
             if g is not None:
                 if not isinstance(g, Tensor):
-                    g = Tensor(_to_array(g, x.data.dtype, like=x.data))
-                if g.data.shape != x.data.shape:
-                    g = sum_to(g, x.data.shape)
+                    g = Tensor(_to_array(g, x.array.dtype, like=x.array))
+                if g.array.shape != x.array.shape:
+                    g = sum_to(g, x.array.shape)
             result.append(g)
         return result
 
@@ -535,7 +554,7 @@ def _wrap(array):
     t = Tensor.__new__(Tensor)
     if not is_array(array):
         array = np.asarray(array)
-    t.data = array
+    t.array = array
     t.grad = None
     t.requires_grad = False
     t.creator = None
@@ -546,7 +565,7 @@ def _wrap(array):
 def _to_array(data, dtype, like=None):
     """Convert array-like data to an array; Python floats default to float32."""
     if isinstance(data, Tensor):
-        data = data.data
+        data = data.array
     if is_array(data):
         array = data if dtype is None else data.astype(dtype, copy=False)
     else:
@@ -566,7 +585,7 @@ def _operand(other, reference):
     """
     if isinstance(other, Tensor):
         return other
-    data = reference.data
+    data = reference.array
     if isinstance(other, (int, float, bool, np.generic)):
         kind = data.dtype.kind
         if kind in "fc":
@@ -585,16 +604,16 @@ def _operand(other, reference):
 
 def _compare(ufunc, a, b):
     b = _operand(b, a)
-    xp = get_array_module(a.data)
-    return _wrap(getattr(xp, ufunc.__name__)(a.data, b.data))
+    xp = get_array_module(a.array)
+    return _wrap(getattr(xp, ufunc.__name__)(a.array, b.array))
 
 
 def _normalize_index(index):
     """Replace Tensors inside an index by their arrays."""
     if isinstance(index, Tensor):
-        return index.data
+        return index.array
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        return tuple(i.array if isinstance(i, Tensor) else i for i in index)
     if isinstance(index, list):
         return np.asarray(index)
     return index
@@ -698,7 +717,7 @@ class Abs(Function):
 
     def backward(self, gy):
         a = self.inputs[0]
-        return gy * _wrap(get_array_module(a.data).sign(a.data))
+        return gy * _wrap(get_array_module(a.array).sign(a.array))
 
 
 class Log(Function):
@@ -744,7 +763,7 @@ class Clip(Function):
         return get_array_module(a).clip(a, self.low, self.high)
 
     def backward(self, gy):
-        a = self.inputs[0].data
+        a = self.inputs[0].array
         inside = True
         if self.low is not None:
             inside = a >= self.low
@@ -977,8 +996,8 @@ class Max(Function):
     def backward(self, gy):
         x = self.inputs[0]
         shape = _keepdims_shape(x.shape, self.axis)
-        y = self.output().data.reshape(shape)
-        mask = (x.data == y).astype(gy.dtype)
+        y = self.output().array.reshape(shape)
+        mask = (x.array == y).astype(gy.dtype)
         mask /= mask.sum(axis=self.axis, keepdims=True)
         return broadcast_to(reshape(gy, shape), x.shape) * _wrap(mask)
 
@@ -995,12 +1014,12 @@ def min(x, axis=None, keepdims=False):
 
 def argmax(x, axis=None, keepdims=False):
     """Index of the largest value over `axis` (an int64 tensor, no gradient)."""
-    return _wrap(x.data.argmax(axis=axis, keepdims=keepdims))
+    return _wrap(x.array.argmax(axis=axis, keepdims=keepdims))
 
 
 def argmin(x, axis=None, keepdims=False):
     """Index of the smallest value over `axis` (an int64 tensor, no gradient)."""
-    return _wrap(x.data.argmin(axis=axis, keepdims=keepdims))
+    return _wrap(x.array.argmin(axis=axis, keepdims=keepdims))
 
 
 # ----- indexing -----------------------------------------------------------------------

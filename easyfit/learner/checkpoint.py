@@ -52,7 +52,7 @@ def save_learner(learn, name, with_opt=True):
     states = {cb.name: cb.state_dict() for cb in learn.cbs}
     arrays["callbacks"] = {name: state for name, state in states.items() if state}
     if learn.in_fit:
-        grads = {key: p.grad.data for key, p in learn.model.named_parameters() if p.grad is not None}
+        grads = {key: p.grad.array for key, p in learn.model.named_parameters() if p.grad is not None}
         if grads:
             arrays["grads"] = grads
     _save_arrays(arrays, weights_path)

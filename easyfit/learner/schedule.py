@@ -149,7 +149,7 @@ def lr_find(learn, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True):
 
 def _snapshot(learn):
     return {
-        "model": {key: value.data.copy() for key, value in learn.model.state_dict().items()},
+        "model": {key: value.array.copy() for key, value in learn.model.state_dict().items()},
         "training": getattr(learn.model, "training", False),
         "opt": copy.deepcopy(learn.opt.state_dict()) if learn.opt is not None else None,
         "callbacks": [(cb, copy.deepcopy(cb.state_dict())) for cb in learn.cbs],

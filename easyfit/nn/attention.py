@@ -174,9 +174,9 @@ class MultiheadAttention(Module):
         if tuple(mask.shape) not in [tuple(s) for s in allowed_shapes]:
             expected = " or ".join(str(tuple(s)) for s in allowed_shapes)
             raise ValueError(f"{self._describe()}: expected {name} of shape {expected}, got {tuple(mask.shape)}")
-        data = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+        data = mask.array if isinstance(mask, Tensor) else np.asarray(mask)
         if data.dtype == np.bool_:
-            xp = get_array_module(scores.data)
+            xp = get_array_module(scores.array)
             additive = xp.zeros(data.shape, dtype=scores.dtype)
             additive[to_device(data, scores.device)] = -np.inf
             return Tensor(additive)

@@ -67,9 +67,9 @@ class Linear(Function):
         has_bias = len(self.inputs) == 3
         out_features, in_features = weight.shape
         if not _grad_enabled[0]:  # first-order: plain arrays, no graph
-            g2 = gy.data.reshape(-1, out_features)
-            gx = _wrap((g2 @ weight.data).reshape(x.shape)) if x.requires_grad else None
-            gw = _wrap(g2.T @ x.data.reshape(-1, in_features)) if weight.requires_grad else None
+            g2 = gy.array.reshape(-1, out_features)
+            gx = _wrap((g2 @ weight.array).reshape(x.shape)) if x.requires_grad else None
+            gw = _wrap(g2.T @ x.array.reshape(-1, in_features)) if weight.requires_grad else None
             gb = _wrap(g2.sum(axis=0)) if has_bias and self.inputs[2].requires_grad else None
         else:
             g2 = reshape(gy, (-1, out_features))
@@ -171,7 +171,7 @@ def _softmax_over(x, axes):
     """Softmax over several axes at once (used by logsumexp's gradient)."""
     if len(axes) == 1:
         return softmax(x, axes[0])
-    shifted = x - Tensor(x.data.max(axis=axes, keepdims=True))
+    shifted = x - Tensor(x.array.max(axis=axes, keepdims=True))
     e = exp(shifted)
     return e / sum(e, axis=axes, keepdims=True)
 
@@ -247,7 +247,7 @@ def relu(x, inplace=False):
 
 def leaky_relu(x, negative_slope=0.01):
     """x where x > 0, else negative_slope * x."""
-    return where(x.data > 0, x, x * negative_slope)
+    return where(x.array > 0, x, x * negative_slope)
 
 
 def silu(x):
@@ -323,7 +323,7 @@ class EmbeddingGrad(Function):
 
 def one_hot(tensor, num_classes=-1):
     """int64 (..., num_classes) with a 1 at each index, as torch's one_hot (-1: the largest index + 1)."""
-    indices = tensor.data if isinstance(tensor, Tensor) else np.asarray(tensor)
+    indices = tensor.array if isinstance(tensor, Tensor) else np.asarray(tensor)
     if indices.dtype.kind not in "iu":
         raise TypeError(f"one_hot: expected integer class indices, got dtype {indices.dtype}")
     if num_classes == -1:
@@ -352,7 +352,7 @@ def pad(x, pad, mode="constant", value=0.0):
 
 def embedding(indices, weight, padding_idx=None):
     """Rows of `weight` at integer `indices`; the row `padding_idx` receives no gradient."""
-    indices = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+    indices = indices.array if isinstance(indices, Tensor) else np.asarray(indices)
     if indices.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got dtype {indices.dtype}")
     num = weight.shape[0]
@@ -674,9 +674,9 @@ class Conv2d(Function):
         params = (self.stride, self.padding, self.dilation, self.groups)
         if not _grad_enabled[0]:
             g = self.geometry(x.shape, weight.shape)
-            gy_matrix = _output_matrix(gy.data)
+            gy_matrix = _output_matrix(gy.array)
             by_columns = self.columns_t is not None and weight.requires_grad
-            gx, gw = _conv_backward_arrays(x.data, x.shape, weight.data, weight.shape, gy_matrix, g,
+            gx, gw = _conv_backward_arrays(x.array, x.shape, weight.array, weight.shape, gy_matrix, g,
                                            x.requires_grad, weight.requires_grad and not by_columns, self.xpad)
             if by_columns:
                 gw = (gy_matrix.T @ self.columns_t.T).reshape(weight.shape)
@@ -948,7 +948,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
         ones = np.ones((1, 1, x.shape[2], x.shape[3]), dtype=x.dtype)
         counts = AvgPool2d(g, np.array(1, dtype=x.dtype)).forward(ones)  # (1, 1, OH, OW) window sizes
         divisor = np.ascontiguousarray(counts.transpose(0, 2, 3, 1))
-    xp = get_array_module(x.data)
+    xp = get_array_module(x.array)
     return AvgPool2d(g, xp.asarray(divisor) if xp is not np else divisor)(x)
 
 
@@ -1037,7 +1037,7 @@ class _NormalizeAffine(Function):
 
     def backward(self, gy):
         if not _grad_enabled[0]:
-            return self._backward_arrays(gy.data)
+            return self._backward_arrays(gy.array)
         return self._backward_ops(gy)
 
     def _backward_arrays(self, gy):
@@ -1052,7 +1052,7 @@ class _NormalizeAffine(Function):
         if self.has_bias:  # weight and bias are per feature: their gradients sum over rows
             grads.append(_wrap(g2.sum(axis=0)) if self.inputs[-1].requires_grad else None)
         if x.requires_grad:
-            gxhat = g2 * self.inputs[1].data.reshape(-1) if self.has_weight else g2.copy()
+            gxhat = g2 * self.inputs[1].array.reshape(-1) if self.has_weight else g2.copy()
             count = xhat.shape[axis]
             mean_g = gxhat.sum(axis=axis, keepdims=True) / count
             mean_gx = self._dot_along(gxhat, xhat, axis) / count
@@ -1201,7 +1201,7 @@ class BatchNormTrain(_NormalizeAffine):
             grads.append(_wrap(sum_g) if self.inputs[-1].requires_grad else None)
         if x.requires_grad:
             per_channel = lambda v: self._per_channel(v, dtype, centered.ndim == 3)
-            scale = invstd * self.inputs[1].data if self.has_weight else invstd
+            scale = invstd * self.inputs[1].array if self.has_weight else invstd
             gx = xp.multiply(centered, per_channel(invstd * sum_g_xhat * (-1.0 / count)))
             gx += g
             gx -= per_channel(sum_g / count)
@@ -1236,7 +1236,7 @@ class LayerNormFunction(_NormalizeAffine):
 
     def _backward_arrays(self, gy):
         grads = super()._backward_arrays(gy)
-        return (grads[0],) + tuple(None if g is None else _wrap(g.data.reshape(p.shape))
+        return (grads[0],) + tuple(None if g is None else _wrap(g.array.reshape(p.shape))
                                    for g, p in zip(grads[1:], self.inputs[1:]))
 
     def _backward_ops(self, gy):
@@ -1267,22 +1267,22 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         y = fn(*[t for t in (x, weight, bias) if t is not None])
         if running_mean is not None:
             m = momentum
-            running_mean.data *= 1 - m
-            running_mean.data += m * fn.batch_mean.astype(running_mean.dtype, copy=False)
-            running_var.data *= 1 - m
-            running_var.data += (m * count / (count - 1)) * fn.batch_var.astype(running_var.dtype, copy=False)
+            running_mean.array *= 1 - m
+            running_mean.array += m * fn.batch_mean.astype(running_mean.dtype, copy=False)
+            running_var.array *= 1 - m
+            running_var.array += (m * count / (count - 1)) * fn.batch_var.astype(running_var.dtype, copy=False)
         if not _grad_enabled[0] or not y.requires_grad:
             fn.centered = None  # nothing will run backward: free the saved centered input now
         return y
     if running_mean is None or running_var is None:
         raise ValueError("batch_norm: running_mean and running_var are needed when training=False")
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    invstd = 1.0 / np.sqrt(running_var.data + eps) if running_var.device == "cpu" else \
-        1.0 / get_array_module(running_var.data).sqrt(running_var.data + eps)
+    invstd = 1.0 / np.sqrt(running_var.array + eps) if running_var.device == "cpu" else \
+        1.0 / get_array_module(running_var.array).sqrt(running_var.array + eps)
     scale = Tensor(invstd.astype(x.dtype, copy=False))
     if weight is not None:
         scale = scale * weight
-    shift = -Tensor(running_mean.data.astype(x.dtype, copy=False)) * scale
+    shift = -Tensor(running_mean.array.astype(x.dtype, copy=False)) * scale
     if bias is not None:
         shift = shift + bias
     return x * reshape(scale, shape) + reshape(shift, shape)
@@ -1368,13 +1368,13 @@ class SoftmaxCrossEntropy(Function):
         logits = self.inputs[0]
         rows, classes = logits.shape
         eps, weight = self.label_smoothing, self.weight
-        xp = get_array_module(logits.data)
+        xp = get_array_module(logits.array)
         if len(self.inputs) == 1:
             # a_i = sum of the row's target distribution; q = (1-eps) w_t e_t + valid * (eps/C) w
             weight_sum = weight.sum() if weight is not None else classes
             a = (1.0 - eps) * self.w_target + (eps / classes) * weight_sum * self.valid
             if not _grad_enabled[0]:
-                scale = self._row_scale(gy).data
+                scale = self._row_scale(gy).array
                 g = self.probs * a[:, None]
                 if eps:
                     g -= (eps / classes) * (self.valid[:, None] * (weight if weight is not None else 1.0))
@@ -1420,7 +1420,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     _check_reduction(reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    target_array = target.data if isinstance(target, Tensor) else np.asarray(target)
+    target_array = target.array if isinstance(target, Tensor) else np.asarray(target)
     soft = target_array.dtype.kind == "f"
     unbatched = input.ndim == 1
     classes = input.shape[0] if unbatched else input.shape[1]
@@ -1440,7 +1440,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
             raise IndexError(f"cross_entropy: target class indices must lie in [0, {classes}) (or equal "
                              f"ignore_index={ignore_index}), got values in [{int(valid.min())}, {int(valid.max())}]")
     if weight is not None:
-        weight_array = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+        weight_array = weight.array if isinstance(weight, Tensor) else np.asarray(weight)
         if weight_array.shape != (classes,):
             raise ValueError(f"cross_entropy: weight must have shape ({classes},), got {weight_array.shape}")
         weight_array = weight_array.astype(input.dtype, copy=False)
@@ -1465,7 +1465,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of log-probabilities `input` (N, C) or (N, C, d1, ...) at `target`."""
     _check_reduction(reduction)
-    target_array = target.data if isinstance(target, Tensor) else np.asarray(target)
+    target_array = target.array if isinstance(target, Tensor) else np.asarray(target)
     if target_array.dtype.kind not in "iu":
         raise TypeError(f"nll_loss: targets must be integer class indices, got dtype {target_array.dtype}")
     classes = input.shape[1]
@@ -1481,11 +1481,11 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
                          f"[{int(flat[valid].min())}, {int(flat[valid].max())}]")
     safe = np.where(valid, flat, 0)
     if weight is not None:
-        weight_array = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+        weight_array = weight.array if isinstance(weight, Tensor) else np.asarray(weight)
         w_target = weight_array.astype(input.dtype)[safe] * valid
     else:
         w_target = valid.astype(input.dtype)
-    xp = get_array_module(input.data)
+    xp = get_array_module(input.array)
     picked = logp[(xp.asarray(np.arange(flat.size)), xp.asarray(safe))]
     loss = -picked * _wrap(xp.asarray(w_target))
     if reduction == "mean":
@@ -1558,7 +1558,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     _check_same_shape("binary_cross_entropy_with_logits", input, target)
     pw = None
     if pos_weight is not None:
-        pw = (pos_weight.data if isinstance(pos_weight, Tensor) else np.asarray(pos_weight)).astype(input.dtype)
+        pw = (pos_weight.array if isinstance(pos_weight, Tensor) else np.asarray(pos_weight)).astype(input.dtype)
     loss = BCEWithLogits(pw)(input, target)
     if weight is not None:
         loss = loss * weight
@@ -1589,7 +1589,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     _check_reduction(reduction)
     target = _as_target(target, input)
     _check_same_shape("binary_cross_entropy", input, target)
-    if input.data.size and (float(input.data.min()) < 0 or float(input.data.max()) > 1):
+    if input.array.size and (float(input.array.min()) < 0 or float(input.array.max()) > 1):
         raise ValueError("binary_cross_entropy: input must hold probabilities in [0, 1]; "
                          "for logits use binary_cross_entropy_with_logits")
     loss = BinaryCrossEntropy()(input, target)

@@ -1,7 +1,7 @@
 """In-place initialisation of tensors, PyTorch's `torch.nn.init` on easyfit's generator.
 
 Every function draws from `easyfit.core.random.default_generator()` (seeded by
-`easyfit.manual_seed`), fills `tensor.data` in place and returns the tensor. The
+`easyfit.manual_seed`), fills `tensor.array` in place and returns the tensor. The
 distributions and fan computations equal PyTorch's; the random streams do not.
 """
 import math
@@ -53,7 +53,7 @@ def _fan(tensor, mode):
 
 
 def _fill(tensor, array):
-    tensor.data[...] = to_device(array.astype(tensor.dtype, copy=False), tensor.device)
+    tensor.array[...] = to_device(array.astype(tensor.dtype, copy=False), tensor.device)
     return tensor
 
 
@@ -80,7 +80,7 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
 
 def constant_(tensor, value):
     """Fill `tensor` in place with `value`."""
-    tensor.data[...] = value
+    tensor.array[...] = value
     return tensor
 
 

@@ -24,7 +24,7 @@ class Parameter(Tensor):
 
     def __init__(self, data, requires_grad=True):
         if isinstance(data, Tensor):
-            data = data.data
+            data = data.array
         super().__init__(_to_array(data, None), requires_grad=requires_grad)
 
     def __repr__(self):
@@ -214,7 +214,7 @@ class Module:
             if set_to_none or param.grad is None:
                 param.grad = None
             else:
-                param.grad.data[...] = 0
+                param.grad.array[...] = 0
 
     def apply(self, fn):
         """Call fn(module) on every sub-module (children first) and on self; returns self."""
@@ -241,9 +241,9 @@ class Module:
         dot = prefix + "." if prefix else ""
         for name, value in self._direct_members():
             if isinstance(value, Parameter):
-                state[dot + name] = value if keep_vars else Tensor(value.data)
+                state[dot + name] = value if keep_vars else Tensor(value.array)
         for name, value in self.named_buffers(recurse=False, persistent_only=True):
-            state[dot + name] = value if keep_vars else Tensor(value.data)
+            state[dot + name] = value if keep_vars else Tensor(value.array)
         for name, child in self._direct_members():  # no de-duplication: PyTorch saves shared modules twice
             if isinstance(child, Module):
                 child._save_state(state, dot + name, keep_vars, visiting)
@@ -270,7 +270,7 @@ class Module:
                 continue
             value = state_dict[key]
             if isinstance(value, Tensor):
-                array = value.data
+                array = value.array
             elif hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, without importing torch
                 array = value.detach().cpu().numpy()
             else:
@@ -281,7 +281,7 @@ class Module:
                 raise ValueError(f"Error loading state_dict into {type(self).__name__}: size mismatch for "
                                  f"{key!r}: the checkpoint has shape {tuple(array.shape)}, the model has "
                                  f"shape {tuple(target.shape)}")
-            target.data[...] = to_device(array, target.device)
+            target.array[...] = to_device(array, target.device)
         return IncompatibleKeys(missing, unexpected)
 
     # ----- devices and dtypes --------------------------------------------------------
@@ -295,9 +295,9 @@ class Module:
                 if id(t) in done:
                     continue
                 done.add(id(t))
-                t.data = convert(t.data)
+                t.array = convert(t.array)
                 if t.grad is not None:
-                    t.grad = Tensor(convert(t.grad.data))
+                    t.grad = Tensor(convert(t.grad.array))
         return self
 
     def to(self, device=None, dtype=None):

@@ -38,7 +38,7 @@ class _BatchNorm(Module):
         if self.track_running_stats:
             init.zeros_(self.running_mean)
             init.ones_(self.running_var)
-            self.num_batches_tracked.data[...] = 0
+            self.num_batches_tracked.array[...] = 0
 
     def reset_parameters(self):
         self.reset_running_stats()
@@ -52,8 +52,8 @@ class _BatchNorm(Module):
             raise ValueError(f"{self!r}: expected input of shape {shapes.replace('C', str(self.num_features))}; "
                              f"got shape {tuple(x.shape)}")
         if self.training and self.track_running_stats:
-            self.num_batches_tracked.data += 1
-            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked.data)
+            self.num_batches_tracked.array += 1
+            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked.array)
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, training=True,
                                 momentum=momentum, eps=self.eps)
         if self.training or not self.track_running_stats:  # batch statistics, nothing to update

@@ -116,17 +116,17 @@ class LSTMSequence(Function):
             return _lstm_backward_composed(gates_x, h0, c0, weight_hh, grad_hidden, grad_h_n, grad_c_n,
                                            self.reverse)
         activations, hidden, cell, tanh_cell = self.saved
-        w = weight_hh.data
+        w = weight_hh.array
         xp = get_array_module(w)
         length, batch, four_h = activations.shape
         H = four_h // 4
         _, _, slope, base = _lstm_gate_constants(H, activations.dtype, xp)
         grad_gates = xp.empty_like(activations)
-        dh = grad_h_n.data.copy()
-        dc = grad_c_n.data.copy()
+        dh = grad_h_n.array.copy()
+        dc = grad_c_n.array.copy()
         scratch = xp.empty((batch, H), dtype=activations.dtype)
         derivative = xp.empty((batch, four_h), dtype=activations.dtype)
-        g_hidden = grad_hidden.data
+        g_hidden = grad_hidden.array
         for t, prev, _ in reversed(_step_indices(length, self.reverse)):
             dh += g_hidden[t]
             gates = activations[t]
@@ -244,16 +244,16 @@ class GRUSequence(Function):
         if is_grad_enabled():
             return _gru_backward_composed(gates_x, h0, weight_hh, bias_hh, grad_hidden, grad_h_n, self.reverse)
         activations, gates_h, hidden = self.saved
-        w = weight_hh.data
+        w = weight_hh.array
         xp = get_array_module(w)
         length, batch, three_h = activations.shape
         H = three_h // 3
         dtype = activations.dtype
         grad_gates_x = xp.empty_like(activations)
         grad_gates_h = xp.empty_like(activations)
-        dh = grad_h_n.data.copy()
+        dh = grad_h_n.array.copy()
         scratch = xp.empty((batch, H), dtype=dtype)
-        g_hidden = grad_hidden.data
+        g_hidden = grad_hidden.array
         for t, prev, _ in reversed(_step_indices(length, self.reverse)):
             dh += g_hidden[t]
             y = activations[t]
@@ -365,12 +365,12 @@ class RNNSequence(Function):
             return _rnn_backward_composed(gates_x, h0, weight_hh, grad_hidden, grad_h_n, self.nonlinearity,
                                           self.reverse)
         hidden = self.saved
-        w = weight_hh.data
+        w = weight_hh.array
         xp = get_array_module(w)
         length, batch, H = gates_x.shape
         grad_pre = xp.empty((length, batch, H), dtype=hidden.dtype)
-        dh = grad_h_n.data.copy()
-        g_hidden = grad_hidden.data
+        dh = grad_h_n.array.copy()
+        g_hidden = grad_hidden.array
         use_tanh = self.nonlinearity == "tanh"
         for t, _, new in reversed(_step_indices(length, self.reverse)):
             dh += g_hidden[t]
@@ -413,7 +413,7 @@ def _rnn_backward_composed(gates_x, h0, weight_hh, grad_hidden, grad_h_n, nonlin
         if nonlinearity == "tanh":
             d = dh * (1.0 - y * y)
         else:
-            d = dh * Tensor((pre.data > 0).astype(pre.dtype))
+            d = dh * Tensor((pre.array > 0).astype(pre.dtype))
         grad_pre[t] = d
         step_weight = d.T @ h_prev
         grad_weight = step_weight if grad_weight is None else grad_weight + step_weight
@@ -473,7 +473,7 @@ class RNNBase(Module):
         """Every weight and bias uniform in +-1/sqrt(hidden_size), as PyTorch does."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for param in self.parameters():
-            param.data[...] = default_generator().uniform(-bound, bound, size=param.shape)
+            param.array[...] = default_generator().uniform(-bound, bound, size=param.shape)
 
     def flatten_parameters(self):
         """Does nothing: kept so PyTorch code that calls it runs unchanged (easyfit never
@@ -531,7 +531,7 @@ class RNNBase(Module):
         layers = self.num_layers * (2 if self.bidirectional else 1)
         expected = (layers, batch, self.hidden_size) if batched else (layers, self.hidden_size)
         if state is None:
-            xp = get_array_module(reference.data)
+            xp = get_array_module(reference.array)
             return Tensor(xp.zeros((layers, batch, self.hidden_size), dtype=reference.dtype))
         if not isinstance(state, Tensor):
             raise TypeError(f"{self._describe()}: expected {name} as a Tensor, got {type(state).__name__}")
@@ -592,7 +592,7 @@ def _input_projection(x, weight, bias):
 def _bias_or_zeros(bias, weight):
     if bias is not None:
         return bias
-    return Tensor(get_array_module(weight.data).zeros(weight.shape[0], dtype=weight.dtype))
+    return Tensor(get_array_module(weight.array).zeros(weight.shape[0], dtype=weight.dtype))
 
 
 class RNN(RNNBase):
@@ -681,7 +681,7 @@ class RNNCellBase(Module):
         """Every weight and bias uniform in +-1/sqrt(hidden_size), as PyTorch does."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for param in self.parameters():
-            param.data[...] = default_generator().uniform(-bound, bound, size=param.shape)
+            param.array[...] = default_generator().uniform(-bound, bound, size=param.shape)
 
     def extra_repr(self):
         text = f"{self.input_size}, {self.hidden_size}"
@@ -712,7 +712,7 @@ class RNNCellBase(Module):
     def _state(self, state, name, batch, batched, reference):
         """A (B, H) Tensor: the given state, or zeros."""
         if state is None:
-            xp = get_array_module(reference.data)
+            xp = get_array_module(reference.array)
             return Tensor(xp.zeros((batch, self.hidden_size), dtype=reference.dtype))
         expected = (batch, self.hidden_size) if batched else (self.hidden_size,)
         if not isinstance(state, Tensor):

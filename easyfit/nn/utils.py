@@ -16,8 +16,8 @@ def _grads(parameters):
     for p in parameters:
         g = p.grad
         # Two parameters may hold the very same gradient array: scale it once.
-        if g is not None and id(g.data) not in seen:
-            seen.add(id(g.data))
+        if g is not None and id(g.array) not in seen:
+            seen.add(id(g.array))
             grads.append(g)
     return grads
 
@@ -33,12 +33,12 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         return Tensor(np.array(0.0, dtype=np.float32))
     dtype = grads[0].dtype
     if norm_type == math.inf:
-        total = max(float(get_array_module(g.data).abs(g.data).max()) if g.data.size else 0.0 for g in grads)
+        total = max(float(get_array_module(g.array).abs(g.array).max()) if g.array.size else 0.0 for g in grads)
     else:
         total = 0.0
         for g in grads:
-            xp = get_array_module(g.data)
-            flat = g.data.reshape(-1)
+            xp = get_array_module(g.array)
+            flat = g.array.reshape(-1)
             if norm_type == 2.0:
                 total += float(xp.dot(flat, flat))
             else:
@@ -50,10 +50,10 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     coefficient = max_norm / (total + 1e-6)
     if coefficient < 1.0:
         for g in grads:
-            if getattr(g.data.flags, "writeable", True):
-                g.data *= g.data.dtype.type(coefficient)
+            if getattr(g.array.flags, "writeable", True):
+                g.array *= g.array.dtype.type(coefficient)
             else:  # a read-only broadcast view from the engine: replace instead
-                g.data = g.data * g.data.dtype.type(coefficient)
+                g.array = g.array * g.array.dtype.type(coefficient)
     return Tensor(np.array(total, dtype=dtype))
 
 
@@ -61,8 +61,8 @@ def clip_grad_value_(parameters, clip_value):
     """Clamp every gradient element to [-clip_value, clip_value], in place."""
     clip_value = float(clip_value)
     for g in _grads(parameters):
-        xp = get_array_module(g.data)
-        if getattr(g.data.flags, "writeable", True):
-            xp.clip(g.data, -clip_value, clip_value, out=g.data)
+        xp = get_array_module(g.array)
+        if getattr(g.array.flags, "writeable", True):
+            xp.clip(g.array, -clip_value, clip_value, out=g.array)
         else:
-            g.data = xp.clip(g.data, -clip_value, clip_value)
+            g.array = xp.clip(g.array, -clip_value, clip_value)

@@ -3,7 +3,7 @@
 As in PyTorch, an optimizer holds `param_groups` (a list of dicts, each with its
 `params` and its own hyper-parameters, which schedules change between steps) and
 `state` (a dict from parameter to that parameter's buffers). Subclasses implement
-`_update(group, param, grad, state, scratch)`, which changes `param.data` in place.
+`_update(group, param, grad, state, scratch)`, which changes `param.array` in place.
 
 Updates run under no graph recording, on the raw arrays, with `out=` into the state
 buffers and two shared scratch arrays, so after the first step an optimizer step
@@ -104,8 +104,8 @@ class Optimizer:
             if not p.is_leaf:
                 raise ValueError(f"{self._name}: can't optimize a non-leaf Tensor (parameter {index} of the group, "
                                  f"shape {p.shape}, made by {type(p.creator).__name__}); optimize the leaf it came from")
-            if p.data.dtype.kind not in "fc":
-                raise TypeError(f"{self._name}: parameter {index} of the group has dtype {p.data.dtype}; "
+            if p.array.dtype.kind not in "fc":
+                raise TypeError(f"{self._name}: parameter {index} of the group has dtype {p.array.dtype}; "
                                 f"only floating point tensors can be optimized")
             if id(p) in seen:
                 raise ValueError(f"{self._name}: parameter {index} (shape {p.shape}) appears twice in one parameter group")
@@ -132,7 +132,7 @@ class Optimizer:
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    p.grad = None if set_to_none else Tensor(get_array_module(p.data).zeros_like(p.data))
+                    p.grad = None if set_to_none else Tensor(get_array_module(p.array).zeros_like(p.array))
 
     def step(self, closure=None):
         """Update every parameter that has a gradient (those whose `.grad` is None are skipped).
@@ -147,24 +147,24 @@ class Optimizer:
         with no_grad():
             workspace = self._workspace
             if not workspace.ready:
-                workspace.reserve(p.data for group in self.param_groups for p in group["params"])
+                workspace.reserve(p.array for group in self.param_groups for p in group["params"])
             for group in self.param_groups:
                 for p in group["params"]:
                     grad = p.grad
                     if grad is None:
                         continue
-                    grad = grad.data if isinstance(grad, Tensor) else grad
-                    if grad.shape != p.data.shape:
-                        raise ValueError(f"{self._name}: a parameter of shape {p.data.shape} has a gradient of "
+                    grad = grad.array if isinstance(grad, Tensor) else grad
+                    if grad.shape != p.array.shape:
+                        raise ValueError(f"{self._name}: a parameter of shape {p.array.shape} has a gradient of "
                                          f"shape {grad.shape}")
                     state = self.state.get(p)
                     if state is None:
-                        state = self.state[p] = self._init_state(group, p.data)
+                        state = self.state[p] = self._init_state(group, p.array)
                     state["step"] += 1
-                    if self._elementwise and p.data.size > 4 * _UPDATE_CHUNK and _can_slice(p.data, grad, state):
-                        self._update_in_slices(group, p.data, grad, state, workspace.views(p.data))
+                    if self._elementwise and p.array.size > 4 * _UPDATE_CHUNK and _can_slice(p.array, grad, state):
+                        self._update_in_slices(group, p.array, grad, state, workspace.views(p.array))
                     else:
-                        self._update(group, p.data, grad, state, workspace.views(p.data))
+                        self._update(group, p.array, grad, state, workspace.views(p.array))
         return loss
 
     def _update_in_slices(self, group, param, grad, state, scratch):
@@ -270,7 +270,7 @@ class Optimizer:
                 raise ValueError(f"{self._name}.load_state_dict: the checkpoint has state for parameter {index}, "
                                  f"which none of its parameter groups lists")
             p, number = param_of[index]
-            required = set(self._init_state(new_groups[number], p.data))
+            required = set(self._init_state(new_groups[number], p.array))
             if not required <= set(entry) <= set(self._state_names):
                 raise ValueError(f"{self._name}.load_state_dict: the state of parameter {index} has entries "
                                  f"{sorted(entry)}, but {self._name} with the checkpoint's hyper-parameters keeps "
@@ -281,12 +281,12 @@ class Optimizer:
                 if name == "step":
                     restored[name] = int(np.asarray(value))
                     continue
-                value = value.data if isinstance(value, Tensor) else value
-                if tuple(value.shape) != p.data.shape:
+                value = value.array if isinstance(value, Tensor) else value
+                if tuple(value.shape) != p.array.shape:
                     raise ValueError(f"{self._name}.load_state_dict: state '{name}' of parameter {index} has shape "
-                                     f"{tuple(value.shape)}, the parameter has shape {p.data.shape}")
-                value = to_device(value, device_of(p.data))
-                restored[name] = get_array_module(p.data).array(value, dtype=p.data.dtype, copy=True)
+                                     f"{tuple(value.shape)}, the parameter has shape {p.array.shape}")
+                value = to_device(value, device_of(p.array))
+                restored[name] = get_array_module(p.array).array(value, dtype=p.array.dtype, copy=True)
             new_state[p] = restored
         self.param_groups = new_groups
         self.state = new_state

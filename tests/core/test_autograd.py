@@ -63,7 +63,7 @@ def test_leaf_grads_are_private_writable_arrays():
     b = ef.tensor([3.0, 4.0], requires_grad=True)
     (a + b).sum().backward()          # both grads come from one broadcast view
     assert a.grad is not b.grad
-    a.grad.data *= 10                 # in-place (as clipping does) must not touch b
+    a.grad.array *= 10                 # in-place (as clipping does) must not touch b
     np.testing.assert_allclose(b.grad.numpy(), [1.0, 1.0])
 
 
@@ -94,7 +94,7 @@ def test_memory_is_stable_over_a_long_training_loop():
     def step():
         loss = (ef.tanh(xb @ w) ** 2).mean()
         loss.backward()
-        w.data -= 0.01 * w.grad.data
+        w.array -= 0.01 * w.grad.array
         w.grad = None
 
     for _ in range(50):
@@ -275,7 +275,7 @@ def test_float32_is_not_promoted_by_scalars():
     x = ef.ones(3)
     assert x.dtype == np.float32
     for y in (x * 2.5, x + np.float64(1.0), 2.0 / x, x ** 2, x - np.float32(1), np.float64(3.0) * x,
-              ef.maximum(x, 0.5), ef.where(x.data > 0, x, 0.0)):
+              ef.maximum(x, 0.5), ef.where(x.array > 0, x, 0.0)):
         assert y.dtype == np.float32, y
     assert (ef.ones(2, dtype=np.float64) * 2.0).dtype == np.float64
     assert (ef.arange(3) * 2).dtype == np.int64

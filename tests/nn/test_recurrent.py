@@ -260,7 +260,7 @@ def test_parameter_gradients_against_finite_differences():
     gru = nn.GRU(2, 3, bidirectional=True).double()
     x = ef.tensor(np.random.default_rng(0).standard_normal((3, 2, 2)))
     original = dict(gru.named_parameters())
-    leaves = [Tensor(p.data.copy(), requires_grad=True) for p in original.values()]
+    leaves = [Tensor(p.array.copy(), requires_grad=True) for p in original.values()]
 
     def with_leaves(*values):
         for name, value in zip(original, values):

@@ -36,9 +36,9 @@ def run_easyfit(cls, kwargs, steps, group_kwargs=None, skip=None):
             if skip and skip(step, index):
                 p.grad = None
             else:
-                p.grad = ef.tensor(gradient(step, index, p.data))
+                p.grad = ef.tensor(gradient(step, index, p.array))
         opt.step()
-        history.append([p.data.copy() for p in params])
+        history.append([p.array.copy() for p in params])
     return history
 
 
@@ -131,7 +131,7 @@ def test_sgd_known_values():
         w.grad = ef.tensor([1.0, 1.0])
         opt.step()
     # buf: 1 then 0.5 * 1 + 1 = 1.5; w: 1 - 0.1 - 0.15
-    np.testing.assert_allclose(w.data, [0.75, -2.25], rtol=1e-6)
+    np.testing.assert_allclose(w.array, [0.75, -2.25], rtol=1e-6)
 
 
 def test_adam_first_step_is_lr_times_sign():
@@ -139,7 +139,7 @@ def test_adam_first_step_is_lr_times_sign():
     opt = Adam([w], lr=0.1)
     w.grad = ef.tensor([0.5, -4.0, 0.0])
     opt.step()
-    np.testing.assert_allclose(w.data, [0.9, -1.9, 3.0], rtol=1e-5)
+    np.testing.assert_allclose(w.array, [0.9, -1.9, 3.0], rtol=1e-5)
 
 
 # ----- state dicts ---------------------------------------------------------------------
@@ -155,7 +155,7 @@ STATE_CASES = [
 def train(opt, params, steps, start):
     for step in range(start, start + steps):
         for index, p in enumerate(params):
-            p.grad = ef.tensor(gradient(step, index, p.data))
+            p.grad = ef.tensor(gradient(step, index, p.array))
         opt.step()
 
 
@@ -174,7 +174,7 @@ def test_state_dict_round_trip_resumes_exactly(cls, kwargs, tmp_path):
     assert opt2.param_groups[1]["lr"] == 0.002
     train(opt2, resumed, 5, 5)
     for a, b in zip(params, resumed):
-        np.testing.assert_array_equal(a.data, b.data)
+        np.testing.assert_array_equal(a.array, b.array)
 
 
 def test_state_dict_layout_is_arrays_and_json():
@@ -283,7 +283,7 @@ def test_add_param_group_uses_defaults_and_trains_new_params():
     assert opt.param_groups[1]["momentum"] == 0.9 and opt.param_groups[1]["lr"] == 0.5
     b.grad = ef.ones_like(b)
     opt.step()
-    np.testing.assert_allclose(b.data, 0.5)
+    np.testing.assert_allclose(b.array, 0.5)
 
 
 def test_zero_grad_and_closure():
@@ -299,21 +299,21 @@ def test_zero_grad_and_closure():
     with ef.no_grad():  # the closure still records its graph
         loss = opt.step(closure)
     assert loss.item() == 9.0
-    np.testing.assert_allclose(w.data, [1.5])
+    np.testing.assert_allclose(w.array, [1.5])
     opt.zero_grad()
     assert w.grad is None
     w.grad = ef.tensor([1.0])
     opt.zero_grad(set_to_none=False)
-    np.testing.assert_array_equal(w.grad.data, [0.0])
+    np.testing.assert_array_equal(w.grad.array, [0.0])
 
 
 def test_step_does_not_record_a_graph_and_keeps_identity():
     w = ef.tensor([1.0, 2.0], requires_grad=True)
-    data = w.data
+    data = w.array
     opt = Adam([w])
     (w * w).sum().backward()
     opt.step()
-    assert w.data is data and w.is_leaf and w.requires_grad
+    assert w.array is data and w.is_leaf and w.requires_grad
 
 
 def test_gradient_arrays_are_not_modified():
@@ -321,10 +321,10 @@ def test_gradient_arrays_are_not_modified():
     a = ef.tensor([1.0, 2.0], requires_grad=True)
     b = ef.tensor([3.0, 4.0], requires_grad=True)
     (a + b).sum().backward()
-    grads = [a.grad.data.copy(), b.grad.data.copy()]
+    grads = [a.grad.array.copy(), b.grad.array.copy()]
     SGD([a, b], lr=0.1, momentum=0.9, weight_decay=0.1, nesterov=True).step()
-    np.testing.assert_array_equal(a.grad.data, grads[0])
-    np.testing.assert_array_equal(b.grad.data, grads[1])
+    np.testing.assert_array_equal(a.grad.array, grads[0])
+    np.testing.assert_array_equal(b.grad.array, grads[1])
 
 
 @pytest.mark.parametrize("opt_factory", [
@@ -368,7 +368,7 @@ def test_optimizer_subclass_extension_point():
     w.grad = ef.tensor([3.0, -0.5])
     opt = SignSGD([w])
     opt.step()
-    np.testing.assert_allclose(w.data, [0.9, -0.9])
+    np.testing.assert_allclose(w.array, [0.9, -0.9])
     assert opt.state_dict()["state"][0]["step"] == 1
 
 
@@ -384,10 +384,10 @@ def test_a_parameter_whose_data_was_replaced_still_steps():
     opt = SGD([w], lr=0.5)
     w.grad = ef.ones_like(w)
     opt.step()
-    w.data = np.ones(10, np.float64)  # e.g. reassigned by user code: larger and another dtype
+    w.array = np.ones(10, np.float64)  # e.g. reassigned by user code: larger and another dtype
     w.grad = ef.tensor(np.ones(10, np.float64))
     opt.step()
-    np.testing.assert_allclose(w.data, 0.5)
+    np.testing.assert_allclose(w.array, 0.5)
 
 
 @pytest.mark.parametrize("make", [

@@ -210,7 +210,7 @@ def test_sampling_is_seeded_and_follows_temperature_and_top_k(trained):
 def test_a_sampled_document_start_is_a_fortune_break_and_never_drawn_for_a_file(trained):
     _, loaded, config = trained
     bos = loaded.dls.vocab.stoi[BOS]
-    loaded.model.decoder.bias.data[bos] = 100.0     # the model now always predicts a new document
+    loaded.model.decoder.bias.array[bos] = 100.0     # the model now always predicts a new document
     fortunes_config = dataclasses.replace(config, data="fortunes")
     assert char_rnn.generate(loaded, fortunes_config, "ab", length=3, seed=0) == "ab" + char_rnn.DOCUMENT_BREAK * 3
     from_file = char_rnn.generate(loaded, config, "ab", length=3, seed=0)
