@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from . import functional as F
+from .functional._arguments import _pair
 from . import init
 from .module import Module, Parameter
 
@@ -25,10 +26,10 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels ({out_channels}) must both "
                              f"be divisible by groups ({groups})")
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size = F._pair(kernel_size, "kernel_size")
-        self.stride = F._pair(stride, "stride")
-        self.padding = padding if isinstance(padding, str) else F._pair(padding, "padding")
-        self.dilation = F._pair(dilation, "dilation")
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = padding if isinstance(padding, str) else _pair(padding, "padding")
+        self.dilation = _pair(dilation, "dilation")
         self.groups = int(groups)
         dtype = np.dtype(np.float32 if dtype is None else dtype)
         self.weight = Parameter(np.empty((self.out_channels, self.in_channels // self.groups) + self.kernel_size,

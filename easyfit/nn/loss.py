@@ -1,6 +1,7 @@
 """Loss modules: CrossEntropyLoss, NLLLoss, MSELoss, L1Loss, BCEWithLogitsLoss, BCELoss."""
 from ..core.tensor import Tensor
 from . import functional as F
+from .functional._arguments import _check_reduction
 from .module import Module
 
 __all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss", "BCELoss"]
@@ -9,7 +10,7 @@ __all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLos
 class _Loss(Module):
     def __init__(self, reduction="mean"):
         super().__init__()
-        F._check_reduction(reduction)
+        _check_reduction(reduction)
         self.reduction = reduction
 
     def extra_repr(self):
