@@ -67,6 +67,10 @@ class SmoothL1Loss(_Loss):
         super().__init__(_legacy_reduction(size_average, reduce, reduction))
         self.beta = beta
 
+    def export_args(self):
+        """Constructor arguments, so `learn.export` can rebuild this loss without pickle."""
+        return {"reduction": self.reduction, "beta": self.beta}
+
     def forward(self, input, target):
         return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
 
@@ -90,6 +94,10 @@ class KLDivLoss(_Loss):
             reduction = _legacy_reduction(size_average, reduce, "mean")
         _check_reduction_name(reduction, ("mean", "batchmean", "sum", "none"))
         self.reduction, self.log_target = reduction, log_target
+
+    def export_args(self):
+        """Constructor arguments, so `learn.export` can rebuild this loss without pickle."""
+        return {"reduction": self.reduction, "log_target": self.log_target}
 
     def forward(self, input, target):
         return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
