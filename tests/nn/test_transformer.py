@@ -11,7 +11,8 @@ from easyfit import nn
 D, HEADS, FF, S, T, N = 8, 2, 16, 5, 4, 3
 
 # PyTorch warns when a boolean padding mask meets a float attention mask; both are supported.
-pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched")
+pytestmark = [pytest.mark.filterwarnings("ignore:Support for mismatched"),
+              pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")]
 
 
 def load_from_torch(mine, theirs):
