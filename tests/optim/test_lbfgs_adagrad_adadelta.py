@@ -118,7 +118,10 @@ def lbfgs_torch(torch, dtype, steps, **kwargs):
     dict(lr=1, max_iter=6, line_search_fn="strong_wolfe"),
     dict(lr=0.8, max_iter=4, history_size=3, line_search_fn="strong_wolfe"),
     dict(lr=0.3, max_iter=3, history_size=2),
-], ids=["fixed", "wolfe", "wolfe-short-history", "fixed-short-history"])
+    dict(lr=2.0, max_iter=10, max_eval=7, line_search_fn="strong_wolfe"),
+    dict(lr=1, max_iter=8, tolerance_change=1e-3, line_search_fn="strong_wolfe"),
+], ids=["fixed", "wolfe", "wolfe-short-history", "fixed-short-history", "wolfe-few-evaluations",
+        "wolfe-tolerance-change"])
 def test_lbfgs_follows_torch(dtype, rtol, steps, kwargs):
     torch = pytest.importorskip("torch")
     ours, our_params, opt = lbfgs_easyfit(dtype, steps, **kwargs)
