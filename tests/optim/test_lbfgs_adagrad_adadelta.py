@@ -203,3 +203,30 @@ def test_lbfgs_state_dict_resumes_exactly(tmp_path):
         opt2.step(closure2)
     for a, b in zip(params, params2):
         np.testing.assert_array_equal(a.array, b.array)
+
+
+@pytest.mark.parametrize("name, kwargs", [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", {}), ("AdamW", {}),
+                                          ("RMSprop", {}), ("Adagrad", {}), ("Adadelta", {}), ("LBFGS", {})])
+def test_step_with_closure_returns_its_loss_like_torch(name, kwargs):
+    """PyTorch's contract: step(closure) calls the closure with gradients on and returns its loss."""
+    torch = pytest.importorskip("torch")
+    import easyfit.optim
+    start = np.array([1.5, -0.5])
+    results = []
+    for framework, make, optim in ((ef, lambda a: ef.tensor(a, requires_grad=True), easyfit.optim),
+                                   (torch, lambda a: torch.tensor(a, requires_grad=True), torch.optim)):
+        w = make(start)
+        opt = getattr(optim, name)([w], **kwargs)
+
+        def closure():
+            opt.zero_grad()
+            loss = ((w - 1.0) ** 2).sum() + (w * w * w).sum() * 0.1
+            loss.backward()
+            return loss
+
+        with framework.no_grad():
+            losses = [opt.step(closure).item() for _ in range(3)]
+        results.append((losses, w.detach().numpy().copy()))
+    (ours, our_w), (theirs, their_w) = results
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10)
+    np.testing.assert_allclose(our_w, their_w, rtol=1e-10)
