@@ -13,6 +13,8 @@ the start of the fit), `pct_train` (fraction of the fit's training done), `train
 detached), `loss_grad` (the tensor backward starts from).
 """
 import contextlib
+import numbers
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,9 @@ class Learner:
 
     def __init__(self, dls, model, loss_func, opt_func=Adam, lr=1e-3, metrics=None, cbs=None, wd=None,
                  path=".", model_dir="models", splitter=None, train_bn=True, default_cbs=True):
+        if isinstance(loss_func, type):
+            raise TypeError(f"Learner: loss_func is the class {loss_func.__name__}, not a loss; instantiate it: "
+                            f"loss_func={loss_func.__name__}()")
         if loss_func is None or not callable(loss_func):
             raise TypeError(f"Learner: loss_func must be callable (pred, target) -> loss, got {loss_func!r}")
         if not callable(model):
@@ -74,7 +79,7 @@ class Learner:
         self.model = model
         self.loss_func = loss_func
         self.opt_func = opt_func
-        self.lr = lr
+        self.lr = _check_lr(lr, "lr")
         self.wd = wd
         self.metrics = [as_metric(m) for m in _listify(metrics)]
         self.path = Path(path)
@@ -219,13 +224,14 @@ class Learner:
             return float(lr[-1])
         return lr
 
-    def lr_per_group(self, lr):
+    def lr_per_group(self, lr, name="lr"):
         """One learning rate per parameter group from a number, a list, or a slice.
 
         `slice(hi)`: the last group gets hi, the others hi/10; `slice(lo, hi)`: rates
         spread geometrically from lo (first group) to hi (last) — fastai's convention.
         """
         n = len(self.opt.param_groups) if self.opt is not None else len(self.param_groups())
+        _check_lr(lr, name)
         if isinstance(lr, slice):
             if lr.stop is None:
                 raise ValueError(f"Learner: a learning-rate slice needs a stop value, got {lr}")
@@ -282,6 +288,10 @@ class Learner:
         """
         if not isinstance(n_epoch, (int, np.integer)) or n_epoch < 0:
             raise ValueError(f"fit: n_epoch must be a non-negative integer, got {n_epoch!r}")
+        if n_epoch == 0:
+            warnings.warn("fit: n_epoch is 0, so nothing is trained (no callback runs, the weights, optimizer "
+                          "and data stay as they are)", UserWarning, stacklevel=2)
+            return
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None:
                 self.create_opt()
@@ -641,6 +651,17 @@ def _model_device(model):
     for p in (model.parameters() if hasattr(model, "parameters") else ()):
         return p.device
     return "cpu"
+
+
+def _check_lr(lr, name):
+    """A learning rate is a number, a slice of numbers, or one number per group; a string is refused."""
+    values = [lr.start, lr.stop] if isinstance(lr, slice) else \
+        list(lr) if isinstance(lr, (list, tuple, np.ndarray)) else [lr]
+    for value in values:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise TypeError(f"{name} must be a number (or a slice or list of numbers), got {lr!r} "
+                            f"({type(lr).__name__}){'; write it without quotes' if isinstance(value, str) else ''}")
+    return lr
 
 
 def _listify(value):

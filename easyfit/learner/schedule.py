@@ -52,7 +52,7 @@ def fit_one_cycle(learn, n_epoch, lr_max=None, div=25., div_final=1e5, pct_start
     if learn.opt is None or reset_opt:
         learn.create_opt()
     lr_max = learn.lr if lr_max is None else lr_max
-    lrs = learn.lr_per_group(lr_max)
+    lrs = learn.lr_per_group(lr_max, "lr_max")
     scheds = {"lr": [one_cycle_lr(lr, div=div, div_final=div_final, pct_start=pct_start) for lr in lrs]}
     if moms is not None and _has_momentum(learn.opt):
         scheds["mom"] = one_cycle_mom(moms, pct_start=pct_start)

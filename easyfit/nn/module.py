@@ -31,6 +31,20 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+def check_input_dtype(module, x, weight):
+    """Refuse an input whose dtype differs from the layer's weight, as PyTorch does.
+
+    NumPy would silently promote float32 weights with a float64 input to a float64
+    result (twice the memory, and a model whose output dtype depends on its input);
+    the error names the layer and both dtypes instead.
+    """
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None and dtype != weight.dtype:
+        raise TypeError(f"{module!r}: the input is {np.dtype(dtype).name} but the layer's weight is "
+                        f"{np.dtype(weight.dtype).name}; convert one to the other, e.g. "
+                        f"x.astype(easyfit.{np.dtype(weight.dtype).name}), or the model with model.to(easyfit.{np.dtype(dtype).name})")
+
+
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 # Attributes that Module itself keeps; never walked.
