@@ -7,6 +7,7 @@ float32 (N, C, H, W) batches in [0, 1] by the `ImageToFloat` batch transform.
 import io
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -238,17 +239,19 @@ class ImageDataLoaders:
 
     @staticmethod
     def from_folder(path, valid_pct=0.2, seed=None, size=None, bs=64, item_tfms=None, batch_tfms=None,
-                    train="train", valid="valid", mode=None, on_error="raise", num_workers=None,
+                    train="train", valid="valid", mode="RGB", on_error="raise", num_workers=None,
                     worker_type="thread", device=None, drop_last=False, resize_method="squish", cache=False):
         """Loaders over `path/<class_name>/<image>` files.
 
         When `path/train` and `path/valid` both exist they are the split (classes from
         `path/train`); otherwise `valid_pct` of the images, chosen with `seed`, are the
-        validation set. `size` adds `Resize(size)` as the first item transform. `mode`
-        "L" or "RGB" (None: the mode of the first image decides). Validation loads use
+        validation set. `size` adds `Resize(size)` as the first item transform. Every image
+        is decoded to `mode`: "RGB" (the default, as fastai: a folder of mixed grey,
+        colour and RGBA files gives 3-channel batches) or "L" (grey, 1 channel); None
+        takes the mode of the first image and says which it chose (a warning). Validation loads use
         the deterministic counterpart of the item transforms (no flips, centred crops).
         `cache=True` keeps decoded images in memory after the first epoch (see
-        `ImageFolderDataset`). The result has `.classes`.
+        `ImageFolderDataset`). The result has `.classes` and `.mode`.
         """
         folder = Path(path)
         if not folder.is_dir():
@@ -274,6 +277,12 @@ class ImageDataLoaders:
             valid_files, valid_labels = [files[i] for i in valid_idx], [labels[i] for i in valid_idx]
         if mode is None:
             mode = _first_mode(train_files, on_error)
+            warnings.warn(f"ImageDataLoaders.from_folder: mode=None, so the first image decides: every image is "
+                          f"decoded as {mode!r} ({'1 channel' if mode == 'L' else '3 channels'}); pass mode='RGB' "
+                          f"or mode='L' to choose", UserWarning, stacklevel=2)
+        elif mode not in ("RGB", "L"):
+            raise ValueError(f"ImageDataLoaders.from_folder: mode must be 'RGB' (colour), 'L' (grey) or None (the "
+                             f"first image decides), got {mode!r}")
         item_tfms = list(item_tfms or [])
         if size is not None:
             item_tfms.insert(0, Resize(size, method=resize_method))
@@ -284,7 +293,9 @@ class ImageDataLoaders:
                               shuffle=True, drop_last=drop_last, seed=seed, item_tfms=item_tfms, **common)
         valid_dl = DataLoader(ImageFolderDataset(valid_files, valid_labels, classes, mode, on_error, cache),
                               shuffle=False, seed=seed + 1, item_tfms=validation_transforms(item_tfms), **common)
-        return DataLoaders(train_dl, valid_dl, classes=classes)
+        dls = DataLoaders(train_dl, valid_dl, classes=classes)
+        dls.mode = mode
+        return dls
 
     @staticmethod
     def from_arrays(train_x, train_y, valid_x=None, valid_y=None, valid_pct=0.2, seed=None, bs=64,
@@ -316,7 +327,9 @@ class ImageDataLoaders:
                               item_tfms=item_tfms, **common)
         valid_dl = DataLoader(ArrayDataset(valid_x, valid_y), shuffle=False, seed=seed + 1,
                               item_tfms=validation_transforms(item_tfms), **common)
-        return DataLoaders(train_dl, valid_dl, classes=classes)
+        dls = DataLoaders(train_dl, valid_dl, classes=classes)
+        dls.mode = {1: "L", 3: "RGB"}.get(train_x.shape[-1])  # what an image file is decoded to for predict
+        return dls
 
 
 def _images_hwc(x, name):
