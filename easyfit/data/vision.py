@@ -107,6 +107,23 @@ def decode_image(path, mode=None):
     return array
 
 
+def convert_image_mode(image, mode):
+    """An (H, W, C) uint8 image with C = 1 or 3 converted to `mode` ('L': 1 channel, 'RGB': 3).
+
+    Anything else (float arrays, batches, other layouts) is returned unchanged: only a
+    decoded-looking image is converted, the way `decode_image` would have decoded it.
+    """
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3:
+        return image
+    channels = image.shape[2]
+    if mode == "RGB" and channels == 1:
+        return np.repeat(image, 3, axis=2)
+    if mode == "L" and channels == 3:
+        grey = Image.fromarray(np.ascontiguousarray(image), "RGB").convert("L")
+        return np.asarray(grey)[:, :, None]
+    return image
+
+
 def _to_uint8(array):
     array = array.astype(np.float64)
     top = array.max() if array.size else 0

@@ -93,11 +93,15 @@ def prepare_item(learn, item):
     tokenizer, vocab = getattr(learn.dls, "tokenizer", None), getattr(learn.dls, "vocab", None)
     if isinstance(item, str) and tokenizer is not None and hasattr(vocab, "encode"):
         return np.asarray(vocab.encode(tokenizer(item)), dtype=np.int64)[None]
+    from .export import image_mode_of
+    mode = image_mode_of(learn.dls)
     if isinstance(item, (str, os.PathLike)):
         from ..data.vision import decode_image
-        dataset = getattr(dl, "dataset", None)
-        item = decode_image(item, getattr(dataset, "mode", None))
+        item = decode_image(item, mode)
     x = to_numpy(item)
+    if mode is not None:
+        from ..data.vision import convert_image_mode
+        x = convert_image_mode(x, mode)
     return transform_batch(x, getattr(dl, "item_tfms", ()), getattr(dl, "batch_tfms", ()))
 
 

@@ -275,6 +275,7 @@ def export_learner(learn, path):
             "item_tfms": _describe_transforms(getattr(valid, "item_tfms", ()), "item_tfms"),
             "batch_tfms": _describe_transforms(getattr(valid, "batch_tfms", ()), "batch_tfms"),
             "tokenizer": _describe_tokenizer(getattr(dls, "tokenizer", None)),
+            "mode": image_mode_of(dls),
         },
     }
     tensors = {"model": {key: value.numpy_cpu() for key, value in learn.model.state_dict().items()},
@@ -295,14 +296,23 @@ def _check_rebuild(model, spec, arrays):
                           "arguments — define export_args() on it")
 
 
+def image_mode_of(dls):
+    """The colour mode ('RGB' or 'L') image files are decoded to for this data, or None."""
+    mode = getattr(dls, "mode", None)
+    if mode is None:
+        loader = getattr(dls, "valid", None) or getattr(dls, "train", None)
+        mode = getattr(getattr(loader, "dataset", None), "mode", None)
+    return mode
+
+
 class InferenceData:
     """What an exported learner keeps of its data: the validation preprocessing, classes,
-    vocabulary and tokenizer."""
+    vocabulary, tokenizer and the colour mode images are decoded to."""
 
-    def __init__(self, item_tfms, batch_tfms, classes, vocab, tokenizer=None):
+    def __init__(self, item_tfms, batch_tfms, classes, vocab, tokenizer=None, mode=None):
         self.train = None
         self.valid = _Preprocessing(item_tfms, batch_tfms)
-        self.classes, self.vocab, self.tokenizer = classes, vocab, tokenizer
+        self.classes, self.vocab, self.tokenizer, self.mode = classes, vocab, tokenizer, mode
 
 
 class _Preprocessing:
@@ -352,5 +362,6 @@ def load_learner(path, device=None):
     data = InferenceData(_build_transforms(description["preprocessing"]["item_tfms"]),
                          _build_transforms(description["preprocessing"]["batch_tfms"]),
                          _from_plain_json(classes) if classes is not None else None, vocab,
-                         _build_tokenizer(description["preprocessing"].get("tokenizer")))
+                         _build_tokenizer(description["preprocessing"].get("tokenizer")),
+                         description["preprocessing"].get("mode"))
     return Learner(data, model, loss_func, default_cbs=False)
