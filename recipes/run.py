@@ -94,6 +94,11 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
     results = {"recipe": recipe.NAME, **{n: float(v) for n, v in zip(names, values)},
                "epochs": config.epochs, "lr": lr, "train_seconds": round(seconds, 2),
                "seconds_per_epoch": round(seconds / max(config.epochs, 1), 2)}
+    skipped = skipped_files(learn)
+    if skipped:
+        results["skipped_files"] = len(skipped)
+        log(f"skipped {len(skipped)} unreadable file(s) (on_error=skip): {', '.join(skipped[:5])}"
+            f"{', ...' if len(skipped) > 5 else ''}")
     learn.export((out_dir / MODEL_FILE).resolve())
     (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     metrics = ", ".join(f"{n} {v:.4f}" for n, v in zip(names, values))
@@ -101,6 +106,16 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
     log(f"model: {out_dir / MODEL_FILE}; checkpoints: {out_dir / 'models'}")
     log(f"TensorBoard logs: {logdir}  (view them with: tensorboard --logdir {logdir})")
     return results
+
+
+def skipped_files(learn):
+    """Names of the files the data loaders left out (on_error='skip'), training and validation together."""
+    names = []
+    for loader in (learn.dls.train, learn.dls.valid):
+        files = getattr(getattr(loader, "dataset", None), "files", None)
+        for index in sorted(getattr(loader, "skipped", {}) or {}):
+            names.append(str(files[index]) if files is not None else f"item {index}")
+    return names
 
 
 def find_lr(recipe, config, out_dir, log=print):

@@ -19,6 +19,8 @@ from easyfit.data import ImageDataLoaders, Normalize, RandomCrop, RandomHorizont
 from easyfit.learner import Learner, accuracy, register_module
 from easyfit.optim import AdamW
 
+from .config import ConfigError
+
 NAME = "vision"
 DESCRIPTION = "image classifier: small CNN or ResNet (BatchNorm) on digits, Fashion-MNIST, MNIST, CIFAR-10 or a folder"
 DEFAULT_DATA = "digits (UCI handwritten digits from scikit-learn, 1,797 8x8 images, no download)"
@@ -37,6 +39,8 @@ class Config:
     wd: float = 0.01                 # decoupled weight decay (AdamW), as fastai does
     valid_pct: float = 0.2           # held-out share when the data has no test split
     size: int = 32                   # image side for folders (named datasets keep their size)
+    mode: str = "RGB"                # folders: decode every image as RGB (3 channels) or L (grey, 1 channel)
+    on_error: str = "raise"          # folders: an unreadable image stops training (raise) or is left out (skip)
     flip: bool = False               # random horizontal flips (off for digits and characters)
     crop_padding: int = 0            # random crops with this much padding (0: off)
     dropout: float = 0.25
@@ -148,6 +152,11 @@ def build_dataloaders(config):
                                            batch_tfms=[Normalize(mean, std)], classes=list(range(len(classes))))
         dls.classes = classes
         return dls
+    if config.mode not in ("RGB", "L"):
+        raise ConfigError(f"config key 'mode' must be 'RGB' (colour) or 'L' (grey), got {config.mode!r}")
+    if config.on_error not in ("raise", "skip"):
+        raise ConfigError(f"config key 'on_error' must be 'raise' (stop at an unreadable image) or 'skip' "
+                          f"(leave it out and count it), got {config.on_error!r}")
     folder = Path(config.data)
     if not folder.is_dir():
         raise FileNotFoundError(f"--data {config.data!r} is neither a known dataset "
@@ -155,7 +164,8 @@ def build_dataloaders(config):
     # Fixed statistics (one value for every channel): computing them would decode the folder twice.
     return ImageDataLoaders.from_folder(folder, valid_pct=config.valid_pct, seed=config.seed, size=config.size,
                                         bs=config.bs, item_tfms=_augmentations(config, config.size),
-                                        batch_tfms=[Normalize([0.5], [0.25])])
+                                        batch_tfms=[Normalize([0.5], [0.25])], mode=config.mode,
+                                        on_error=config.on_error)
 
 
 # ----- the recipe ---------------------------------------------------------------------
