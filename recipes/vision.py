@@ -179,10 +179,31 @@ def build_learner(config, out_dir):
                    metrics=accuracy, path=out_dir)
 
 
+def image_inputs(inputs):
+    """The image files named by `inputs`: files as given, folders expanded to their images (sorted)."""
+    from easyfit.data import image_files
+    files = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = image_files(path)
+            if not found:
+                raise FileNotFoundError(f"the folder {path} holds no image files")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"image file {path} does not exist")
+    return files
+
+
 def predict(learner, config, inputs):
-    """One line per image file: the predicted class and its probability."""
-    lines = []
-    for path in inputs:
-        label, _, probs = learner.predict(str(path))
-        lines.append(f"{path}\t{label}\t{float(np.max(probs)):.4f}")
-    return lines
+    """One line per image (files, or folders of images): the file, the predicted class and its probability.
+
+    The images go through the model in batches (`dls.test_dl` + `get_preds`).
+    """
+    files = image_inputs(inputs)
+    preds, _, decoded = learner.get_preds(dl=learner.dls.test_dl(files, bs=config.bs), with_decoded=True)
+    classes = learner.dls.classes
+    return [f"{path}\t{classes[int(index)] if classes else int(index)}\t{float(np.max(probs)):.4f}"
+            for path, index, probs in zip(files, decoded, preds)]

@@ -629,5 +629,14 @@ class DataLoaders:
         """One training batch (see `DataLoader.one_batch`)."""
         return self.train.one_batch()
 
+    def test_dl(self, items, bs=None, device=None, num_workers=0):
+        """A loader over unlabelled `items` prepared as the validation data is, in their order.
+
+        Items are image file paths (or a folder of images), texts, or arrays; batches hold
+        inputs only: `preds, _ = learn.get_preds(dl=dls.test_dl(items))` (fastai's way).
+        """
+        from .inference import test_dataloader
+        return test_dataloader(self, items, bs=bs, device=device, num_workers=num_workers)
+
     def __repr__(self):
         return f"DataLoaders(train={self.train!r}, valid={self.valid!r})"

@@ -540,7 +540,12 @@ class Learner:
         return tuple(result)
 
     def predict(self, item):
-        """(decoded label, class index or decoded value, probabilities) for one input item."""
+        """(decoded label, class index or decoded value, probabilities) for one input item.
+
+        One item only (a file path, a text, one array): several raise a ValueError that
+        points to `learn.dls.test_dl(items)` and `learn.get_preds(dl=...)`.
+        """
+        _decoding.check_one_item(self, item)
         x = _decoding.prepare_item(self, item)
         device = _model_device(self.model)
         batch = Tensor(x).to(device) if device != "cpu" else Tensor(x)

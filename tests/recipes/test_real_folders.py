@@ -60,3 +60,49 @@ def test_the_recipe_trains_colour_by_default_and_grey_when_asked(tmp_path, capsy
     assert cli.main(["train", "vision", "--data", str(data), "--set", "mode=CMYK"]) == cli.EXIT_USAGE
     assert "config key 'mode' must be 'RGB'" in capsys.readouterr().err
     assert cli.main(["train", "vision", "--data", str(data), "--set", "on_error=ignore"]) == cli.EXIT_USAGE
+
+
+def _run_folder(out):
+    return out if (out / RESULTS_FILE).is_file() else out / "latest"
+
+
+def test_predict_takes_several_files_or_a_folder_and_a_missing_image_exits_3(tmp_path, capsys):
+    data = messy_folder(tmp_path / "images", corrupt=0)
+    out = tmp_path / "run"
+    assert cli.main(["train", "vision", "--data", str(data), "--epochs", "1", "--bs", "4", "--out", str(out),
+                     "--set", "size=8", "--set", "width=4"]) == 0
+    capsys.readouterr()
+    files = sorted(str(p) for p in (data / "top").iterdir())
+    assert cli.main(["predict", str(out), str(data / "top"), files[0]]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == files + [files[0]]
+    assert all(line.split("\t")[1] in ("top", "bottom") for line in lines)
+    assert lines[0].split("\t")[1:] == lines[-1].split("\t")[1:]     # the same file, the same answer
+    assert cli.main(["predict", str(out), str(tmp_path / "no-such.png")]) == cli.EXIT_NOT_FOUND
+    assert "no-such.png does not exist" in capsys.readouterr().err
+
+
+def test_text_predict_reads_the_text_column_of_a_csv_file(tmp_path, capsys):
+    import csv
+    words = {"tech": "kernel compiler python bug server".split(), "food": "bread cheese apple soup pasta".split()}
+    rng = np.random.default_rng(0)
+    path = tmp_path / "train.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["review", "topic"])
+        for _ in range(20):
+            for topic, vocabulary in words.items():
+                writer.writerow([" ".join(rng.choice(vocabulary, 4)), topic])
+    out = tmp_path / "run"
+    assert cli.main(["train", "text", "--data", str(path), "--epochs", "1", "--out", str(out), "--bs", "8",
+                     "--set", "text_col=review", "--set", "label_col=topic", "--set", "min_freq=1",
+                     "--set", "emb_dim=8", "--set", "hidden=8"]) == 0
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("review,stars\nkernel bug in the server,1\napple soup and bread,5\npython,3\n")
+    capsys.readouterr()
+    assert cli.main(["predict", str(out), str(reviews), "cheese pasta"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["kernel bug in the server", "apple soup and bread", "python",
+                                                       "cheese pasta"]
+    assert cli.main(["predict", str(out), str(tmp_path / "missing.csv")]) == cli.EXIT_NOT_FOUND
+    assert "looks like a CSV file but does not exist" in capsys.readouterr().err
