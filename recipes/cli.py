@@ -12,6 +12,7 @@ folder not found. Errors are one line on stderr; set EASYFIT_DEBUG=1 for a trace
 """
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -27,12 +28,26 @@ class UsageError(Exception):
     """A command line that cannot be run as given."""
 
 
+def _at_least(minimum):
+    """An argparse type: an int >= minimum (a bad value is a usage error, exit 2)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def _add_config_options(parser):
     parser.add_argument("recipe", help="recipe name (see: easyfit recipes)")
     parser.add_argument("--data", help="a named dataset or a path to the data (default: the recipe's own)")
     parser.add_argument("--arch", help="model architecture (recipe-specific)")
-    parser.add_argument("--epochs", type=int, help="number of epochs")
-    parser.add_argument("--bs", type=int, help="batch size")
+    parser.add_argument("--epochs", type=_at_least(1), help="number of epochs")
+    parser.add_argument("--bs", type=_at_least(1), help="batch size")
     parser.add_argument("--seed", type=int, help="random seed (data split, initialisation, shuffling)")
     parser.add_argument("--config", metavar="FILE", help="a .json or .toml file of config settings")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -41,14 +56,16 @@ def _add_config_options(parser):
 
 
 def build_parser():
+    # allow_abbrev=False everywhere: '--epoch 3' must be an error, not silently '--epochs 3'
     parser = argparse.ArgumentParser(prog="easyfit", description="Train ready-made deep-learning recipes.",
-                                     epilog="Exit codes: 0 ok, 1 failure, 2 bad usage/config, 3 not found.")
+                                     epilog="Exit codes: 0 ok, 1 failure, 2 bad usage/config, 3 not found.",
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"easyfit {easyfit.__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
-    verbs.add_parser("recipes", help="list the recipes and their default data")
+    verbs.add_parser("recipes", allow_abbrev=False, help="list the recipes and their default data")
 
-    train = verbs.add_parser("train", help="train a recipe")
+    train = verbs.add_parser("train", allow_abbrev=False, help="train a recipe")
     _add_config_options(train)
     rate = train.add_mutually_exclusive_group()
     rate.add_argument("--lr", type=float, help="maximum learning rate of the one-cycle schedule")
@@ -57,14 +74,14 @@ def build_parser():
     train.add_argument("--resume", metavar="RUN", help="continue the interrupted run in this output folder "
                                                        "(or from this checkpoint file inside it)")
 
-    finder = verbs.add_parser("lr-find", help="suggest learning rates for a recipe")
+    finder = verbs.add_parser("lr-find", allow_abbrev=False, help="suggest learning rates for a recipe")
     _add_config_options(finder)
 
-    predict = verbs.add_parser("predict", help="predict with a trained run")
+    predict = verbs.add_parser("predict", allow_abbrev=False, help="predict with a trained run")
     predict.add_argument("out_dir", metavar="OUT_DIR", help="the run's output folder")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or texts (per the recipe)")
 
-    generate = verbs.add_parser("generate", help="generate text with a trained char-RNN run")
+    generate = verbs.add_parser("generate", allow_abbrev=False, help="generate text with a trained char-RNN run")
     generate.add_argument("out_dir", metavar="OUT_DIR")
     generate.add_argument("--prompt", default="", help="text to start from")
     generate.add_argument("--length", type=int, default=300, help="characters to generate")
@@ -72,7 +89,7 @@ def build_parser():
     generate.add_argument("--top-k", type=int, default=None, help="sample among the k most likely characters")
     generate.add_argument("--seed", type=int, default=None, help="random seed for sampling")
 
-    info = verbs.add_parser("info", help="show a run's recipe, config, results and files")
+    info = verbs.add_parser("info", allow_abbrev=False, help="show a run's recipe, config, results and files")
     info.add_argument("out_dir", metavar="OUT_DIR")
     return parser
 
@@ -92,6 +109,11 @@ def _resume_folder(value):
     return path
 
 
+def _resume_command(recipe_name, out_dir):
+    """The command that continues this run after an interruption, as the user would type it."""
+    return f"easyfit train {recipe_name} --resume {shlex.quote(str(out_dir))}"
+
+
 def run_command(args):
     from . import run
     if args.verb == "recipes":
@@ -107,11 +129,13 @@ def run_command(args):
                 raise UsageError(f"--resume {args.resume}: that run is of recipe {recipe.NAME!r}, not {args.recipe!r}")
             if args.out and Path(args.out) != out_dir:
                 raise UsageError("--out and --resume name different folders; a run resumes where it was written")
+            args.resume_command = _resume_command(recipe.NAME, out_dir)
             run.train(recipe, config, out_dir, logdir=args.logdir, resume=True)
             return EXIT_OK
         recipe = get_recipe(args.recipe)
         config = _config_from_args(recipe, args)
         out_dir = Path(args.out) if args.out else run.default_out_dir(recipe.NAME)
+        args.resume_command = _resume_command(recipe.NAME, out_dir)
         run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
         return EXIT_OK
     if args.verb == "lr-find":
@@ -148,7 +172,9 @@ def main(argv=None):
     try:
         return run_command(args)
     except KeyboardInterrupt:
-        print("easyfit: interrupted (resume with: easyfit train RECIPE --resume OUT_DIR)", file=sys.stderr)
+        command = getattr(args, "resume_command", None)
+        print(f"easyfit: interrupted (resume with: {command})" if command else "easyfit: interrupted",
+              file=sys.stderr)
         return EXIT_FAILURE
     except Exception as error:  # one clear line, not a traceback, unless debugging
         if os.environ.get("EASYFIT_DEBUG"):

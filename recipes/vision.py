@@ -104,7 +104,7 @@ def build_model(config, in_channels, n_classes, size):
         return small_cnn(in_channels, n_classes, size, config.width, config.dropout)
     if config.arch == "resnet":
         return small_resnet(in_channels, n_classes, config.width)
-    raise ValueError(f"unknown arch {config.arch!r} for the vision recipe; choose one of: {', '.join(ARCHS)}")
+    raise ConfigError(f"unknown arch {config.arch!r} for the vision recipe; choose one of: {', '.join(ARCHS)}")
 
 
 # ----- data ---------------------------------------------------------------------------
@@ -171,6 +171,8 @@ def build_dataloaders(config):
 # ----- the recipe ---------------------------------------------------------------------
 
 def build_learner(config, out_dir):
+    if config.arch not in ARCHS:   # before loading any data: a typo is bad usage (exit 2)
+        raise ConfigError(f"unknown arch {config.arch!r} for the vision recipe; choose one of: {', '.join(ARCHS)}")
     dls = build_dataloaders(config)
     xb, _ = dls.train.one_batch()
     _, channels, height, _ = xb.shape

@@ -12,7 +12,7 @@ from .loader import (Dataset, ArrayDataset, Subset, DataLoader, DataLoaders, def
                      DataLoaderError, CollateError, SkipSample)
 from .transforms import (Transform, Compose, Resize, CenterCrop, RandomCrop, RandomHorizontalFlip,
                          RandomVerticalFlip, ImageToFloat, Normalize, imagenet_stats)
-from .vision import ImageDataLoaders, ImageFolderDataset, ImageReadError, decode_image, image_files
+from .vision import ImageDataLoaders, ImageFolderDataset, ImageReadError, NoImagesError, decode_image, image_files
 from .text import (WordTokenizer, CharTokenizer, Vocab, TextDataset, TextDataLoaders, LMDataLoader, TokenStream,
                    PadCollate, SortedBatchSampler, UNK, PAD, BOS, EOS, SPECIAL_TOKENS)
 from . import datasets
@@ -20,7 +20,7 @@ from . import datasets
 __all__ = ["Dataset", "ArrayDataset", "Subset", "DataLoader", "DataLoaders", "default_collate",
            "apply_transforms", "DataLoaderError", "CollateError", "SkipSample", "Transform", "Compose", "Resize",
            "CenterCrop", "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "ImageToFloat", "Normalize",
-           "imagenet_stats", "ImageDataLoaders", "ImageFolderDataset", "ImageReadError", "decode_image",
+           "imagenet_stats", "ImageDataLoaders", "ImageFolderDataset", "ImageReadError", "NoImagesError", "decode_image",
            "image_files", "WordTokenizer", "CharTokenizer", "Vocab", "TextDataset", "TextDataLoaders",
            "LMDataLoader", "TokenStream", "PadCollate", "SortedBatchSampler", "UNK", "PAD", "BOS", "EOS",
            "SPECIAL_TOKENS", "datasets"]

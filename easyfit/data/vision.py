@@ -54,6 +54,14 @@ def _decode_plain_png(data):
     return Image.frombytes(mode, (width, height), b"".join(compressed), "zip", mode)
 
 
+class NoImagesError(FileNotFoundError, ValueError):
+    """A folder holds no images where some are expected (no class folders, an empty class folder).
+
+    A FileNotFoundError, so the command line exits with "data not found" (3), and a
+    ValueError, as these errors were before.
+    """
+
+
 class ImageReadError(OSError):
     """An image file could not be decoded (missing, not an image, or truncated); names the file."""
 
@@ -234,12 +242,12 @@ def _labelled_files(folder, classes, where):
             continue
         found = image_files(class_dir)
         if not found:
-            raise ValueError(f"class folder {class_dir} holds no image files (looked for "
+            raise NoImagesError(f"class folder {class_dir} holds no image files (looked for "
                              f"{', '.join(sorted(IMAGE_EXTENSIONS))}); remove it or add images")
         files.extend(found)
         labels.extend([label] * len(found))
     if not files:
-        raise ValueError(f"no image files in {where}")
+        raise NoImagesError(f"no image files in {where}")
     return files, labels
 
 
@@ -247,7 +255,7 @@ def _no_classes_error(folder):
     loose = image_files(folder)
     hint = (f"; it holds {len(loose)} image files directly - put each class's images in their own "
             f"subfolder" if loose else "")
-    return ValueError(f"no class folders in {folder}: expected {folder}/<class_name>/<image files> "
+    return NoImagesError(f"no class folders in {folder}: expected {folder}/<class_name>/<image files> "
                       f"(or train/ and valid/ folders of classes){hint}")
 
 
