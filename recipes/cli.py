@@ -3,9 +3,12 @@
     easyfit recipes                          list the recipes and their default data
     easyfit train RECIPE [options]           train, log to TensorBoard, checkpoint, export
     easyfit lr-find RECIPE [options]         suggest learning rates
-    easyfit predict OUT_DIR INPUTS...        classify images or texts with a trained run
-    easyfit generate OUT_DIR --prompt TEXT   sample text from a trained char-RNN run
-    easyfit info OUT_DIR                     the run's recipe, config, results and files
+    easyfit predict RUN INPUTS...            classify images or texts with a trained run
+    easyfit generate RUN --prompt TEXT       sample text from a trained char-RNN run
+    easyfit info RUN                         the run's recipe, config, results and files
+
+Each `train` writes a new run folder, easyfit-runs/RECIPE/run-001, run-002, ... (or --out);
+a RUN argument is a run folder or easyfit-runs/RECIPE for the latest run (see recipes.runs).
 
 Exit codes: 0 success, 1 failure while running, 2 bad usage or config, 3 data or run
 folder not found. Errors are one line on stderr; set EASYFIT_DEBUG=1 for a traceback.
@@ -18,10 +21,11 @@ from pathlib import Path
 
 import easyfit
 
-from . import available, get_recipe
+from . import available, get_recipe, runs
 from .config import ConfigError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+RUN_HELP = "a run folder, or a recipe's folder (easyfit-runs/RECIPE) for its latest run"
 
 
 class UsageError(Exception):
@@ -52,7 +56,8 @@ def _add_config_options(parser):
     parser.add_argument("--config", metavar="FILE", help="a .json or .toml file of config settings")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config setting (repeatable)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: easyfit-runs/RECIPE)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: a new numbered run folder, "
+                                                     "easyfit-runs/RECIPE/run-NNN)")
 
 
 def build_parser():
@@ -78,11 +83,12 @@ def build_parser():
     _add_config_options(finder)
 
     predict = verbs.add_parser("predict", allow_abbrev=False, help="predict with a trained run")
-    predict.add_argument("out_dir", metavar="OUT_DIR", help="the run's output folder")
-    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or texts (per the recipe)")
+    predict.add_argument("out_dir", metavar="RUN", help=RUN_HELP)
+    predict.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="image files or folders of images; texts or .csv files (per the recipe)")
 
     generate = verbs.add_parser("generate", allow_abbrev=False, help="generate text with a trained char-RNN run")
-    generate.add_argument("out_dir", metavar="OUT_DIR")
+    generate.add_argument("out_dir", metavar="RUN", help=RUN_HELP)
     generate.add_argument("--prompt", default="", help="text to start from")
     generate.add_argument("--length", type=int, default=300, help="characters to generate")
     generate.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (> 0)")
@@ -90,7 +96,7 @@ def build_parser():
     generate.add_argument("--seed", type=int, default=None, help="random seed for sampling")
 
     info = verbs.add_parser("info", allow_abbrev=False, help="show a run's recipe, config, results and files")
-    info.add_argument("out_dir", metavar="OUT_DIR")
+    info.add_argument("out_dir", metavar="RUN", help=RUN_HELP)
     return parser
 
 
@@ -106,7 +112,7 @@ def _resume_folder(value):
     path = Path(value)
     if path.is_file() and path.parent.name == "models":
         return path.parent.parent
-    return path
+    return runs.resolve_run_dir(path)
 
 
 def _resume_command(recipe_name, out_dir):
@@ -134,9 +140,17 @@ def run_command(args):
             return EXIT_OK
         recipe = get_recipe(args.recipe)
         config = _config_from_args(recipe, args)
-        out_dir = Path(args.out) if args.out else run.default_out_dir(recipe.NAME)
+        if args.out:
+            out_dir = Path(args.out)
+            args.resume_command = _resume_command(recipe.NAME, out_dir)
+            run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
+            return EXIT_OK
+        out_dir = runs.new_run_dir(recipe.NAME)   # every run keeps its own folder
         args.resume_command = _resume_command(recipe.NAME, out_dir)
-        run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
+        try:
+            run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
+        finally:
+            runs.finish_run(out_dir)
         return EXIT_OK
     if args.verb == "lr-find":
         recipe = get_recipe(args.recipe)
@@ -144,12 +158,12 @@ def run_command(args):
         run.find_lr(recipe, config, Path(args.out) if args.out else run.default_out_dir(recipe.NAME))
         return EXIT_OK
     if args.verb == "predict":
-        recipe, config, learn = run.load_run(args.out_dir)
+        recipe, config, learn = run.load_run(runs.resolve_run_dir(args.out_dir))
         for line in recipe.predict(learn, config, args.inputs):
             print(line)
         return EXIT_OK
     if args.verb == "generate":
-        recipe, config, learn = run.load_run(args.out_dir)
+        recipe, config, learn = run.load_run(runs.resolve_run_dir(args.out_dir))
         if not hasattr(recipe, "generate"):
             raise UsageError(f"the {recipe.NAME} recipe does not generate text; use: easyfit predict")
         if args.temperature <= 0:
@@ -158,7 +172,7 @@ def run_command(args):
                               top_k=args.top_k, seed=args.seed))
         return EXIT_OK
     if args.verb == "info":
-        run.info(args.out_dir)
+        run.info(runs.resolve_run_dir(args.out_dir))
         return EXIT_OK
     raise UsageError("no command given; try: easyfit --help")
 

@@ -17,6 +17,7 @@ import easyfit
 from easyfit.learner import SaveModelCallback, TensorBoardCallback, load_learner
 
 from . import get_recipe
+from .runs import is_numbered_run
 from .config import ConfigError, read_config_file, resolve, save_config, to_dict
 
 CONFIG_FILE = "config.json"
@@ -27,6 +28,7 @@ RESUMABLE = CHECKPOINT + "_last"    # written every few batches while training
 
 
 def default_out_dir(recipe_name):
+    """The recipe's folder under easyfit-runs (lr-find writes its plot there; training runs get run-NNN inside)."""
     return Path("easyfit-runs") / recipe_name
 
 
@@ -104,7 +106,9 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
     metrics = ", ".join(f"{n} {v:.4f}" for n, v in zip(names, values))
     log(f"final: {metrics}")
     log(f"model: {out_dir / MODEL_FILE}; checkpoints: {out_dir / 'models'}")
-    log(f"TensorBoard logs: {logdir}  (view them with: tensorboard --logdir {logdir})")
+    # numbered runs of a recipe sit side by side: point TensorBoard at all of them, to compare
+    view = out_dir.parent if is_numbered_run(out_dir) and logdir == out_dir / "tensorboard" else logdir
+    log(f"TensorBoard logs: {logdir}  (view them with: tensorboard --logdir {view})")
     return results
 
 
