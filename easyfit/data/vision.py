@@ -200,10 +200,11 @@ class ImageFolderDataset(Dataset):
 
 
 def validation_transforms(transforms):
-    """The deterministic counterpart of item transforms for validation: flips dropped, random crops centred."""
+    """The deterministic counterpart of item transforms for validation: flips and other training-only
+    augmentations (`train_only = True`) dropped, random crops centred."""
     out = []
     for transform in transforms:
-        if isinstance(transform, (RandomHorizontalFlip, RandomVerticalFlip)):
+        if isinstance(transform, (RandomHorizontalFlip, RandomVerticalFlip)) or getattr(transform, "train_only", False):
             continue
         if isinstance(transform, RandomCrop):
             out.append(CenterCrop(transform.size))

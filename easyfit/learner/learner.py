@@ -565,6 +565,12 @@ class Learner:
             decoded = decoded.item()
         return _decoding.label_of(self, decoded), decoded, probs
 
+    def summary(self):
+        """The model's layers with their output shapes (for one batch of the data), parameter
+        counts and whether they train, then the totals; prints as a table (fastai's summary)."""
+        from .summary import model_summary
+        return model_summary(self)
+
     def show_results(self, n=9, dl=None, file=None):
         """Print a table of the first `n` items of a loader: target, prediction, confidence."""
         preds, targets, decoded = self.get_preds(dl, with_decoded=True)

@@ -48,7 +48,25 @@ def check_input_dtype(module, x, weight):
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 # Attributes that Module itself keeps; never walked.
-_INTERNAL = frozenset(("training", "_buffer_names", "_non_persistent_buffers"))
+_INTERNAL = frozenset(("training", "_buffer_names", "_non_persistent_buffers", "_forward_hooks"))
+
+
+class RemovableHandle:
+    """What `register_forward_hook` returns: `remove()` unregisters the hook (also as a context manager)."""
+    _next_id = 0
+
+    def __init__(self, hooks):
+        self.hooks, self.id = hooks, RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.remove()
 
 
 def _walk_members(prefix, value, out):
@@ -80,7 +98,22 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        output = self.forward(*args, **kwargs)
+        hooks = self.__dict__.get("_forward_hooks")
+        if hooks:
+            for hook in list(hooks.values()):
+                result = hook(self, args, output)
+                if result is not None:
+                    output = result
+        return output
+
+    def register_forward_hook(self, hook):
+        """Call `hook(module, inputs, output)` after every forward (PyTorch's API); a non-None
+        return value replaces the output. Returns a handle whose `remove()` unregisters it."""
+        hooks = self.__dict__.setdefault("_forward_hooks", {})
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
 
     # ----- walking the attributes ----------------------------------------------------
     def _member_items(self):
