@@ -1,4 +1,6 @@
 """ClassificationInterpretation: where a classifier goes wrong."""
+from pathlib import Path
+
 import numpy as np
 
 from .decoding import label_of
@@ -83,6 +85,37 @@ class ClassificationInterpretation:
             lines.append(f"{int(index):>6}  {str(actual):>12}  {str(predicted):>12}  {loss:>8.4f}  {prob:>6.3f}" +
                          (f"  {self.item(index)}" if with_files else ""))
         print("\n".join(lines), file=file)
+
+    def plot_top_losses(self, k=9, path=None, ncols=None, largest=True):
+        """The k items with the largest losses drawn as images (matplotlib, the `plot` extra),
+        each titled "predicted / actual / loss / probability of the actual class" and its
+        file name where the data has files; saved to `path` (PNG) or returned as a figure."""
+        from ..data.show import displayable_images, show_images
+        losses, indices = self.top_losses(k, largest=largest)
+        inputs = self._inputs()
+        if inputs.ndim != 4:
+            raise ValueError(f"plot_top_losses draws image inputs (N, C, H, W); these inputs have shape "
+                             f"{inputs.shape}: use print_top_losses")
+        images = displayable_images(inputs[indices], getattr(self.dl, "batch_tfms", ()))
+        titles = []
+        for loss, index in zip(losses, indices):
+            actual, predicted = label_of(self.learn, self.targets[index]), label_of(self.learn, self.decoded[index])
+            prob = float(self.preds[index][int(self.targets[index])]) if self.preds.ndim > 1 else \
+                float(self.preds[index])
+            title = f"{predicted} / {actual} / {loss:.2f} / {prob:.2f}"
+            if self.items is not None:
+                title += f"\n{Path(self.item(index)).name}"
+            titles.append(title)
+        return show_images(images, titles, path=path, ncols=ncols)
+
+    def _inputs(self):
+        """The loader's model inputs, in the order of the predictions (computed once, when drawn)."""
+        if getattr(self, "_input_cache", None) is None:
+            if self.dl is None:
+                raise ValueError("this interpretation was built without its loader; use from_learner(learn, dl)")
+            inputs = self.learn.get_preds(self.dl, with_input=True)[0]
+            self._input_cache = inputs[0] if isinstance(inputs, tuple) else inputs
+        return self._input_cache
 
     def plot_confusion_matrix(self, path=None):
         """The confusion matrix as an image (matplotlib), saved to `path` or returned."""

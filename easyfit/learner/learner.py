@@ -571,11 +571,32 @@ class Learner:
         from .summary import model_summary
         return model_summary(self)
 
-    def show_results(self, n=9, dl=None, file=None):
-        """Print a table of the first `n` items of a loader: target, prediction, confidence."""
-        preds, targets, decoded = self.get_preds(dl, with_decoded=True)
+    def show_results(self, n=9, dl=None, file=None, path=None, ncols=None):
+        """The first `n` items of a loader (the validation one by default) with target and prediction.
+
+        Image inputs are drawn (matplotlib, the `plot` extra): each titled
+        "target / prediction" and its file name when the data has files; the figure is
+        saved to `path` or returned. Other inputs give a printed table: target,
+        prediction, confidence.
+        """
+        from .interpret import loader_items
+        dl = dl if dl is not None else self.dls.valid
+        inputs, preds, targets, decoded = self.get_preds(dl, with_input=True, with_decoded=True)
+        count = min(n, len(preds))
+        if _looks_like_images(inputs):
+            from ..data.show import displayable_images, show_images
+            images = displayable_images(inputs[:count], getattr(dl, "batch_tfms", ()))
+            files = loader_items(dl)
+            titles = []
+            for i in range(count):
+                target = _decoding.label_of(self, targets[i]) if targets is not None else "-"
+                title = f"{target} / {_decoding.label_of(self, decoded[i])}"
+                if files is not None and len(files) == len(preds):
+                    title += f"\n{Path(files[i]).name}"
+                titles.append(title)
+            return show_images(images, titles, path=path, ncols=ncols)
         lines = [f"{'item':>6}  {'target':>14}  {'prediction':>14}  {'confidence':>10}"]
-        for i in range(min(n, len(preds))):
+        for i in range(count):
             target = _decoding.label_of(self, targets[i]) if targets is not None else "-"
             label = _decoding.label_of(self, decoded[i])
             confidence = float(np.max(preds[i])) if preds.ndim > 1 else float(preds[i])
@@ -636,6 +657,12 @@ def _concat_inputs(inputs):
     if len(inputs[0]) == 1:
         return np.concatenate([batch[0] for batch in inputs])
     return tuple(np.concatenate([batch[i] for batch in inputs]) for i in range(len(inputs[0])))
+
+
+def _looks_like_images(inputs):
+    """Whether a get_preds input array is a batch of images (N, C, H, W) with 1 or 3 channels."""
+    return isinstance(inputs, np.ndarray) and inputs.ndim == 4 and inputs.shape[1] in (1, 3) \
+        and inputs.dtype.kind == "f"
 
 
 def _norm_params(model):
