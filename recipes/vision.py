@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from easyfit import nn
-from easyfit.data import ImageDataLoaders, Normalize, RandomCrop, RandomHorizontalFlip, datasets
+from easyfit.data import ImageDataLoaders, Normalize, RandomCrop, RandomHorizontalFlip, aug_transforms, datasets
 from easyfit.learner import Learner, accuracy, register_module
 from easyfit.optim import AdamW
 
@@ -43,6 +43,7 @@ class Config:
     on_error: str = "raise"          # folders: an unreadable image stops training (raise) or is left out (skip)
     flip: bool = False               # random horizontal flips (off for digits and characters)
     crop_padding: int = 0            # random crops with this much padding (0: off)
+    augment: bool = False            # fastai-style augmentation: small rotations and zooms, lighting (aug_transforms)
     dropout: float = 0.25
     width: int = 32                  # channels of the first stage
 
@@ -121,6 +122,8 @@ def _augmentations(config, size):
         tfms.append(RandomCrop(size, padding=config.crop_padding))
     if config.flip:
         tfms.append(RandomHorizontalFlip())
+    if config.augment:
+        tfms.extend(aug_transforms(do_flip=False))   # flips follow `flip`: wrong for digits and characters
     return tfms
 
 

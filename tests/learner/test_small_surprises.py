@@ -51,3 +51,12 @@ def test_a_float64_input_to_float32_weights_names_the_layer_and_both_dtypes(laye
     assert module(x.astype(ef.float32)).dtype == np.float32
     module.to(np.float64)
     assert module(x).dtype == np.float64
+
+
+def test_fine_tune_without_a_frozen_phase_does_not_warn():
+    import warnings
+    learn = Learner(make_dls(), make_model(), nn.CrossEntropyLoss())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        learn.fine_tune(1, freeze_epochs=0)
+    assert len(learn.recorder.values) == 1

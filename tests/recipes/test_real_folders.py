@@ -106,3 +106,16 @@ def test_text_predict_reads_the_text_column_of_a_csv_file(tmp_path, capsys):
                                                        "cheese pasta"]
     assert cli.main(["predict", str(out), str(tmp_path / "missing.csv")]) == cli.EXIT_NOT_FOUND
     assert "looks like a CSV file but does not exist" in capsys.readouterr().err
+
+
+def test_augment_adds_rotation_zoom_and_lighting_for_training_only(tmp_path):
+    from easyfit.data import RandomLighting, RandomRotateZoom
+    from recipes import vision
+    from recipes.config import resolve
+    data = messy_folder(tmp_path / "images", corrupt=0)
+    config = resolve(vision.Config, {}, ["augment=true", "size=8"], data=str(data))
+    dls = vision.build_dataloaders(config)
+    kinds = [type(t) for t in dls.train.item_tfms]
+    assert RandomRotateZoom in kinds and RandomLighting in kinds
+    assert not {RandomRotateZoom, RandomLighting} & {type(t) for t in dls.valid.item_tfms}
+    assert dls.one_batch()[0].shape[1:] == (3, 8, 8)
