@@ -41,7 +41,9 @@ def test_fit_zero_epochs_warns_and_changes_nothing():
 
 
 @pytest.mark.parametrize("layer, shape", [(lambda: nn.Linear(3, 2), (4, 3)),
-                                          (lambda: nn.Conv2d(1, 2, 3), (1, 1, 5, 5))])
+                                          (lambda: nn.Conv2d(1, 2, 3), (1, 1, 5, 5)),
+                                          (lambda: nn.BatchNorm2d(1), (2, 1, 3, 3)),
+                                          (lambda: nn.LayerNorm(3), (4, 3))])
 def test_a_float64_input_to_float32_weights_names_the_layer_and_both_dtypes(layer, shape):
     module = layer()
     x = ef.tensor(np.ones(shape, dtype=np.float64))
