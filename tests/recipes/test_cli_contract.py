@@ -23,7 +23,8 @@ def test_bad_usage_exits_2(argv, code, message, capsys, tmp_path, monkeypatch):
     assert message in capsys.readouterr().err
 
 
-def test_an_empty_data_folder_exits_3(tmp_path, capsys):
+def test_an_empty_data_folder_exits_3(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").mkdir()
     assert cli.main(["train", "vision", "--data", str(tmp_path / "empty")]) == cli.EXIT_NOT_FOUND
     assert "no class folders in" in capsys.readouterr().err
@@ -32,7 +33,8 @@ def test_an_empty_data_folder_exits_3(tmp_path, capsys):
     assert "holds no image files" in capsys.readouterr().err
 
 
-def test_a_config_file_of_another_format_names_the_formats_read(tmp_path, capsys):
+def test_a_config_file_of_another_format_names_the_formats_read(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     conf = tmp_path / "conf.yaml"
     conf.write_text("epochs: 3\n")
     assert cli.main(["train", "vision", "--config", str(conf)]) == cli.EXIT_USAGE
@@ -41,6 +43,7 @@ def test_a_config_file_of_another_format_names_the_formats_read(tmp_path, capsys
 
 
 def test_ctrl_c_shows_the_real_resume_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     from recipes import run
 
     def interrupted(*args, **kwargs):

@@ -48,7 +48,8 @@ def test_train_skips_corrupt_files_when_asked_and_reports_how_many(tmp_path, cap
     assert config["on_error"] == "skip" and config["mode"] == "RGB"
 
 
-def test_the_recipe_trains_colour_by_default_and_grey_when_asked(tmp_path, capsys):
+def test_the_recipe_trains_colour_by_default_and_grey_when_asked(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     from recipes import vision
     from recipes.config import resolve
     data = messy_folder(tmp_path / "images", corrupt=0)
