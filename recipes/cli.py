@@ -3,52 +3,74 @@
     easyfit recipes                          list the recipes and their default data
     easyfit train RECIPE [options]           train, log to TensorBoard, checkpoint, export
     easyfit lr-find RECIPE [options]         suggest learning rates
-    easyfit predict OUT_DIR INPUTS...        classify images or texts with a trained run
-    easyfit generate OUT_DIR --prompt TEXT   sample text from a trained char-RNN run
-    easyfit info OUT_DIR                     the run's recipe, config, results and files
+    easyfit predict RUN INPUTS...            classify images or texts with a trained run
+    easyfit generate RUN --prompt TEXT       sample text from a trained char-RNN run
+    easyfit info RUN                         the run's recipe, config, results and files
+
+Each `train` writes a new run folder, easyfit-runs/RECIPE/run-001, run-002, ... (or --out);
+a RUN argument is a run folder or easyfit-runs/RECIPE for the latest run (see recipes.runs).
 
 Exit codes: 0 success, 1 failure while running, 2 bad usage or config, 3 data or run
 folder not found. Errors are one line on stderr; set EASYFIT_DEBUG=1 for a traceback.
 """
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
 import easyfit
 
-from . import available, get_recipe
+from . import available, get_recipe, runs
 from .config import ConfigError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NOT_FOUND = 0, 1, 2, 3
+RUN_HELP = "a run folder, or a recipe's folder (easyfit-runs/RECIPE) for its latest run"
 
 
 class UsageError(Exception):
     """A command line that cannot be run as given."""
 
 
+def _at_least(minimum):
+    """An argparse type: an int >= minimum (a bad value is a usage error, exit 2)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def _add_config_options(parser):
     parser.add_argument("recipe", help="recipe name (see: easyfit recipes)")
     parser.add_argument("--data", help="a named dataset or a path to the data (default: the recipe's own)")
     parser.add_argument("--arch", help="model architecture (recipe-specific)")
-    parser.add_argument("--epochs", type=int, help="number of epochs")
-    parser.add_argument("--bs", type=int, help="batch size")
+    parser.add_argument("--epochs", type=_at_least(1), help="number of epochs")
+    parser.add_argument("--bs", type=_at_least(1), help="batch size")
     parser.add_argument("--seed", type=int, help="random seed (data split, initialisation, shuffling)")
     parser.add_argument("--config", metavar="FILE", help="a .json or .toml file of config settings")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config setting (repeatable)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: easyfit-runs/RECIPE)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: a new numbered run folder, "
+                                                     "easyfit-runs/RECIPE/run-NNN)")
 
 
 def build_parser():
+    # allow_abbrev=False everywhere: '--epoch 3' must be an error, not silently '--epochs 3'
     parser = argparse.ArgumentParser(prog="easyfit", description="Train ready-made deep-learning recipes.",
-                                     epilog="Exit codes: 0 ok, 1 failure, 2 bad usage/config, 3 not found.")
+                                     epilog="Exit codes: 0 ok, 1 failure, 2 bad usage/config, 3 not found.",
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"easyfit {easyfit.__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
-    verbs.add_parser("recipes", help="list the recipes and their default data")
+    verbs.add_parser("recipes", allow_abbrev=False, help="list the recipes and their default data")
 
-    train = verbs.add_parser("train", help="train a recipe")
+    train = verbs.add_parser("train", allow_abbrev=False, help="train a recipe")
     _add_config_options(train)
     rate = train.add_mutually_exclusive_group()
     rate.add_argument("--lr", type=float, help="maximum learning rate of the one-cycle schedule")
@@ -57,23 +79,24 @@ def build_parser():
     train.add_argument("--resume", metavar="RUN", help="continue the interrupted run in this output folder "
                                                        "(or from this checkpoint file inside it)")
 
-    finder = verbs.add_parser("lr-find", help="suggest learning rates for a recipe")
+    finder = verbs.add_parser("lr-find", allow_abbrev=False, help="suggest learning rates for a recipe")
     _add_config_options(finder)
 
-    predict = verbs.add_parser("predict", help="predict with a trained run")
-    predict.add_argument("out_dir", metavar="OUT_DIR", help="the run's output folder")
-    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or texts (per the recipe)")
+    predict = verbs.add_parser("predict", allow_abbrev=False, help="predict with a trained run")
+    predict.add_argument("out_dir", metavar="RUN", help=RUN_HELP)
+    predict.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="image files or folders of images; texts or .csv files (per the recipe)")
 
-    generate = verbs.add_parser("generate", help="generate text with a trained char-RNN run")
-    generate.add_argument("out_dir", metavar="OUT_DIR")
+    generate = verbs.add_parser("generate", allow_abbrev=False, help="generate text with a trained char-RNN run")
+    generate.add_argument("out_dir", metavar="RUN", help=RUN_HELP)
     generate.add_argument("--prompt", default="", help="text to start from")
     generate.add_argument("--length", type=int, default=300, help="characters to generate")
     generate.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (> 0)")
     generate.add_argument("--top-k", type=int, default=None, help="sample among the k most likely characters")
     generate.add_argument("--seed", type=int, default=None, help="random seed for sampling")
 
-    info = verbs.add_parser("info", help="show a run's recipe, config, results and files")
-    info.add_argument("out_dir", metavar="OUT_DIR")
+    info = verbs.add_parser("info", allow_abbrev=False, help="show a run's recipe, config, results and files")
+    info.add_argument("out_dir", metavar="RUN", help=RUN_HELP)
     return parser
 
 
@@ -89,7 +112,12 @@ def _resume_folder(value):
     path = Path(value)
     if path.is_file() and path.parent.name == "models":
         return path.parent.parent
-    return path
+    return runs.resolve_run_dir(path)
+
+
+def _resume_command(recipe_name, out_dir):
+    """The command that continues this run after an interruption, as the user would type it."""
+    return f"easyfit train {recipe_name} --resume {shlex.quote(str(out_dir))}"
 
 
 def run_command(args):
@@ -107,12 +135,22 @@ def run_command(args):
                 raise UsageError(f"--resume {args.resume}: that run is of recipe {recipe.NAME!r}, not {args.recipe!r}")
             if args.out and Path(args.out) != out_dir:
                 raise UsageError("--out and --resume name different folders; a run resumes where it was written")
+            args.resume_command = _resume_command(recipe.NAME, out_dir)
             run.train(recipe, config, out_dir, logdir=args.logdir, resume=True)
             return EXIT_OK
         recipe = get_recipe(args.recipe)
         config = _config_from_args(recipe, args)
-        out_dir = Path(args.out) if args.out else run.default_out_dir(recipe.NAME)
-        run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
+        if args.out:
+            out_dir = Path(args.out)
+            args.resume_command = _resume_command(recipe.NAME, out_dir)
+            run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
+            return EXIT_OK
+        out_dir = runs.new_run_dir(recipe.NAME)   # every run keeps its own folder
+        args.resume_command = _resume_command(recipe.NAME, out_dir)
+        try:
+            run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
+        finally:
+            runs.finish_run(out_dir)
         return EXIT_OK
     if args.verb == "lr-find":
         recipe = get_recipe(args.recipe)
@@ -120,12 +158,12 @@ def run_command(args):
         run.find_lr(recipe, config, Path(args.out) if args.out else run.default_out_dir(recipe.NAME))
         return EXIT_OK
     if args.verb == "predict":
-        recipe, config, learn = run.load_run(args.out_dir)
+        recipe, config, learn = run.load_run(runs.resolve_run_dir(args.out_dir))
         for line in recipe.predict(learn, config, args.inputs):
             print(line)
         return EXIT_OK
     if args.verb == "generate":
-        recipe, config, learn = run.load_run(args.out_dir)
+        recipe, config, learn = run.load_run(runs.resolve_run_dir(args.out_dir))
         if not hasattr(recipe, "generate"):
             raise UsageError(f"the {recipe.NAME} recipe does not generate text; use: easyfit predict")
         if args.temperature <= 0:
@@ -134,7 +172,7 @@ def run_command(args):
                               top_k=args.top_k, seed=args.seed))
         return EXIT_OK
     if args.verb == "info":
-        run.info(args.out_dir)
+        run.info(runs.resolve_run_dir(args.out_dir))
         return EXIT_OK
     raise UsageError("no command given; try: easyfit --help")
 
@@ -148,7 +186,9 @@ def main(argv=None):
     try:
         return run_command(args)
     except KeyboardInterrupt:
-        print("easyfit: interrupted (resume with: easyfit train RECIPE --resume OUT_DIR)", file=sys.stderr)
+        command = getattr(args, "resume_command", None)
+        print(f"easyfit: interrupted (resume with: {command})" if command else "easyfit: interrupted",
+              file=sys.stderr)
         return EXIT_FAILURE
     except Exception as error:  # one clear line, not a traceback, unless debugging
         if os.environ.get("EASYFIT_DEBUG"):

@@ -81,12 +81,15 @@ def _unknown(name, config_class):
 def read_config_file(path):
     """A dict of settings from a .json or .toml file."""
     path = pathlib.Path(path)
+    if path.suffix.lower() not in (".json", ".toml"):
+        raise ConfigError(f"config file {path}: easyfit reads .json and .toml config files, not "
+                          f"{path.suffix or 'files without an extension'}; write the settings as JSON or TOML")
     try:
         text = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
     try:
-        if path.suffix == ".toml":
+        if path.suffix.lower() == ".toml":
             return tomllib.loads(text.decode("utf-8"))
         return json.loads(text)
     except (ValueError, UnicodeDecodeError) as error:

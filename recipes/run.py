@@ -17,6 +17,7 @@ import easyfit
 from easyfit.learner import SaveModelCallback, TensorBoardCallback, load_learner
 
 from . import get_recipe
+from .runs import is_numbered_run
 from .config import ConfigError, read_config_file, resolve, save_config, to_dict
 
 CONFIG_FILE = "config.json"
@@ -27,6 +28,7 @@ RESUMABLE = CHECKPOINT + "_last"    # written every few batches while training
 
 
 def default_out_dir(recipe_name):
+    """The recipe's folder under easyfit-runs (lr-find writes its plot there; training runs get run-NNN inside)."""
     return Path("easyfit-runs") / recipe_name
 
 
@@ -94,13 +96,30 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
     results = {"recipe": recipe.NAME, **{n: float(v) for n, v in zip(names, values)},
                "epochs": config.epochs, "lr": lr, "train_seconds": round(seconds, 2),
                "seconds_per_epoch": round(seconds / max(config.epochs, 1), 2)}
+    skipped = skipped_files(learn)
+    if skipped:
+        results["skipped_files"] = len(skipped)
+        log(f"skipped {len(skipped)} unreadable file(s) (on_error=skip): {', '.join(skipped[:5])}"
+            f"{', ...' if len(skipped) > 5 else ''}")
     learn.export((out_dir / MODEL_FILE).resolve())
     (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     metrics = ", ".join(f"{n} {v:.4f}" for n, v in zip(names, values))
     log(f"final: {metrics}")
     log(f"model: {out_dir / MODEL_FILE}; checkpoints: {out_dir / 'models'}")
-    log(f"TensorBoard logs: {logdir}  (view them with: tensorboard --logdir {logdir})")
+    # numbered runs of a recipe sit side by side: point TensorBoard at all of them, to compare
+    view = out_dir.parent if is_numbered_run(out_dir) and logdir == out_dir / "tensorboard" else logdir
+    log(f"TensorBoard logs: {logdir}  (view them with: tensorboard --logdir {view})")
     return results
+
+
+def skipped_files(learn):
+    """Names of the files the data loaders left out (on_error='skip'), training and validation together."""
+    names = []
+    for loader in (learn.dls.train, learn.dls.valid):
+        files = getattr(getattr(loader, "dataset", None), "files", None)
+        for index in sorted(getattr(loader, "skipped", {}) or {}):
+            names.append(str(files[index]) if files is not None else f"item {index}")
+    return names
 
 
 def find_lr(recipe, config, out_dir, log=print):

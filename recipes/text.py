@@ -252,10 +252,35 @@ def _snippet(text, width=60):
     return flat if len(flat) <= width else flat[:width - 3] + "..."
 
 
+def text_inputs(config, inputs):
+    """The texts named by `inputs`: a path to a .csv file stands for the texts in its `text_col`
+    column (one per row); anything else is a text to classify as it is."""
+    import csv
+    texts = []
+    for item in inputs:
+        if str(item).lower().endswith(".csv"):
+            path = Path(item)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} looks like a CSV file but does not exist (a text to classify "
+                                        f"must not end in .csv)")
+            with open(path, newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                if config.text_col not in (reader.fieldnames or []):
+                    raise ConfigError(f"{path} has no column {config.text_col!r} (its columns are "
+                                      f"{reader.fieldnames}); name it with --set text_col=...")
+                texts.extend(row[config.text_col] or "" for row in reader)
+        else:
+            texts.append(str(item))
+    return texts
+
+
 def predict(learner, config, inputs):
-    """One line per text: the text (shortened), the predicted class and its probability."""
-    lines = []
-    for text in inputs:
-        label, _, probs = learner.predict(str(text))
-        lines.append(f"{_snippet(str(text))}\t{label}\t{float(np.max(probs)):.4f}")
-    return lines
+    """One line per text: the text (shortened), the predicted class and its probability.
+
+    An input that names a .csv file classifies every row's `text_col` (the config's) instead.
+    """
+    texts = text_inputs(config, inputs)
+    preds, _, decoded = learner.get_preds(dl=learner.dls.test_dl(texts, bs=config.bs), with_decoded=True)
+    classes = learner.dls.classes
+    return [f"{_snippet(text)}\t{classes[int(index)]}\t{float(np.max(probs)):.4f}"
+            for text, index, probs in zip(texts, decoded, preds)]

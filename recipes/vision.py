@@ -15,9 +15,11 @@ from typing import Optional
 import numpy as np
 
 from easyfit import nn
-from easyfit.data import ImageDataLoaders, Normalize, RandomCrop, RandomHorizontalFlip, datasets
+from easyfit.data import ImageDataLoaders, Normalize, RandomCrop, RandomHorizontalFlip, aug_transforms, datasets
 from easyfit.learner import Learner, accuracy, register_module
 from easyfit.optim import AdamW
+
+from .config import ConfigError
 
 NAME = "vision"
 DESCRIPTION = "image classifier: small CNN or ResNet (BatchNorm) on digits, Fashion-MNIST, MNIST, CIFAR-10 or a folder"
@@ -37,8 +39,11 @@ class Config:
     wd: float = 0.01                 # decoupled weight decay (AdamW), as fastai does
     valid_pct: float = 0.2           # held-out share when the data has no test split
     size: int = 32                   # image side for folders (named datasets keep their size)
+    mode: str = "RGB"                # folders: decode every image as RGB (3 channels) or L (grey, 1 channel)
+    on_error: str = "raise"          # folders: an unreadable image stops training (raise) or is left out (skip)
     flip: bool = False               # random horizontal flips (off for digits and characters)
     crop_padding: int = 0            # random crops with this much padding (0: off)
+    augment: bool = False            # fastai-style augmentation: small rotations and zooms, lighting (aug_transforms)
     dropout: float = 0.25
     width: int = 32                  # channels of the first stage
 
@@ -100,7 +105,7 @@ def build_model(config, in_channels, n_classes, size):
         return small_cnn(in_channels, n_classes, size, config.width, config.dropout)
     if config.arch == "resnet":
         return small_resnet(in_channels, n_classes, config.width)
-    raise ValueError(f"unknown arch {config.arch!r} for the vision recipe; choose one of: {', '.join(ARCHS)}")
+    raise ConfigError(f"unknown arch {config.arch!r} for the vision recipe; choose one of: {', '.join(ARCHS)}")
 
 
 # ----- data ---------------------------------------------------------------------------
@@ -117,6 +122,8 @@ def _augmentations(config, size):
         tfms.append(RandomCrop(size, padding=config.crop_padding))
     if config.flip:
         tfms.append(RandomHorizontalFlip())
+    if config.augment:
+        tfms.extend(aug_transforms(do_flip=False))   # flips follow `flip`: wrong for digits and characters
     return tfms
 
 
@@ -148,6 +155,11 @@ def build_dataloaders(config):
                                            batch_tfms=[Normalize(mean, std)], classes=list(range(len(classes))))
         dls.classes = classes
         return dls
+    if config.mode not in ("RGB", "L"):
+        raise ConfigError(f"config key 'mode' must be 'RGB' (colour) or 'L' (grey), got {config.mode!r}")
+    if config.on_error not in ("raise", "skip"):
+        raise ConfigError(f"config key 'on_error' must be 'raise' (stop at an unreadable image) or 'skip' "
+                          f"(leave it out and count it), got {config.on_error!r}")
     folder = Path(config.data)
     if not folder.is_dir():
         raise FileNotFoundError(f"--data {config.data!r} is neither a known dataset "
@@ -155,12 +167,15 @@ def build_dataloaders(config):
     # Fixed statistics (one value for every channel): computing them would decode the folder twice.
     return ImageDataLoaders.from_folder(folder, valid_pct=config.valid_pct, seed=config.seed, size=config.size,
                                         bs=config.bs, item_tfms=_augmentations(config, config.size),
-                                        batch_tfms=[Normalize([0.5], [0.25])])
+                                        batch_tfms=[Normalize([0.5], [0.25])], mode=config.mode,
+                                        on_error=config.on_error)
 
 
 # ----- the recipe ---------------------------------------------------------------------
 
 def build_learner(config, out_dir):
+    if config.arch not in ARCHS:   # before loading any data: a typo is bad usage (exit 2)
+        raise ConfigError(f"unknown arch {config.arch!r} for the vision recipe; choose one of: {', '.join(ARCHS)}")
     dls = build_dataloaders(config)
     xb, _ = dls.train.one_batch()
     _, channels, height, _ = xb.shape
@@ -169,10 +184,31 @@ def build_learner(config, out_dir):
                    metrics=accuracy, path=out_dir)
 
 
+def image_inputs(inputs):
+    """The image files named by `inputs`: files as given, folders expanded to their images (sorted)."""
+    from easyfit.data import image_files
+    files = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = image_files(path)
+            if not found:
+                raise FileNotFoundError(f"the folder {path} holds no image files")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"image file {path} does not exist")
+    return files
+
+
 def predict(learner, config, inputs):
-    """One line per image file: the predicted class and its probability."""
-    lines = []
-    for path in inputs:
-        label, _, probs = learner.predict(str(path))
-        lines.append(f"{path}\t{label}\t{float(np.max(probs)):.4f}")
-    return lines
+    """One line per image (files, or folders of images): the file, the predicted class and its probability.
+
+    The images go through the model in batches (`dls.test_dl` + `get_preds`).
+    """
+    files = image_inputs(inputs)
+    preds, _, decoded = learner.get_preds(dl=learner.dls.test_dl(files, bs=config.bs), with_decoded=True)
+    classes = learner.dls.classes
+    return [f"{path}\t{classes[int(index)] if classes else int(index)}\t{float(np.max(probs)):.4f}"
+            for path, index, probs in zip(files, decoded, preds)]

@@ -19,6 +19,8 @@ def _missing(need):
     """Why `need` is not available here, or None when it is."""
     if need == "scikit-learn":
         return None if importlib.util.find_spec("sklearn") else "scikit-learn is not installed"
+    if need == "matplotlib":
+        return None if importlib.util.find_spec("matplotlib") else "matplotlib is not installed (the plot extra)"
     if need == "fortunes":
         from easyfit.data import datasets
         try:
@@ -65,3 +67,14 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         assert not any(line.lstrip().startswith(("%", "!")) for line in source.splitlines()), \
             f"{path.name} cell {number}: IPython magics and shell lines do not run outside Jupyter"
         exec(compile(source, f"{path.name} (cell {number})", "exec"), namespace)
+    # a notebook writes its files into its own named folder, not all over the working directory
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.iterdir())
+    assert written in ([], ["easyfit-notebooks"]), f"{path.name} wrote {written} into the working directory"
+    inside = [p.name for p in (tmp_path / "easyfit-notebooks").iterdir()] if written else []
+    assert inside in ([], [path.stem]), f"{path.name} wrote into easyfit-notebooks/{inside}"
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        pass
+    else:
+        plt.close("all")

@@ -11,16 +11,17 @@ Real datasets are in `easyfit.data.datasets`. This package imports only `easyfit
 from .loader import (Dataset, ArrayDataset, Subset, DataLoader, DataLoaders, default_collate, apply_transforms,
                      DataLoaderError, CollateError, SkipSample)
 from .transforms import (Transform, Compose, Resize, CenterCrop, RandomCrop, RandomHorizontalFlip,
-                         RandomVerticalFlip, ImageToFloat, Normalize, imagenet_stats)
-from .vision import ImageDataLoaders, ImageFolderDataset, ImageReadError, decode_image, image_files
+                         RandomVerticalFlip, RandomRotateZoom, RandomLighting, aug_transforms, ImageToFloat, Normalize,
+                         imagenet_stats)
+from .vision import ImageDataLoaders, ImageFolderDataset, ImageReadError, NoImagesError, decode_image, image_files
 from .text import (WordTokenizer, CharTokenizer, Vocab, TextDataset, TextDataLoaders, LMDataLoader, TokenStream,
                    PadCollate, SortedBatchSampler, UNK, PAD, BOS, EOS, SPECIAL_TOKENS)
 from . import datasets
 
 __all__ = ["Dataset", "ArrayDataset", "Subset", "DataLoader", "DataLoaders", "default_collate",
            "apply_transforms", "DataLoaderError", "CollateError", "SkipSample", "Transform", "Compose", "Resize",
-           "CenterCrop", "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "ImageToFloat", "Normalize",
-           "imagenet_stats", "ImageDataLoaders", "ImageFolderDataset", "ImageReadError", "decode_image",
+           "CenterCrop", "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "RandomRotateZoom", "RandomLighting", "aug_transforms", "ImageToFloat", "Normalize",
+           "imagenet_stats", "ImageDataLoaders", "ImageFolderDataset", "ImageReadError", "NoImagesError", "decode_image",
            "image_files", "WordTokenizer", "CharTokenizer", "Vocab", "TextDataset", "TextDataLoaders",
            "LMDataLoader", "TokenStream", "PadCollate", "SortedBatchSampler", "UNK", "PAD", "BOS", "EOS",
            "SPECIAL_TOKENS", "datasets"]

@@ -629,5 +629,20 @@ class DataLoaders:
         """One training batch (see `DataLoader.one_batch`)."""
         return self.train.one_batch()
 
+    def show_batch(self, max_n=9, dl=None, path=None, ncols=None, file=None):
+        """Draw a training batch's images with their labels (or print its texts); see
+        `easyfit.data.show.show_batch`. Needs matplotlib for images (the `plot` extra)."""
+        from .show import show_batch
+        return show_batch(self, dl=dl, max_n=max_n, path=path, ncols=ncols, file=file)
+
+    def test_dl(self, items, bs=None, device=None, num_workers=0):
+        """A loader over unlabelled `items` prepared as the validation data is, in their order.
+
+        Items are image file paths (or a folder of images), texts, or arrays; batches hold
+        inputs only: `preds, _ = learn.get_preds(dl=dls.test_dl(items))` (fastai's way).
+        """
+        from .inference import test_dataloader
+        return test_dataloader(self, items, bs=bs, device=device, num_workers=num_workers)
+
     def __repr__(self):
         return f"DataLoaders(train={self.train!r}, valid={self.valid!r})"

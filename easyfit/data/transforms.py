@@ -174,6 +174,85 @@ class RandomVerticalFlip(Transform):
         return x[::-1] if rng.random() < self.p else x
 
 
+class RandomRotateZoom(Transform):
+    """With probability p, rotate by up to `max_rotate` degrees and zoom in by up to `max_zoom`
+    (1.0: none) around the centre, keeping the size; corners are filled by reflecting
+    the image's edge pixels (bilinear, Pillow). A training-only augmentation."""
+    train_only = True
+
+    def __init__(self, max_rotate=10.0, max_zoom=1.1, p=0.75):
+        if max_rotate < 0 or max_zoom < 1 or not 0 <= p <= 1:
+            raise ValueError(f"RandomRotateZoom: need max_rotate >= 0, max_zoom >= 1 and p in [0, 1], got "
+                             f"max_rotate={max_rotate!r}, max_zoom={max_zoom!r}, p={p!r}")
+        self.max_rotate, self.max_zoom, self.p = float(max_rotate), float(max_zoom), float(p)
+
+    def __call__(self, x, rng):
+        _check_image(x, "RandomRotateZoom")
+        if rng.random() >= self.p:
+            return x
+        angle = np.deg2rad(rng.uniform(-self.max_rotate, self.max_rotate))
+        zoom = rng.uniform(1.0, self.max_zoom)
+        height, width = x.shape[:2]
+        # output pixel (u, v) samples input (a*u + b*v + c, d*u + e*v + f): rotation and zoom about the centre
+        cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+        affine = (cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy)
+        pad = max(height, width) // 2
+        padded = np.pad(x, ((pad, pad), (pad, pad), (0, 0)), mode="reflect" if min(height, width) > 1 else "edge")
+        shifted = (affine[0], affine[1], affine[2] + pad, affine[3], affine[4], affine[5] + pad)
+        channels = [np.asarray(Image.fromarray(np.ascontiguousarray(padded[:, :, c]))
+                               .transform((width, height), Image.AFFINE, shifted, resample=Image.BILINEAR))
+                    for c in range(x.shape[2])] if x.dtype == np.uint8 else None
+        if channels is None:
+            channels = [np.asarray(Image.fromarray(np.ascontiguousarray(padded[:, :, c], dtype=np.float32), "F")
+                                   .transform((width, height), Image.AFFINE, shifted, resample=Image.BILINEAR))
+                        .astype(x.dtype) for c in range(x.shape[2])]
+        return np.stack(channels, axis=2)
+
+
+class RandomLighting(Transform):
+    """With probability p, change brightness and contrast by up to `max_lighting` (0.2: +-20%).
+    Works on uint8 (clipped to 0..255) or float images in [0, 1]. A training-only augmentation."""
+    train_only = True
+
+    def __init__(self, max_lighting=0.2, p=0.75):
+        if not 0 <= max_lighting < 1 or not 0 <= p <= 1:
+            raise ValueError(f"RandomLighting: need 0 <= max_lighting < 1 and p in [0, 1], got "
+                             f"max_lighting={max_lighting!r}, p={p!r}")
+        self.max_lighting, self.p = float(max_lighting), float(p)
+
+    def __call__(self, x, rng):
+        _check_image(x, "RandomLighting")
+        if rng.random() >= self.p:
+            return x
+        brightness = rng.uniform(-self.max_lighting, self.max_lighting)
+        contrast = rng.uniform(1 - self.max_lighting, 1 / (1 - self.max_lighting))
+        top = 255.0 if x.dtype == np.uint8 else 1.0
+        out = (x.astype(np.float32) / top - 0.5) * contrast + 0.5 + brightness
+        out = np.clip(out, 0.0, 1.0) * top
+        return (np.round(out).astype(np.uint8) if x.dtype == np.uint8 else out.astype(x.dtype))
+
+
+def aug_transforms(do_flip=True, flip_vert=False, max_rotate=10.0, max_zoom=1.1, max_lighting=0.2,
+                   p_affine=0.75, p_lighting=0.75):
+    """fastai's default image augmentations, as item transforms (training only; validation drops them):
+    random flips, a small rotation and zoom, brightness and contrast. fastai's perspective
+    warp is not included. Put them after any `Resize`:
+
+        dls = ImageDataLoaders.from_folder(path, size=64, item_tfms=aug_transforms())
+    """
+    tfms = []
+    if do_flip:
+        tfms.append(RandomHorizontalFlip())
+        if flip_vert:
+            tfms.append(RandomVerticalFlip())
+    if max_rotate or max_zoom > 1:
+        tfms.append(RandomRotateZoom(max_rotate, max_zoom, p=p_affine))
+    if max_lighting:
+        tfms.append(RandomLighting(max_lighting, p=p_lighting))
+    return tfms
+
+
 class ImageToFloat(Transform):
     """(N,)H,W,C images -> float32 (N,)C,H,W; uint8 is divided by `div` (255) into [0, 1]."""
 

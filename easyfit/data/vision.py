@@ -7,6 +7,7 @@ float32 (N, C, H, W) batches in [0, 1] by the `ImageToFloat` batch transform.
 import io
 import os
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,14 @@ def _decode_plain_png(data):
         position += 12 + length
     # A truncated file leaves too few bytes: the decoder raises ValueError, as Image.open's load does.
     return Image.frombytes(mode, (width, height), b"".join(compressed), "zip", mode)
+
+
+class NoImagesError(FileNotFoundError, ValueError):
+    """A folder holds no images where some are expected (no class folders, an empty class folder).
+
+    A FileNotFoundError, so the command line exits with "data not found" (3), and a
+    ValueError, as these errors were before.
+    """
 
 
 class ImageReadError(OSError):
@@ -104,6 +113,23 @@ def decode_image(path, mode=None):
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageReadError(f"cannot read image {path}: {type(error).__name__}: {error}") from error
     return array
+
+
+def convert_image_mode(image, mode):
+    """An (H, W, C) uint8 image with C = 1 or 3 converted to `mode` ('L': 1 channel, 'RGB': 3).
+
+    Anything else (float arrays, batches, other layouts) is returned unchanged: only a
+    decoded-looking image is converted, the way `decode_image` would have decoded it.
+    """
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3:
+        return image
+    channels = image.shape[2]
+    if mode == "RGB" and channels == 1:
+        return np.repeat(image, 3, axis=2)
+    if mode == "L" and channels == 3:
+        grey = Image.fromarray(np.ascontiguousarray(image), "RGB").convert("L")
+        return np.asarray(grey)[:, :, None]
+    return image
 
 
 def _to_uint8(array):
@@ -174,10 +200,11 @@ class ImageFolderDataset(Dataset):
 
 
 def validation_transforms(transforms):
-    """The deterministic counterpart of item transforms for validation: flips dropped, random crops centred."""
+    """The deterministic counterpart of item transforms for validation: flips and other training-only
+    augmentations (`train_only = True`) dropped, random crops centred."""
     out = []
     for transform in transforms:
-        if isinstance(transform, (RandomHorizontalFlip, RandomVerticalFlip)):
+        if isinstance(transform, (RandomHorizontalFlip, RandomVerticalFlip)) or getattr(transform, "train_only", False):
             continue
         if isinstance(transform, RandomCrop):
             out.append(CenterCrop(transform.size))
@@ -216,12 +243,12 @@ def _labelled_files(folder, classes, where):
             continue
         found = image_files(class_dir)
         if not found:
-            raise ValueError(f"class folder {class_dir} holds no image files (looked for "
+            raise NoImagesError(f"class folder {class_dir} holds no image files (looked for "
                              f"{', '.join(sorted(IMAGE_EXTENSIONS))}); remove it or add images")
         files.extend(found)
         labels.extend([label] * len(found))
     if not files:
-        raise ValueError(f"no image files in {where}")
+        raise NoImagesError(f"no image files in {where}")
     return files, labels
 
 
@@ -229,7 +256,7 @@ def _no_classes_error(folder):
     loose = image_files(folder)
     hint = (f"; it holds {len(loose)} image files directly - put each class's images in their own "
             f"subfolder" if loose else "")
-    return ValueError(f"no class folders in {folder}: expected {folder}/<class_name>/<image files> "
+    return NoImagesError(f"no class folders in {folder}: expected {folder}/<class_name>/<image files> "
                       f"(or train/ and valid/ folders of classes){hint}")
 
 
@@ -238,17 +265,19 @@ class ImageDataLoaders:
 
     @staticmethod
     def from_folder(path, valid_pct=0.2, seed=None, size=None, bs=64, item_tfms=None, batch_tfms=None,
-                    train="train", valid="valid", mode=None, on_error="raise", num_workers=None,
+                    train="train", valid="valid", mode="RGB", on_error="raise", num_workers=None,
                     worker_type="thread", device=None, drop_last=False, resize_method="squish", cache=False):
         """Loaders over `path/<class_name>/<image>` files.
 
         When `path/train` and `path/valid` both exist they are the split (classes from
         `path/train`); otherwise `valid_pct` of the images, chosen with `seed`, are the
-        validation set. `size` adds `Resize(size)` as the first item transform. `mode`
-        "L" or "RGB" (None: the mode of the first image decides). Validation loads use
+        validation set. `size` adds `Resize(size)` as the first item transform. Every image
+        is decoded to `mode`: "RGB" (the default, as fastai: a folder of mixed grey,
+        colour and RGBA files gives 3-channel batches) or "L" (grey, 1 channel); None
+        takes the mode of the first image and says which it chose (a warning). Validation loads use
         the deterministic counterpart of the item transforms (no flips, centred crops).
         `cache=True` keeps decoded images in memory after the first epoch (see
-        `ImageFolderDataset`). The result has `.classes`.
+        `ImageFolderDataset`). The result has `.classes` and `.mode`.
         """
         folder = Path(path)
         if not folder.is_dir():
@@ -274,6 +303,12 @@ class ImageDataLoaders:
             valid_files, valid_labels = [files[i] for i in valid_idx], [labels[i] for i in valid_idx]
         if mode is None:
             mode = _first_mode(train_files, on_error)
+            warnings.warn(f"ImageDataLoaders.from_folder: mode=None, so the first image decides: every image is "
+                          f"decoded as {mode!r} ({'1 channel' if mode == 'L' else '3 channels'}); pass mode='RGB' "
+                          f"or mode='L' to choose", UserWarning, stacklevel=2)
+        elif mode not in ("RGB", "L"):
+            raise ValueError(f"ImageDataLoaders.from_folder: mode must be 'RGB' (colour), 'L' (grey) or None (the "
+                             f"first image decides), got {mode!r}")
         item_tfms = list(item_tfms or [])
         if size is not None:
             item_tfms.insert(0, Resize(size, method=resize_method))
@@ -284,7 +319,9 @@ class ImageDataLoaders:
                               shuffle=True, drop_last=drop_last, seed=seed, item_tfms=item_tfms, **common)
         valid_dl = DataLoader(ImageFolderDataset(valid_files, valid_labels, classes, mode, on_error, cache),
                               shuffle=False, seed=seed + 1, item_tfms=validation_transforms(item_tfms), **common)
-        return DataLoaders(train_dl, valid_dl, classes=classes)
+        dls = DataLoaders(train_dl, valid_dl, classes=classes)
+        dls.mode = mode
+        return dls
 
     @staticmethod
     def from_arrays(train_x, train_y, valid_x=None, valid_y=None, valid_pct=0.2, seed=None, bs=64,
@@ -316,7 +353,9 @@ class ImageDataLoaders:
                               item_tfms=item_tfms, **common)
         valid_dl = DataLoader(ArrayDataset(valid_x, valid_y), shuffle=False, seed=seed + 1,
                               item_tfms=validation_transforms(item_tfms), **common)
-        return DataLoaders(train_dl, valid_dl, classes=classes)
+        dls = DataLoaders(train_dl, valid_dl, classes=classes)
+        dls.mode = {1: "L", 3: "RGB"}.get(train_x.shape[-1])  # what an image file is decoded to for predict
+        return dls
 
 
 def _images_hwc(x, name):

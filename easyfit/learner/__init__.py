@@ -11,7 +11,8 @@ from .metrics import (Metric, AvgMetric, GatherMetric, Perplexity, F1Score, accu
 from .recorder import Recorder
 from .progress import ProgressCallback
 from .callbacks import (TerminateOnNaNCallback, TrackerCallback, EarlyStoppingCallback, SaveModelCallback,
-                        GradientClip, GradientAccumulation, CSVLogger)
+                        GradientClip, GradientAccumulation, CSVLogger, ReduceLROnPlateau)
+from .mixup import MixUp, CutMix
 from .schedule import ParamSchedulerCallback, LRFinder, SuggestedLRs
 from .tensorboard import TensorBoardCallback
 from .learner import Learner, default_splitter
@@ -24,6 +25,6 @@ __all__ = [
     "LossError", "BatchError", "Metric", "AvgMetric", "GatherMetric", "Perplexity", "F1Score", "accuracy",
     "error_rate", "top_k_accuracy", "perplexity", "Recorder", "ProgressCallback", "TerminateOnNaNCallback",
     "TrackerCallback", "EarlyStoppingCallback", "SaveModelCallback", "GradientClip", "GradientAccumulation",
-    "CSVLogger", "ParamSchedulerCallback", "LRFinder", "SuggestedLRs", "TensorBoardCallback", "Learner",
+    "CSVLogger", "ReduceLROnPlateau", "MixUp", "CutMix", "ParamSchedulerCallback", "LRFinder", "SuggestedLRs", "TensorBoardCallback", "Learner",
     "default_splitter", "ClassificationInterpretation", "load_learner", "register_module",
 ]

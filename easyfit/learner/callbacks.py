@@ -252,3 +252,53 @@ class CSVLogger(Callback):
             raise ValueError("CSVLogger.read: nothing logged yet (the logger has not been part of a fit)")
         with open(self.path, newline="") as handle:
             return list(csv.DictReader(handle))
+
+
+class ReduceLROnPlateau(TrackerCallback):
+    """Divides the learning rate by `factor` when `monitor` has not improved for `patience`
+    epochs (fastai's callback), never below `min_lr`; `learn.opt`'s every group is changed.
+
+    A schedule that sets the learning rate every batch (`fit_one_cycle`) overrides it:
+    use it with `fit`.
+    """
+    order = TrackerCallback.order + 1
+
+    def __init__(self, monitor="valid_loss", comp=None, min_delta=0.0, patience=1, factor=10.0, min_lr=0.0,
+                 reset_on_fit=True):
+        super().__init__(monitor=monitor, comp=comp, min_delta=min_delta, reset_on_fit=reset_on_fit)
+        if not factor > 1:
+            raise ValueError(f"ReduceLROnPlateau: factor must be > 1 (the learning rate is divided by it), "
+                             f"got {factor!r}")
+        self.patience, self.factor, self.min_lr = patience, float(factor), float(min_lr)
+        self.wait = 0
+        self.reductions = []    # (epoch, new learning rates) of every reduction
+
+    def before_fit(self):
+        super().before_fit()
+        if self.reset_on_fit:
+            self.wait, self.reductions = 0, []
+
+    def after_epoch(self):
+        if self._improved():
+            self.wait = 0
+            return
+        self.wait += 1
+        if self.wait < self.patience:
+            return
+        self.wait = 0
+        groups = self.learner.opt.param_groups
+        old = [group["lr"] for group in groups]
+        new = [max(lr / self.factor, self.min_lr) for lr in old]
+        if new == old:
+            return
+        for group, lr in zip(groups, new):
+            group["lr"] = lr
+        self.reductions.append((self.learner.epoch, new))
+        print(f"Epoch {self.learner.epoch}: reducing the learning rate to {new[-1]:.3g}", flush=True)
+
+    def state_dict(self):
+        return {"best": self.best, "wait": self.wait, "reductions": [[e, list(v)] for e, v in self.reductions]}
+
+    def load_state_dict(self, state):
+        self.best, self.wait = state["best"], int(state.get("wait", 0))
+        self.reductions = [(e, list(v)) for e, v in state.get("reductions", [])]

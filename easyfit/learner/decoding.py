@@ -83,6 +83,24 @@ def per_item_losses(loss_func, raw_preds, targets):
                      for i in range(len(raw_preds))])
 
 
+def check_one_item(learn, item):
+    """Refuse several items given to `predict` (a list of files or texts, or a batch array):
+    the model would see them as one item and answer with wrong numbers."""
+    several = None
+    if isinstance(item, (list, tuple)) and item and all(
+            isinstance(part, (str, os.PathLike, np.ndarray, Tensor)) for part in item):
+        several = f"a {type(item).__name__} of {len(item)} items"
+    elif isinstance(item, (np.ndarray, Tensor)):
+        from .export import item_ndim_of
+        expected = item_ndim_of(learn.dls)
+        if expected is not None and item.ndim > expected:
+            several = (f"an array of shape {tuple(item.shape)}, where one item has {expected} "
+                       f"ax{'is' if expected == 1 else 'es'}")
+    if several is not None:
+        raise ValueError(f"predict takes one item, got {several}. For several items use "
+                         "dl = learn.dls.test_dl(items) and preds, _ = learn.get_preds(dl=dl)")
+
+
 def prepare_item(learn, item):
     """One raw item made into a batch of one: a text (with text data: tokenized and encoded
     with the data's tokenizer and vocab), an image file path, an array or a Tensor.
@@ -93,11 +111,15 @@ def prepare_item(learn, item):
     tokenizer, vocab = getattr(learn.dls, "tokenizer", None), getattr(learn.dls, "vocab", None)
     if isinstance(item, str) and tokenizer is not None and hasattr(vocab, "encode"):
         return np.asarray(vocab.encode(tokenizer(item)), dtype=np.int64)[None]
+    from .export import image_mode_of
+    mode = image_mode_of(learn.dls)
     if isinstance(item, (str, os.PathLike)):
         from ..data.vision import decode_image
-        dataset = getattr(dl, "dataset", None)
-        item = decode_image(item, getattr(dataset, "mode", None))
+        item = decode_image(item, mode)
     x = to_numpy(item)
+    if mode is not None:
+        from ..data.vision import convert_image_mode
+        x = convert_image_mode(x, mode)
     return transform_batch(x, getattr(dl, "item_tfms", ()), getattr(dl, "batch_tfms", ()))
 
 

@@ -265,7 +265,8 @@ def export_learner(learn, path):
     _check_rebuild(learn.model, model_spec, arrays)
     loss_spec = describe_module(learn.loss_func, "loss_func", arrays)
     dls = learn.dls
-    valid = getattr(dls, "valid", None) or getattr(dls, "train", None)
+    valid = getattr(dls, "valid", None)
+    valid = valid if valid is not None else getattr(dls, "train", None)
     vocab = getattr(dls, "vocab", None)
     description = {
         "format": FORMAT, "version": VERSION, "model": model_spec, "loss_func": loss_spec,
@@ -275,6 +276,8 @@ def export_learner(learn, path):
             "item_tfms": _describe_transforms(getattr(valid, "item_tfms", ()), "item_tfms"),
             "batch_tfms": _describe_transforms(getattr(valid, "batch_tfms", ()), "batch_tfms"),
             "tokenizer": _describe_tokenizer(getattr(dls, "tokenizer", None)),
+            "mode": image_mode_of(dls),
+            "item_ndim": item_ndim_of(dls),
         },
     }
     tensors = {"model": {key: value.numpy_cpu() for key, value in learn.model.state_dict().items()},
@@ -295,19 +298,53 @@ def _check_rebuild(model, spec, arrays):
                           "arguments — define export_args() on it")
 
 
+def image_mode_of(dls):
+    """The colour mode ('RGB' or 'L') image files are decoded to for this data, or None."""
+    mode = getattr(dls, "mode", None)
+    if mode is None:
+        loader = getattr(dls, "valid", None)
+        loader = loader if loader is not None else getattr(dls, "train", None)
+        mode = getattr(getattr(loader, "dataset", None), "mode", None)
+    return mode
+
+
+def item_ndim_of(dls):
+    """The number of axes of one input item of the data (before its transforms), or None if unknown."""
+    if hasattr(dls, "item_ndim"):
+        return dls.item_ndim
+    loader = getattr(dls, "valid", None)
+    loader = loader if loader is not None else getattr(dls, "train", None)
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None or getattr(dls, "tokenizer", None) is not None:
+        return None
+    try:
+        sample = dataset[0]
+    except Exception:  # an unreadable first item (skipped later) or an empty dataset: no check
+        return None
+    x = sample[0] if isinstance(sample, (tuple, list)) else sample
+    return int(np.ndim(x.numpy_cpu() if isinstance(x, Tensor) else x))
+
+
 class InferenceData:
     """What an exported learner keeps of its data: the validation preprocessing, classes,
-    vocabulary and tokenizer."""
+    vocabulary, tokenizer and the colour mode images are decoded to."""
 
-    def __init__(self, item_tfms, batch_tfms, classes, vocab, tokenizer=None):
+    def __init__(self, item_tfms, batch_tfms, classes, vocab, tokenizer=None, mode=None, item_ndim=None,
+                 device=None):
         self.train = None
-        self.valid = _Preprocessing(item_tfms, batch_tfms)
-        self.classes, self.vocab, self.tokenizer = classes, vocab, tokenizer
+        self.valid = _Preprocessing(item_tfms, batch_tfms, device)
+        self.classes, self.vocab, self.tokenizer, self.mode = classes, vocab, tokenizer, mode
+        self.item_ndim = item_ndim
+
+    def test_dl(self, items, bs=64, device=None, num_workers=0):
+        """A loader over unlabelled `items` with the exported preprocessing (see `DataLoaders.test_dl`)."""
+        from ..data.inference import test_dataloader
+        return test_dataloader(self, items, bs=bs, device=device, num_workers=num_workers)
 
 
 class _Preprocessing:
-    def __init__(self, item_tfms, batch_tfms):
-        self.item_tfms, self.batch_tfms = item_tfms, batch_tfms
+    def __init__(self, item_tfms, batch_tfms, device=None):
+        self.item_tfms, self.batch_tfms, self.device = item_tfms, batch_tfms, device
 
     def __iter__(self):
         raise TypeError("a learner from load_learner has no data loaders; pass one to get_preds(dl=...)")
@@ -352,5 +389,7 @@ def load_learner(path, device=None):
     data = InferenceData(_build_transforms(description["preprocessing"]["item_tfms"]),
                          _build_transforms(description["preprocessing"]["batch_tfms"]),
                          _from_plain_json(classes) if classes is not None else None, vocab,
-                         _build_tokenizer(description["preprocessing"].get("tokenizer")))
+                         _build_tokenizer(description["preprocessing"].get("tokenizer")),
+                         description["preprocessing"].get("mode"), description["preprocessing"].get("item_ndim"),
+                         device)
     return Learner(data, model, loss_func, default_cbs=False)

@@ -13,6 +13,8 @@ the start of the fit), `pct_train` (fraction of the fit's training done), `train
 detached), `loss_grad` (the tensor backward starts from).
 """
 import contextlib
+import numbers
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,9 @@ class Learner:
 
     def __init__(self, dls, model, loss_func, opt_func=Adam, lr=1e-3, metrics=None, cbs=None, wd=None,
                  path=".", model_dir="models", splitter=None, train_bn=True, default_cbs=True):
+        if isinstance(loss_func, type):
+            raise TypeError(f"Learner: loss_func is the class {loss_func.__name__}, not a loss; instantiate it: "
+                            f"loss_func={loss_func.__name__}()")
         if loss_func is None or not callable(loss_func):
             raise TypeError(f"Learner: loss_func must be callable (pred, target) -> loss, got {loss_func!r}")
         if not callable(model):
@@ -74,7 +79,7 @@ class Learner:
         self.model = model
         self.loss_func = loss_func
         self.opt_func = opt_func
-        self.lr = lr
+        self.lr = _check_lr(lr, "lr")
         self.wd = wd
         self.metrics = [as_metric(m) for m in _listify(metrics)]
         self.path = Path(path)
@@ -219,13 +224,14 @@ class Learner:
             return float(lr[-1])
         return lr
 
-    def lr_per_group(self, lr):
+    def lr_per_group(self, lr, name="lr"):
         """One learning rate per parameter group from a number, a list, or a slice.
 
         `slice(hi)`: the last group gets hi, the others hi/10; `slice(lo, hi)`: rates
         spread geometrically from lo (first group) to hi (last) — fastai's convention.
         """
         n = len(self.opt.param_groups) if self.opt is not None else len(self.param_groups())
+        _check_lr(lr, name)
         if isinstance(lr, slice):
             if lr.stop is None:
                 raise ValueError(f"Learner: a learning-rate slice needs a stop value, got {lr}")
@@ -282,6 +288,10 @@ class Learner:
         """
         if not isinstance(n_epoch, (int, np.integer)) or n_epoch < 0:
             raise ValueError(f"fit: n_epoch must be a non-negative integer, got {n_epoch!r}")
+        if n_epoch == 0:
+            warnings.warn("fit: n_epoch is 0, so nothing is trained (no callback runs, the weights, optimizer "
+                          "and data stay as they are)", UserWarning, stacklevel=2)
+            return
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None:
                 self.create_opt()
@@ -318,7 +328,8 @@ class Learner:
     def fine_tune(self, epochs, base_lr=2e-3, freeze_epochs=1, lr_mult=100, pct_start=0.3, div=5.0, **kwargs):
         """Train the head with the body frozen, then everything with discriminative rates."""
         self.freeze()
-        self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+        if freeze_epochs:   # fine_tune(..., freeze_epochs=0) skips the frozen phase (without fit(0)'s warning)
+            self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
         base_lr /= 2
         self.unfreeze()
         self.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
@@ -530,7 +541,12 @@ class Learner:
         return tuple(result)
 
     def predict(self, item):
-        """(decoded label, class index or decoded value, probabilities) for one input item."""
+        """(decoded label, class index or decoded value, probabilities) for one input item.
+
+        One item only (a file path, a text, one array): several raise a ValueError that
+        points to `learn.dls.test_dl(items)` and `learn.get_preds(dl=...)`.
+        """
+        _decoding.check_one_item(self, item)
         x = _decoding.prepare_item(self, item)
         device = _model_device(self.model)
         batch = Tensor(x).to(device) if device != "cpu" else Tensor(x)
@@ -550,11 +566,38 @@ class Learner:
             decoded = decoded.item()
         return _decoding.label_of(self, decoded), decoded, probs
 
-    def show_results(self, n=9, dl=None, file=None):
-        """Print a table of the first `n` items of a loader: target, prediction, confidence."""
-        preds, targets, decoded = self.get_preds(dl, with_decoded=True)
+    def summary(self):
+        """The model's layers with their output shapes (for one batch of the data), parameter
+        counts and whether they train, then the totals; prints as a table (fastai's summary)."""
+        from .summary import model_summary
+        return model_summary(self)
+
+    def show_results(self, n=9, dl=None, file=None, path=None, ncols=None):
+        """The first `n` items of a loader (the validation one by default) with target and prediction.
+
+        Image inputs are drawn (matplotlib, the `plot` extra): each titled
+        "target / prediction" and its file name when the data has files; the figure is
+        saved to `path` or returned. Other inputs give a printed table: target,
+        prediction, confidence.
+        """
+        from .interpret import loader_items
+        dl = dl if dl is not None else self.dls.valid
+        inputs, preds, targets, decoded = self.get_preds(dl, with_input=True, with_decoded=True)
+        count = min(n, len(preds))
+        if _looks_like_images(inputs):
+            from ..data.show import displayable_images, show_images
+            images = displayable_images(inputs[:count], getattr(dl, "batch_tfms", ()))
+            files = loader_items(dl)
+            titles = []
+            for i in range(count):
+                target = _decoding.label_of(self, targets[i]) if targets is not None else "-"
+                title = f"{target} / {_decoding.label_of(self, decoded[i])}"
+                if files is not None and len(files) == len(preds):
+                    title += f"\n{Path(files[i]).name}"
+                titles.append(title)
+            return show_images(images, titles, path=path, ncols=ncols)
         lines = [f"{'item':>6}  {'target':>14}  {'prediction':>14}  {'confidence':>10}"]
-        for i in range(min(n, len(preds))):
+        for i in range(count):
             target = _decoding.label_of(self, targets[i]) if targets is not None else "-"
             label = _decoding.label_of(self, decoded[i])
             confidence = float(np.max(preds[i])) if preds.ndim > 1 else float(preds[i])
@@ -617,6 +660,12 @@ def _concat_inputs(inputs):
     return tuple(np.concatenate([batch[i] for batch in inputs]) for i in range(len(inputs[0])))
 
 
+def _looks_like_images(inputs):
+    """Whether a get_preds input array is a batch of images (N, C, H, W) with 1 or 3 channels."""
+    return isinstance(inputs, np.ndarray) and inputs.ndim == 4 and inputs.shape[1] in (1, 3) \
+        and inputs.dtype.kind == "f"
+
+
 def _norm_params(model):
     """ids of parameters of normalisation layers (kept trainable when frozen, as in fastai)."""
     keep = set()
@@ -641,6 +690,17 @@ def _model_device(model):
     for p in (model.parameters() if hasattr(model, "parameters") else ()):
         return p.device
     return "cpu"
+
+
+def _check_lr(lr, name):
+    """A learning rate is a number, a slice of numbers, or one number per group; a string is refused."""
+    values = [lr.start, lr.stop] if isinstance(lr, slice) else \
+        list(lr) if isinstance(lr, (list, tuple, np.ndarray)) else [lr]
+    for value in values:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise TypeError(f"{name} must be a number (or a slice or list of numbers), got {lr!r} "
+                            f"({type(lr).__name__}){'; write it without quotes' if isinstance(value, str) else ''}")
+    return lr
 
 
 def _listify(value):

@@ -1,7 +1,11 @@
 """Progress output: tqdm bars on a terminal or in a notebook, plain lines elsewhere.
 
 In a CI log or a pipe a progress bar is a stream of carriage returns; there the
-callback prints the table header once and one line per epoch instead.
+callback prints the table header once and one line per epoch instead. In a Jupyter
+notebook the epoch table is an HTML table updated in place (as fastai shows it), with
+widget bars when ipywidgets is installed and no bars otherwise (tqdm's text bars would
+print raw carriage returns and a TqdmWarning there). IPython is only used when the
+program already runs in a kernel; a plain program never imports it.
 """
 import math
 import sys
@@ -22,20 +26,27 @@ class ProgressCallback(Callback):
         self.file, self.mode = file, mode
         self.epoch_bar = self.batch_bar = None
         self._header_printed = False
+        self.table = None
 
     def _stream(self):
         return self.file if self.file is not None else sys.stdout
 
+    def _notebook(self):
+        """Whether output goes to a Jupyter notebook's cell (auto mode, the default stream)."""
+        return self.mode == "auto" and self.file is None and _in_notebook()
+
     def _use_bars(self):
         if self.mode != "auto":
             return self.mode == "bar"
+        if self._notebook():
+            return _has_widgets()
         stream = self._stream()
         isatty = getattr(stream, "isatty", None)
-        return bool(isatty and isatty()) or (stream is sys.stdout and _in_notebook())
+        return bool(isatty and isatty())
 
     def _tqdm(self):
-        if _in_notebook() and self.file is None:
-            from tqdm.auto import tqdm
+        if self._notebook():
+            from tqdm.notebook import tqdm   # only chosen when ipywidgets is there
         else:
             from tqdm import tqdm
         return tqdm
@@ -43,6 +54,7 @@ class ProgressCallback(Callback):
     def before_fit(self):
         self.bars = self._use_bars()
         self._header_printed = False
+        self.table = _HTMLTable() if self._notebook() and not self.learner.lr_finding else None
         if self.bars and not self.learner.lr_finding:
             self.epoch_bar = self._tqdm()(total=self.learner.n_epoch, file=self._stream(), unit="epoch",
                                           desc="fit", dynamic_ncols=True)
@@ -83,7 +95,9 @@ class ProgressCallback(Callback):
         if learn.lr_finding:
             return
         recorder = getattr(learn, "recorder", None)
-        if recorder is not None and recorder.log:
+        if recorder is not None and recorder.log and self.table is not None:
+            self.table.add_row(recorder.metric_names, recorder.log)
+        elif recorder is not None and recorder.log:
             widths = [max(10, len(name)) for name in recorder.metric_names]
             if not self._header_printed:
                 self._write(format_row(recorder.metric_names, widths))
@@ -106,6 +120,40 @@ class ProgressCallback(Callback):
             self._tqdm().write(line, file=self._stream())
         else:
             print(line, file=self._stream(), flush=True)
+
+
+def _has_widgets():
+    """Whether ipywidgets (tqdm's notebook bars) can be imported."""
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _HTMLTable:
+    """The epoch table as HTML in a notebook cell, shown once and updated in place each epoch."""
+
+    def __init__(self):
+        self.rows, self.handle = [], None
+
+    def add_row(self, names, values):
+        from IPython.display import HTML, display   # in a kernel, IPython is already imported
+        self.rows.append(values)
+        head = "".join(f"<th>{name}</th>" for name in names)
+        body = "".join("<tr>" + "".join(f"<td>{_cell(value)}</td>" for value in row) + "</tr>" for row in self.rows)
+        html = HTML(f'<table border="1" class="dataframe"><thead><tr style="text-align: left;">{head}</tr>'
+                    f"</thead><tbody>{body}</tbody></table>")
+        if self.handle is None:
+            self.handle = display(html, display_id=True)
+        else:
+            self.handle.update(html)
+
+
+def _cell(value):
+    if isinstance(value, (str, int)):
+        return str(value)
+    return f"{value:.6f}" if math.isfinite(value) else str(value)
 
 
 def format_row(values, widths):

@@ -1,8 +1,8 @@
 """Recorder: what happened during training, per batch and per epoch, and its plots."""
 import math
-import sys
 import time
 
+from ..data.show import finish, in_notebook, pyplot
 from .callback import Callback
 
 
@@ -157,36 +157,8 @@ class Recorder(Callback):
         return _finish(plt, fig, path)
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError("plots need matplotlib, which is not installed. Install it with: "
-                          "pip install 'easyfit[plot]'") from None
-    import matplotlib.pyplot as plt
-    if not _in_notebook():
-        matplotlib.use("Agg", force=False)
-    return plt
-
-
-def _finish(plt, fig, path):
-    """Save to `path` and close, or return the figure (a notebook shows it)."""
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path)
-        plt.close(fig)
-        return path
-    return fig
-
-
-def _in_notebook():
-    """True inside a Jupyter kernel. A program that has not imported IPython runs in none,
-    so IPython (0.4 s to import) is not imported just to ask."""
-    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
-    if get_ipython is None:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+# One place for plotting and notebook detection: easyfit.data.show (the lowest layer that draws).
+_pyplot, _finish, _in_notebook = pyplot, finish, in_notebook
 
 
 def _format_time(seconds):

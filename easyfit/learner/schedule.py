@@ -52,7 +52,7 @@ def fit_one_cycle(learn, n_epoch, lr_max=None, div=25., div_final=1e5, pct_start
     if learn.opt is None or reset_opt:
         learn.create_opt()
     lr_max = learn.lr if lr_max is None else lr_max
-    lrs = learn.lr_per_group(lr_max)
+    lrs = learn.lr_per_group(lr_max, "lr_max")
     scheds = {"lr": [one_cycle_lr(lr, div=div, div_final=div_final, pct_start=pct_start) for lr in lrs]}
     if moms is not None and _has_momentum(learn.opt):
         scheds["mom"] = one_cycle_mom(moms, pct_start=pct_start)
@@ -152,6 +152,7 @@ def _snapshot(learn):
         "model": {key: value.array.copy() for key, value in learn.model.state_dict().items()},
         "training": getattr(learn.model, "training", False),
         "opt": copy.deepcopy(learn.opt.state_dict()) if learn.opt is not None else None,
+        "opt_object": learn.opt,
         "callbacks": [(cb, copy.deepcopy(cb.state_dict())) for cb in learn.cbs],
         "rng": _rng_state(),
         "data": {split: dl.state_dict() for split, dl in _loaders(learn) if hasattr(dl, "state_dict")},
@@ -168,8 +169,11 @@ def _restore(learn, snapshot):
     if snapshot["opt"] is None:
         learn.opt = None
     else:
-        learn.create_opt()
+        # The same optimizer object gets its state back (as fastai does): a reference to
+        # learn.opt taken before the sweep stays the learner's optimizer.
+        learn.opt = snapshot["opt_object"]
         learn.opt.load_state_dict(snapshot["opt"])
+        learn._apply_freeze()
     for cb, state in snapshot["callbacks"]:
         if state or type(cb).load_state_dict is not Callback.load_state_dict:
             cb.load_state_dict(state)

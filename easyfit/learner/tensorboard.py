@@ -47,10 +47,11 @@ class TensorBoardCallback(Callback):
     Scalars `train/loss`, `train/lr`, `train/mom` per batch (every `log_every` batches),
     `valid/loss` and `valid/<metric>` per epoch (step = training batches so far);
     weight and gradient histograms (`weights/<name>`, `grads/<name>`) every
-    `hist_every` batches (0: never); `n_images` sample input images at the start when
+    `hist_every` batches and at the last batch of every epoch (0: never); `n_images` sample input images at the start when
     the inputs are image batches (N, C, H, W) with 1 or 3 channels; the op graph
-    (`log_graph`); and at the end the hyper-parameters with the final metrics
-    (HParams tab), plus any `hparams` you give.
+    (`log_graph`); and at the end one set of hyper-parameters (the learner's, with any
+    `hparams` you give replacing their synonyms: `bs` for `batch_size`...) next to the
+    final `valid/` metrics in the HParams tab, all in the one run of `log_dir`.
     """
     order = 70
     run_lr_find = False
@@ -93,8 +94,11 @@ class TensorBoardCallback(Callback):
         self.writer.add_images("train/images", images, global_step=self.learner.train_iter, dataformats="NCHW")
 
     def after_step(self):
-        step = self.learner.train_iter + 1  # this batch counts as done, as for the scalars
-        if self.hist_every and step % self.hist_every == 0:
+        learn = self.learner
+        step = learn.train_iter + 1  # this batch counts as done, as for the scalars
+        # every hist_every batches, and at the last batch of every epoch: a short fit gets some too
+        last_of_epoch = learn.iter == learn.n_iter - 1
+        if self.hist_every and (step % self.hist_every == 0 or last_of_epoch):
             for name, p in self.learner.model.named_parameters():
                 self.writer.add_histogram(f"weights/{name}", to_numpy(p), step)
                 if p.grad is not None:
@@ -126,25 +130,58 @@ class TensorBoardCallback(Callback):
         learn = self.learner
         if self.writer is None:
             return
-        hparams = {"n_epoch": learn.n_epoch, "opt": type(learn.opt).__name__ if learn.opt is not None else "none",
-                   "model": type(learn.model).__name__, "loss": type(learn.loss_func).__name__}
-        if learn.opt is not None:
-            hparams["lr_max"] = float(max(g["lr"] for g in learn.opt.param_groups))
-            hparams["weight_decay"] = float(learn.opt.param_groups[-1].get("weight_decay", 0.0))
-        batch_size = getattr(learn.dls.train, "batch_size", None)
-        if batch_size is not None:
-            hparams["batch_size"] = int(batch_size)
-        hparams.update(self.hparams)
-        final = {}
         if learn.valid_results is not None:
-            final["hparam/valid_loss"] = float(learn.valid_results[0])
-            for metric, value in zip(learn.metrics, learn.valid_results[1:]):
-                final[f"hparam/{metric.name}"] = float(value)
-        if final:
-            self.writer.add_hparams(hparams, final, name="hparams")
+            write_hparams(self.writer, self.run_hparams(),
+                          {"valid/loss": float(learn.valid_results[0]),
+                           **{f"valid/{m.name}": float(v) for m, v in zip(learn.metrics, learn.valid_results[1:])}})
         self.writer.flush()
         self.writer.close()
         self.writer = None
+
+    def run_hparams(self):
+        """The run's hyper-parameters: the learner's own, then `hparams` (whose names win: a
+        given `bs` replaces the learner's `batch_size`, `epochs` its `n_epoch`, and so on)."""
+        learn = self.learner
+        own = {"n_epoch": learn.n_epoch, "opt": type(learn.opt).__name__ if learn.opt is not None else "none",
+               "model": type(learn.model).__name__, "loss": type(learn.loss_func).__name__}
+        if learn.opt is not None:
+            own["lr_max"] = float(max(g["lr"] for g in learn.opt.param_groups))
+            own["weight_decay"] = float(learn.opt.param_groups[-1].get("weight_decay", 0.0))
+        batch_size = getattr(learn.dls.train, "batch_size", None)
+        if batch_size is not None:
+            own["batch_size"] = int(batch_size)
+        for name, synonyms in _HPARAM_SYNONYMS.items():
+            if any(s in self.hparams for s in synonyms):
+                own.pop(name, None)
+        return {**own, **self.hparams}
+
+
+# The learner's own hyper-parameter names and the names a config commonly gives them.
+_HPARAM_SYNONYMS = {"n_epoch": ("epochs", "n_epochs", "epoch"), "batch_size": ("bs",),
+                    "lr_max": ("lr", "learning_rate"), "weight_decay": ("wd",)}
+
+
+def write_hparams(writer, hparams, metrics):
+    """The HParams tab's records, in the run's own event file (no 'hparams' sub-run, no extra scalars).
+
+    `metrics` names scalar tags the run already logs (`valid/loss`...), so the tab shows
+    their final values. Integers are written as text, so the table shows 64, not 64.000.
+    """
+    from tensorboardX.summary import hparams as hparams_summaries
+    values = {}
+    for name, value in hparams.items():
+        if isinstance(value, (bool, np.bool_)):
+            values[name] = bool(value)
+        elif isinstance(value, (int, np.integer)):
+            values[name] = str(int(value))
+        elif isinstance(value, (float, np.floating)):
+            values[name] = float(value)
+        elif value is not None:
+            values[name] = str(value)
+    experiment, start, end = hparams_summaries(values, metrics)
+    file_writer = writer._get_file_writer()
+    for summary in (experiment, start, end):
+        file_writer.add_summary(summary)
 
 
 def write_graph(writer, output, named_parameters):

@@ -8,7 +8,7 @@ from . import functional as F
 from .functional._arguments import _pair
 from .functional.conv import _single
 from . import init
-from .module import Module, Parameter
+from .module import Module, Parameter, check_input_dtype
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose2d"]
 
@@ -63,6 +63,7 @@ class Conv2d(Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{self!r}: expected input of shape (N, {self.in_channels}, H, W); "
                              f"got shape {tuple(x.shape)}")
+        check_input_dtype(self, x, self.weight)
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self):

@@ -5,7 +5,7 @@ import numpy as np
 
 from . import functional as F
 from . import init
-from .module import Module, Parameter
+from .module import Module, Parameter, check_input_dtype
 
 __all__ = ["Linear", "Identity", "Flatten"]
 
@@ -32,6 +32,7 @@ class Linear(Module):
         if x.shape[-1:] != (self.in_features,):
             raise ValueError(f"{self!r}: expected input with {self.in_features} features in the last axis, "
                              f"shape (..., {self.in_features}); got shape {tuple(x.shape)}")
+        check_input_dtype(self, x, self.weight)
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):

@@ -31,10 +31,42 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+def check_input_dtype(module, x, weight):
+    """Refuse an input whose dtype differs from the layer's weight, as PyTorch does.
+
+    NumPy would silently promote float32 weights with a float64 input to a float64
+    result (twice the memory, and a model whose output dtype depends on its input);
+    the error names the layer and both dtypes instead.
+    """
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None and dtype != weight.dtype:
+        raise TypeError(f"{module!r}: the input is {np.dtype(dtype).name} but the layer's weight is "
+                        f"{np.dtype(weight.dtype).name}; convert one to the other, e.g. "
+                        f"x.astype(easyfit.{np.dtype(weight.dtype).name}), or the model with model.to(easyfit.{np.dtype(dtype).name})")
+
+
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 # Attributes that Module itself keeps; never walked.
-_INTERNAL = frozenset(("training", "_buffer_names", "_non_persistent_buffers"))
+_INTERNAL = frozenset(("training", "_buffer_names", "_non_persistent_buffers", "_forward_hooks"))
+
+
+class RemovableHandle:
+    """What `register_forward_hook` returns: `remove()` unregisters the hook (also as a context manager)."""
+    _next_id = 0
+
+    def __init__(self, hooks):
+        self.hooks, self.id = hooks, RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.remove()
 
 
 def _walk_members(prefix, value, out):
@@ -66,7 +98,22 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        output = self.forward(*args, **kwargs)
+        hooks = self.__dict__.get("_forward_hooks")
+        if hooks:
+            for hook in list(hooks.values()):
+                result = hook(self, args, output)
+                if result is not None:
+                    output = result
+        return output
+
+    def register_forward_hook(self, hook):
+        """Call `hook(module, inputs, output)` after every forward (PyTorch's API); a non-None
+        return value replaces the output. Returns a handle whose `remove()` unregisters it."""
+        hooks = self.__dict__.setdefault("_forward_hooks", {})
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
 
     # ----- walking the attributes ----------------------------------------------------
     def _member_items(self):

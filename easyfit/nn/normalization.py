@@ -4,7 +4,7 @@ import numpy as np
 from ..core.tensor import Tensor
 from . import functional as F
 from . import init
-from .module import Module, Parameter
+from .module import Module, Parameter, check_input_dtype
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"]
 
@@ -51,6 +51,9 @@ class _BatchNorm(Module):
             shapes = " or ".join(["(N, C)", "(N, C, L)", "(N, C, H, W)"][n - 2] for n in self.expected_ndims)
             raise ValueError(f"{self!r}: expected input of shape {shapes.replace('C', str(self.num_features))}; "
                              f"got shape {tuple(x.shape)}")
+        reference = self.weight if self.affine else self.running_mean
+        if reference is not None:
+            check_input_dtype(self, x, reference)
         if self.training and self.track_running_stats:
             self.num_batches_tracked.array += 1
             momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked.array)
@@ -100,6 +103,8 @@ class LayerNorm(Module):
         if tuple(x.shape[x.ndim - len(self.normalized_shape):]) != self.normalized_shape:
             raise ValueError(f"{self!r}: expected input of shape (..., {', '.join(map(str, self.normalized_shape))}); "
                              f"got shape {tuple(x.shape)}")
+        if self.elementwise_affine:
+            check_input_dtype(self, x, self.weight)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):

@@ -170,7 +170,7 @@ def test_split_is_reproducible_and_seed_dependent(tmp_path):
 
 def test_grey_folder_with_size_augmentation_and_normalisation(tmp_path):
     make_folder(tmp_path, mode="L", size=(20, 16))
-    dls = ImageDataLoaders.from_folder(tmp_path, valid_pct=0.2, seed=0, size=12, bs=3,
+    dls = ImageDataLoaders.from_folder(tmp_path, valid_pct=0.2, seed=0, size=12, bs=3, mode="L",
                                        item_tfms=[RandomCrop(10, padding=1), RandomHorizontalFlip()],
                                        batch_tfms=[Normalize([0.5], [0.25])])
     xb, _ = dls.one_batch()
@@ -296,3 +296,25 @@ def test_cache_must_be_a_bool(tmp_path):
     make_folder(tmp_path)
     with pytest.raises(TypeError, match="cache must be True or False"):
         ImageDataLoaders.from_folder(tmp_path, cache="yes")
+
+
+def test_mixed_grey_colour_and_rgba_folder_decodes_to_rgb_by_default(tmp_path):
+    """Issue 14 item 1: the first file no longer decides the colour mode silently."""
+    for index, (mode, name) in enumerate([("L", "a.png"), ("RGB", "b.jpg"), ("RGBA", "c.png"), ("L", "d.jpg")]):
+        for label in ("cat", "dog"):
+            (tmp_path / label).mkdir(exist_ok=True)
+            Image.new(mode, (10, 12), color=(40 * index) if mode == "L" else (40 * index,) * len(mode)) \
+                .save(tmp_path / label / name)
+    dls = ImageDataLoaders.from_folder(tmp_path, valid_pct=0.25, seed=0, bs=8)
+    assert dls.mode == "RGB"
+    xb, _ = dls.one_batch()
+    assert xb.shape[1] == 3
+    grey_only = tmp_path / "grey"
+    make_folder(grey_only, mode="L")
+    assert ImageDataLoaders.from_folder(grey_only, bs=4).one_batch()[0].shape[1] == 3  # still RGB
+    assert ImageDataLoaders.from_folder(grey_only, bs=4, mode="L").one_batch()[0].shape[1] == 1
+    with pytest.warns(UserWarning, match=r"first image decides: every image is decoded as 'L'"):
+        dls = ImageDataLoaders.from_folder(grey_only, bs=4, mode=None)
+    assert dls.mode == "L"
+    with pytest.raises(ValueError, match="mode must be 'RGB'"):
+        ImageDataLoaders.from_folder(grey_only, bs=4, mode="RGBA")

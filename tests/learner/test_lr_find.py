@@ -99,3 +99,14 @@ def test_lr_find_plot(tmp_path):
     learn.recorder.plot_loss(tmp_path / "loss.png")
     learn.recorder.plot_sched(tmp_path / "sched.png")
     assert (tmp_path / "loss.png").exists() and (tmp_path / "sched.png").exists()
+
+
+def test_lr_find_restores_the_state_into_the_same_optimizer_object():
+    learn = new_learner()
+    learn.fit(1)
+    opt = learn.opt
+    steps_before = {index: int(entry["step"]) for index, entry in opt.state_dict()["state"].items()}
+    learn.lr_find(num_it=20)
+    assert learn.opt is opt
+    steps_after = {index: int(entry["step"]) for index, entry in opt.state_dict()["state"].items()}
+    assert steps_after == steps_before

@@ -56,14 +56,12 @@ def test_every_kind_of_record_reads_back(tmp_path):
     assert "Parameter" in ops and "Input" in ops and len(graph.node) > 6
     assert {"params/0.weight", "params/3.bias"} <= {node.name for node in graph.node}
 
-    hparams_run = read(tmp_path / "runs" / "hparams")
-    assert {"hparam/valid_loss", "hparam/accuracy"} <= set(hparams_run.Tags()["scalars"])
-    assert hparams_run.Scalars("hparam/accuracy")[0].value == pytest.approx(learn.recorder.values[-1][2])
-    plugin = hparams_run.PluginTagToContent("hparams")
+    assert not (tmp_path / "runs" / "hparams").exists()   # one run, not a second 'hparams' one
+    plugin = events.PluginTagToContent("hparams")
     from tensorboard.plugins.hparams import plugin_data_pb2
     session = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/session_start_info"])
     hparams = session.session_start_info.hparams
-    assert hparams["note"].string_value == "test" and hparams["n_epoch"].number_value == 2
+    assert hparams["note"].string_value == "test" and hparams["n_epoch"].string_value == "2"
     assert hparams["opt"].string_value == "Adam"
 
 
@@ -95,3 +93,29 @@ def test_tensorboard_does_not_import_pytorch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_a_recipe_run_is_one_clear_run_with_one_set_of_hparams_and_histograms(tmp_path, monkeypatch):
+    """Issue 14, item 11: no '.'/'hparams' runs, no bs/batch_size twins, integers as integers,
+    no stray 'hparam/' scalars, histograms even when a fit is shorter than hist_every batches."""
+    from recipes import cli
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert cli.main(["train", "vision", "--epochs", "1", "--set", "width=4"]) == 0
+    root = tmp_path / "easyfit-runs" / "vision"
+    run_names = sorted(str(p.parent.relative_to(root)) for p in root.rglob("events.out.tfevents.*"))
+    assert run_names == ["run-001/tensorboard", "run-002/tensorboard"]
+    events = read(root / "run-002" / "tensorboard")
+    tags = events.Tags()
+    assert not [tag for tag in tags["scalars"] if tag.startswith("hparam")]
+    assert "weights/0.weight" in tags["histograms"]      # 23 batches < hist_every=100: once per epoch
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    plugin = events.PluginTagToContent("hparams")
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/session_start_info"]) \
+        .session_start_info.hparams
+    assert "bs" in hparams and "batch_size" not in hparams
+    assert "epochs" in hparams and "n_epoch" not in hparams and "lr_max" not in hparams and "wd" in hparams
+    assert hparams["bs"].string_value == "64" and hparams["epochs"].string_value == "1"
+    assert hparams["lr"].number_value == pytest.approx(3e-3)
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/experiment"]).experiment
+    assert {m.name.tag for m in experiment.metric_infos} == {"valid/loss", "valid/accuracy"}

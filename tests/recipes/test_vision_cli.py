@@ -92,7 +92,7 @@ def test_lr_find_prints_the_suggestions(tmp_path, capsys):
     (["train", "vision", "--data", "/no/such/folder"], cli.EXIT_NOT_FOUND, "neither a known dataset"),
     (["predict", "/no/such/run", "x.png"], cli.EXIT_NOT_FOUND, "not an easyfit run folder"),
     (["train", "vision", "--resume", "/no/such/run"], cli.EXIT_NOT_FOUND, "not an easyfit run folder"),
-    (["train", "vision", "--arch", "vgg", "--epochs", "1"], cli.EXIT_FAILURE, "unknown arch 'vgg'"),
+    (["train", "vision", "--arch", "vgg", "--epochs", "1"], cli.EXIT_USAGE, "unknown arch 'vgg'"),
 ])
 def test_errors_are_one_line_with_exit_codes(argv, code, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
