@@ -385,6 +385,10 @@ class Learner:
             start = self._resume.restore_if_due(self, "train")
         if self.training:
             self._batches_done = start
+            if start and start >= self.n_iter:
+                # resumed from a checkpoint taken after the epoch's last batch: nothing is left to
+                # train, and iterating would start the loader's next epoch (one batch too many)
+                return
         iterator = iter(self.dl)
         try:
             for index in range(start, self.n_iter + 1):
