@@ -291,6 +291,7 @@ class Learner:
                 self.set_hyper("lr", self.lr_per_group(lr))
             self.n_epoch = int(n_epoch)
             self.epoch, self.iter, self.train_iter, self.pct_train = 0, 0, 0, 0.0
+            self._clear_grads()  # gradients left from before (a resumed fit restores its own below)
             self._resume = _checkpoint.start_resume(self, resume, n_epoch) if resume is not None else None
             self.in_fit = True
             try:
@@ -419,7 +420,13 @@ class Learner:
             self._do_one_batch()
         except CancelBatchException:
             pass
-        self._batch_done = True
+        except BaseException:
+            # an abandoned batch (error, Ctrl-C, cancelled fit) must not hand its gradients to a later step
+            if self.training:
+                self._clear_grads()
+            raise
+        finally:
+            self._batch_done = True
         if self.training:
             self.train_iter += 1
             self._batches_done = self.iter + 1
@@ -452,6 +459,10 @@ class Learner:
         self._with_events(self._backward, "backward", CancelBackwardException)
         self._with_events(self._step, "step", CancelStepException)
         self.opt.zero_grad()
+
+    def _clear_grads(self):
+        for p in self.model.parameters():
+            p.grad = None
 
     def _backward(self):
         self.loss_grad.backward()
