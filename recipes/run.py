@@ -9,6 +9,7 @@ A run's output folder holds everything about it:
     OUT/tensorboard/           TensorBoard logs (unless --logdir says elsewhere)
 """
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -94,13 +95,40 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
     results = {"recipe": recipe.NAME, **{n: float(v) for n, v in zip(names, values)},
                "epochs": config.epochs, "lr": lr, "train_seconds": round(seconds, 2),
                "seconds_per_epoch": round(seconds / max(config.epochs, 1), 2)}
+    diverged = _divergence(learn, values)
+    if diverged:
+        results["diverged"] = diverged
+        write_results(out_dir / RESULTS_FILE, results)
+        raise TrainingDiverged(f"{diverged} No model was exported; the checkpoints in {out_dir / 'models'} are "
+                               "kept. Train again with a lower --lr (easyfit lr-find suggests one).")
     learn.export((out_dir / MODEL_FILE).resolve())
-    (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(out_dir / RESULTS_FILE, results)
     metrics = ", ".join(f"{n} {v:.4f}" for n, v in zip(names, values))
     log(f"final: {metrics}")
     log(f"model: {out_dir / MODEL_FILE}; checkpoints: {out_dir / 'models'}")
     log(f"TensorBoard logs: {logdir}  (view them with: tensorboard --logdir {logdir})")
     return results
+
+
+class TrainingDiverged(RuntimeError):
+    """Training ended with a non-finite loss, gradient or metric: the model is not usable."""
+
+
+def _divergence(learn, values):
+    """Why the trained model is unusable (a sentence), or None when it is fine."""
+    stopper = next((cb for cb in learn.cbs if getattr(cb, "diverged", False)), None)
+    if stopper is not None:
+        return learn.stop_reason
+    if not all(math.isfinite(float(v)) for v in values):
+        return f"Training diverged: the final validation values are {[float(v) for v in values]}."
+    return None
+
+
+def write_results(path, results):
+    """results.json as strict JSON: a non-finite number (NaN, inf) is written as null."""
+    strict = {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+              for key, value in results.items()}
+    path.write_text(json.dumps(strict, indent=2, allow_nan=False) + "\n")
 
 
 def find_lr(recipe, config, out_dir, log=print):

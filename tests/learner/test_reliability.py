@@ -58,3 +58,38 @@ def test_gradients_left_by_hand_are_cleared_when_a_fit_starts(tmp_path):
     ef.manual_seed(4)
     clean.fit(1)
     assert_bytes_equal(weights(learn.model), weights(clean.model))
+
+
+class PoisonGradient(Callback):
+    """Writes a NaN into one gradient of training batch `at` (the loss stays finite)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def after_backward(self):
+        if self.learner.train_iter == self.at:
+            first = next(iter(self.learner.model.parameters()))
+            first.grad.array[0] = np.nan
+
+
+def test_a_non_finite_gradient_stops_before_the_step_and_the_message_is_true(tmp_path):
+    learn = quiet_learner(tmp_path)
+    learn.fit(1, cbs=[PoisonGradient(at=3)])  # warm up: the optimizer has state
+    learn = quiet_learner(tmp_path)
+    learn.fit(1)
+    before = weights(learn.model)
+    with pytest.warns(RuntimeWarning, match="gradient of 0.weight holds NaN"):
+        learn.fit(1, cbs=[PoisonGradient(at=0)])
+    assert learn.terminate_on_na_n.diverged
+    assert "The weights are those before this batch" in learn.stop_reason
+    assert_bytes_equal(weights(learn.model), before)  # the message is true: no step was taken
+    assert all(np.isfinite(p.numpy_cpu()).all() for p in learn.model.parameters())
+
+
+def test_after_a_diverged_step_the_message_says_the_weights_are_not_finite(tmp_path):
+    learn = quiet_learner(tmp_path)
+    with pytest.warns(RuntimeWarning, match="Training stopped"):
+        learn.fit(1, lr=math.inf)
+    message = learn.stop_reason
+    assert learn.terminate_on_na_n.diverged
+    assert "already hold NaN or inf" in message and "those before this batch" not in message

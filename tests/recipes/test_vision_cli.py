@@ -169,3 +169,41 @@ def test_fashion_mnist_small_cnn_reaches_91_percent_in_3_epochs(tmp_path):
                      "--out", str(tmp_path / "run")]) == 0
     results = json.loads((tmp_path / "run" / RESULTS_FILE).read_text())
     assert results["accuracy"] >= 0.91, results
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("lr=inf", "config key 'lr' must be a finite number"),
+    ("lr=nan", "config key 'lr' must be a finite number"),
+    ("lr=0", "config key 'lr' must be a positive"),
+    ("width=0", "config key 'width' must be at least 1"),
+    ("valid_pct=0", "config key 'valid_pct' must be between 0 and 1"),
+    ("epochs=0", "config key 'epochs' must be at least 1"),
+])
+def test_unusable_settings_are_refused_before_training(setting, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "vision", "--out", str(out), "--set", setting]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (out / "models").exists()  # refused before any training
+
+
+def test_a_diverged_run_fails_and_writes_strict_json(tmp_path, capsys):
+    data = _image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    code = cli.main(["train", "vision", "--data", str(data), "--epochs", "1", "--bs", "8", "--out", str(out),
+                     "--set", "size=8", "--set", "width=8", "--lr", "1e30"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_FAILURE, err
+    assert "Training stopped" in err or "diverged" in err
+    assert not (out / MODEL_FILE).exists()
+    text = (out / RESULTS_FILE).read_text()
+    results = json.loads(text, parse_constant=lambda name: pytest.fail(f"results.json holds bare {name}"))
+    assert results["diverged"]
+
+
+def test_results_json_is_strict_json(tmp_path):
+    from recipes.run import write_results
+    write_results(tmp_path / "r.json", {"valid_loss": float("nan"), "perplexity": float("inf"), "accuracy": 0.5})
+    text = (tmp_path / "r.json").read_text()
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {
+        "valid_loss": None, "perplexity": None, "accuracy": 0.5}
