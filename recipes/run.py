@@ -51,6 +51,12 @@ def read_run(out_dir):
     return recipe, resolve(recipe.Config, settings)
 
 
+def is_finished(out_dir):
+    """Whether `out_dir` holds a run that finished training (results and exported model written)."""
+    out_dir = Path(out_dir)
+    return (out_dir / RESULTS_FILE).is_file() and (out_dir / MODEL_FILE).is_file()
+
+
 def write_config(recipe, config, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / CONFIG_FILE, recipe=recipe.NAME)

@@ -282,6 +282,8 @@ class Learner:
         """
         if not isinstance(n_epoch, (int, np.integer)) or n_epoch < 0:
             raise ValueError(f"fit: n_epoch must be a non-negative integer, got {n_epoch!r}")
+        if n_epoch:
+            _check_training_batches(self.dls, "lr_find" if self.lr_finding else "fit")
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None:
                 self.create_opt()
@@ -630,6 +632,20 @@ def _concat_inputs(inputs):
     if len(inputs[0]) == 1:
         return np.concatenate([batch[0] for batch in inputs])
     return tuple(np.concatenate([batch[i] for batch in inputs]) for i in range(len(inputs[0])))
+
+
+def _check_training_batches(dls, caller):
+    """Training on a loader without batches would 'finish' with zero steps: say so instead."""
+    train = getattr(dls, "train", None)
+    if train is None:
+        raise ValueError(f"{caller}: there is no training data loader (dls.train is None); a learner from "
+                         "load_learner is for inference: build one with DataLoaders to train")
+    if len(train) == 0:
+        dataset = getattr(train, "dataset", None)
+        size = f"{len(dataset)} samples" if dataset is not None and hasattr(dataset, "__len__") else "no samples"
+        raise ValueError(f"{caller}: the training data loader yields no batches (its dataset has {size}, "
+                         f"batch_size={getattr(train, 'batch_size', '?')}, drop_last={getattr(train, 'drop_last', '?')}); "
+                         "nothing would be trained. Use more data, a smaller batch size, or drop_last=False")
 
 
 def _norm_params(model):

@@ -93,3 +93,23 @@ def test_after_a_diverged_step_the_message_says_the_weights_are_not_finite(tmp_p
     message = learn.stop_reason
     assert learn.terminate_on_na_n.diverged
     assert "already hold NaN or inf" in message and "those before this batch" not in message
+
+
+def _learner_on(n_train, batch_size, drop_last, tmp_path):
+    x = np.zeros((n_train, 6), np.float32)
+    y = np.zeros(n_train, np.int64)
+    train = DataLoader(ArrayDataset(x, y), batch_size=batch_size, drop_last=drop_last, num_workers=0)
+    valid = DataLoader(ArrayDataset(np.zeros((4, 6), np.float32), np.zeros(4, np.int64)), batch_size=4,
+                       num_workers=0)
+    return Learner(DataLoaders(train, valid), make_model(), nn.CrossEntropyLoss(), path=tmp_path)
+
+
+@pytest.mark.parametrize("n_train,batch_size,drop_last", [(0, 4, False), (3, 4, True)])
+def test_an_empty_training_loader_is_an_error_before_fitting(tmp_path, n_train, batch_size, drop_last):
+    learn = _learner_on(n_train, batch_size, drop_last, tmp_path)
+    before = weights(learn.model)
+    with pytest.raises(ValueError, match=f"fit: the training data loader yields no batches .*{n_train} samples"):
+        learn.fit_one_cycle(2)
+    with pytest.raises(ValueError, match="lr_find: the training data loader yields no batches"):
+        learn.lr_find()
+    assert_bytes_equal(weights(learn.model), before)

@@ -207,3 +207,19 @@ def test_results_json_is_strict_json(tmp_path):
     text = (tmp_path / "r.json").read_text()
     assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {
         "valid_loss": None, "perplexity": None, "accuracy": 0.5}
+
+
+def test_resume_refuses_options_that_would_change_the_run_and_says_when_it_finished(tmp_path, capsys):
+    data = _image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    common = ["--data", str(data), "--epochs", "1", "--bs", "8", "--set", "size=8", "--set", "width=8"]
+    assert cli.main(["train", "vision", "--out", str(out)] + common) == 0
+    capsys.readouterr()
+    for extra in (["--epochs", "9"], ["--set", "lr=0.1"], ["--bs", "4"]):
+        assert cli.main(["train", "vision", "--resume", str(out)] + extra) == cli.EXIT_USAGE
+        err = capsys.readouterr().err
+        assert f"{extra[0]} cannot change it" in err, err
+    assert cli.main(["train", "vision", "--resume", str(out)]) == cli.EXIT_USAGE
+    assert "has already finished" in capsys.readouterr().err
+    assert cli.main(["train", "vision", "--out", str(out)] + common) == 0
+    assert "holds a finished run; training again replaces it" in capsys.readouterr().err
