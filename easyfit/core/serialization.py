@@ -85,6 +85,7 @@ def load_with_metadata(path, device=None, caller="easyfit.load"):
     device = parse_device(device)
     remove_stale_temporaries(path)
     _check_header(path, caller)
+    _check_complete(path, caller)
     try:
         with safe_open(path, framework="np") as reader:
             header = reader.metadata() or {}
@@ -269,6 +270,20 @@ def _check_header(path, caller="easyfit.load"):
 
 
 # ----- integrity, bounded JSON and stale temporary files (issue 15) ------------------------
+
+def _check_complete(path, caller):
+    """A file shorter than its header says (an interrupted copy) is reported as truncated."""
+    try:
+        header, data_start = _raw_header(path)
+        end = max((int(entry["data_offsets"][1]) for name, entry in header.items()
+                   if name != "__metadata__" and isinstance(entry, dict)), default=0)
+    except Exception:  # a damaged header: safetensors' own check reports it
+        return
+    size = os.path.getsize(path)
+    if data_start + end > size:
+        raise ValueError(f"{caller}: {path} is truncated ({size} bytes, but its header describes "
+                         f"{data_start + end}); an interrupted copy or download?")
+
 
 def _checksum(arrays, metadata):
     """SHA-256 (hex) of the arrays (sorted by name: name, dtype, shape, bytes) and of the metadata
