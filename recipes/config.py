@@ -11,6 +11,8 @@ import tomllib
 import types
 import typing
 
+from easyfit.core.serialization import parse_json
+
 
 class ConfigError(ValueError):
     """A config file, key or value that cannot be used; the message says which and why."""
@@ -88,10 +90,17 @@ def read_config_file(path):
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
     try:
         if path.suffix == ".toml":
-            return tomllib.loads(text.decode("utf-8"))
-        return json.loads(text)
+            settings = tomllib.loads(text.decode("utf-8"))
+        else:
+            settings = parse_json(text, f"config file {path}")
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply to parse") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {error}") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"config file {path} must hold a table of key = value settings at its top level, "
+                          f"not a {type(settings).__name__}")
+    return settings
 
 
 def resolve(config_class, file_settings=None, overrides=(), **arguments):

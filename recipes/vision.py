@@ -171,6 +171,9 @@ def build_learner(config, out_dir):
 
 def predict(learner, config, inputs):
     """One line per image file: the predicted class and its probability."""
+    missing = [str(path) for path in inputs if not Path(path).is_file()]
+    if missing:  # exit 3 (not found), before predicting anything
+        raise FileNotFoundError(f"no such image file: {', '.join(missing)}")
     lines = []
     for path in inputs:
         label, _, probs = learner.predict(str(path))

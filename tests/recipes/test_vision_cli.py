@@ -223,3 +223,33 @@ def test_resume_refuses_options_that_would_change_the_run_and_says_when_it_finis
     assert "has already finished" in capsys.readouterr().err
     assert cli.main(["train", "vision", "--out", str(out)] + common) == 0
     assert "holds a finished run; training again replaces it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,message", [
+    ("[1, 2]", "must hold a table of key = value settings at its top level, not a list"),
+    ("[" * 100_000 + "]" * 100_000, "nests deeper than"),
+    ('"text"', "not a str"),
+], ids=["list", "deeply-nested", "string"])
+def test_config_files_that_are_not_tables_are_usage_errors(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    assert cli.main(["train", "vision", "--config", str(path), "--out", str(tmp_path / "run")]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_deeply_nested_toml_config_is_a_usage_error(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert cli.main(["train", "vision", "--config", str(path), "--out", str(tmp_path / "run")]) == cli.EXIT_USAGE
+    assert str(path) in capsys.readouterr().err
+
+
+def test_predict_on_a_missing_image_exits_3(tmp_path, capsys):
+    data = _image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    assert cli.main(["train", "vision", "--data", str(data), "--epochs", "1", "--bs", "8", "--out", str(out),
+                     "--set", "size=8", "--set", "width=8"]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", str(out), str(tmp_path / "nope.png")]) == cli.EXIT_NOT_FOUND
+    assert "no such image file" in capsys.readouterr().err
