@@ -3,7 +3,7 @@
 A run's output folder holds everything about it:
 
     OUT/config.json            the fully resolved config (and the recipe's name)
-    OUT/models/checkpoint*.safetensors (+ .json)   resumable training checkpoints
+    OUT/models/checkpoint*.safetensors   resumable training checkpoints (one file each)
     OUT/model.safetensors      the exported model (weights + JSON description, no pickle)
     OUT/results.json           final metrics and timings
     OUT/tensorboard/           TensorBoard logs (unless --logdir says elsewhere)

@@ -581,7 +581,7 @@ class Learner:
 
     # ----- checkpoints and export --------------------------------------------------------
     def save(self, name, with_opt=True):
-        """Checkpoint everything training depends on to `path/model_dir/name.safetensors` (+ `.json`).
+        """Checkpoint everything training depends on to one file, `path/model_dir/name.safetensors`.
 
         Model, optimizer, where the running fit is (epoch, batch; usable mid-epoch),
         callbacks' state, random generators and data-loader positions. Atomic: an
