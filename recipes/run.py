@@ -83,6 +83,7 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
     write_config(recipe, config, out_dir)
     easyfit.manual_seed(config.seed)
     learn = recipe.build_learner(config, out_dir)
+    _check_validation_data(learn, config)
     logdir = Path(logdir) if logdir else out_dir / "tensorboard"
     hparams = {k: v for k, v in to_dict(config).items() if isinstance(v, (int, float, str, bool))}
     callbacks = [TensorBoardCallback(str(logdir), hparams=hparams),
@@ -114,6 +115,15 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
     log(f"model: {out_dir / MODEL_FILE}; checkpoints: {out_dir / 'models'}")
     log(f"TensorBoard logs: {logdir}  (view them with: tensorboard --logdir {logdir})")
     return results
+
+
+def _check_validation_data(learn, config):
+    """The final metrics need validation batches: find out now, not after training."""
+    valid = getattr(learn.dls, "valid", None)
+    if valid is None or len(valid) == 0:
+        share = f" (valid_pct={config.valid_pct})" if hasattr(config, "valid_pct") else ""
+        raise ConfigError(f"the validation set is empty{share}: the run would train and then have nothing to "
+                          "measure. Hold out more data (a larger valid_pct) or give data with a validation split")
 
 
 class TrainingDiverged(RuntimeError):

@@ -253,3 +253,13 @@ def test_predict_on_a_missing_image_exits_3(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["predict", str(out), str(tmp_path / "nope.png")]) == cli.EXIT_NOT_FOUND
     assert "no such image file" in capsys.readouterr().err
+
+
+def test_an_empty_validation_set_is_refused_before_training(tmp_path, capsys):
+    data = _image_folder(tmp_path / "images")  # 24 images: valid_pct=0.01 holds out none
+    out = tmp_path / "run"
+    code = cli.main(["train", "vision", "--data", str(data), "--epochs", "1", "--bs", "8", "--out", str(out),
+                     "--set", "size=8", "--set", "width=8", "--set", "valid_pct=0.01"])
+    assert code == cli.EXIT_USAGE
+    assert "the validation set is empty (valid_pct=0.01)" in capsys.readouterr().err
+    assert not (out / "models").exists()
