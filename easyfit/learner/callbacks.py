@@ -54,8 +54,7 @@ class TerminateOnNaNCallback(Callback):
                              f"(learning rate {lrs[-1] if lrs else 'unknown'}). {weights} Try a lower learning "
                              "rate (learn.lr_find() suggests one), gradient clipping (GradientClip), or check the "
                              "inputs for NaN/inf.")
-        self.diverged = True
-        learn._clear_grads()
+        self.diverged = True  # the Learner clears the abandoned batch's gradients
         warnings.warn(learn.stop_reason, RuntimeWarning, stacklevel=3)
         raise CancelFitException()
 
@@ -64,7 +63,10 @@ def _all_finite(array):
     """Whether every value of a NumPy/CuPy array is finite (integers always are)."""
     if array.dtype.kind not in "fc":
         return True
-    return bool(array.dtype.type(0) * array.sum() == 0) or bool(np.isfinite(array.get() if hasattr(array, "get") else array).all())
+    if bool(array.dtype.type(0) * array.sum() == 0):  # one reduction: a NaN or inf makes the sum non-finite
+        return True
+    host = array.get() if hasattr(array, "get") else array  # the sum overflowed, or a value is not finite
+    return bool(np.isfinite(host).all())
 
 
 class TrackerCallback(Callback):
