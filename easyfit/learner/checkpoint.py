@@ -175,6 +175,9 @@ def _check_description(description, source):
     rng = description["rng"]
     if not isinstance(rng, dict) or any(key not in rng for key in ("easyfit", "numpy", "python")):
         raise ValueError(f"{source} is damaged: its 'rng' entry lacks the easyfit, numpy or python state")
+    if not (isinstance(rng["numpy"], list) and len(rng["numpy"]) == 5 and isinstance(rng["python"], list)
+            and len(rng["python"]) == 3):
+        raise ValueError(f"{source} is damaged: its 'rng' entry holds malformed numpy or python generator states")
     if not isinstance(description["data"], dict):
         raise ValueError(f"{source} is damaged: its 'data' entry is not an object")
 
