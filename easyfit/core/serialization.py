@@ -349,6 +349,8 @@ def remove_stale_temporaries(path):
 
 
 def _process_exists(pid):
+    if os.name != "posix":  # signal 0 means CTRL_C_EVENT on Windows: assume the writer may be alive
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
