@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ..core.serialization import save as _save_arrays, load as _load_arrays
+from ..core.serialization import save as _save_arrays
 from ..core.tensor import Tensor
 
 FORMAT = "easyfit-export"

@@ -1,8 +1,6 @@
 """Issue 15: training never leaks state between fits, never hides a divergence, never
 trains zero steps in silence."""
-import copy
 import math
-import warnings
 
 import numpy as np
 import pytest
