@@ -77,7 +77,19 @@ def save_learner(learn, name, with_opt=True):
         legacy_sidecar.unlink()
     except FileNotFoundError:
         pass
+    _remove_legacy_sidecar_temporaries(weights_path.parent)
     return weights_path
+
+
+def _remove_legacy_sidecar_temporaries(folder):
+    """Temporary sidecars (`.tmp-XXXXXXXX.json`) that killed saves of easyfit before one-file
+    checkpoints left in the checkpoint folder; nothing writes that pattern any more."""
+    for path in folder.glob(".tmp-*.json"):
+        if len(path.name) == len(".tmp-XXXXXXXX.json"):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 def _progress(learn):

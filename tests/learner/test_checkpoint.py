@@ -146,8 +146,11 @@ def test_checkpoints_of_the_two_file_format_still_load_and_are_checked(tmp_path)
     (models / "two.json").unlink()
     with pytest.raises(FileNotFoundError, match="has no JSON sidecar two.json"):
         learn.load("two")
+    (models / ".tmp-k2j4h5g6.json").write_text("{")  # a temporary sidecar of a killed two-file save
+    (models / "notes.json").write_text("{}")
     learn.save("one")  # saving over a two-file checkpoint leaves one file
-    assert not (models / "one.json").exists()
+    assert not (models / "one.json").exists() and not (models / ".tmp-k2j4h5g6.json").exists()
+    assert (models / "notes.json").exists()
     other.load("one")
 
 
