@@ -120,6 +120,21 @@ def _resume_command(recipe_name, out_dir):
     return f"easyfit train {recipe_name} --resume {shlex.quote(str(out_dir))}"
 
 
+def _refuse_changes_on_resume(args):
+    """A resumed run continues the same call with its saved config; an option that would change
+    it (--epochs 9) is an error, not silently ignored."""
+    given = [f"--{name.replace('_', '-')}" for name in ("data", "arch", "epochs", "bs", "seed", "config", "lr")
+             if getattr(args, name, None) is not None]
+    if args.overrides:
+        given.append("--set")
+    if getattr(args, "lr_find", False):
+        given.append("--lr-find")
+    if given:
+        raise UsageError(f"--resume continues the run with the config it was started with; {', '.join(given)} "
+                         "cannot change it (the schedule and data order depend on it). Resume without them, or "
+                         "start a new run with --out")
+
+
 def run_command(args):
     from . import run
     if args.verb == "recipes":
@@ -136,12 +151,19 @@ def run_command(args):
             if args.out and Path(args.out) != out_dir:
                 raise UsageError("--out and --resume name different folders; a run resumes where it was written")
             args.resume_command = _resume_command(recipe.NAME, out_dir)
+            _refuse_changes_on_resume(args)
+            if run.is_finished(out_dir):
+                raise UsageError(f"--resume {args.resume}: the run in {out_dir} has already finished (it has "
+                                 f"{run.RESULTS_FILE} and {run.MODEL_FILE}); nothing to resume. To train more, "
+                                 "start a new run with --out")
             run.train(recipe, config, out_dir, logdir=args.logdir, resume=True)
             return EXIT_OK
         recipe = get_recipe(args.recipe)
         config = _config_from_args(recipe, args)
         if args.out:
             out_dir = Path(args.out)
+            if run.is_finished(out_dir):
+                print(f"easyfit: {out_dir} holds a finished run; training again replaces it", file=sys.stderr)
             args.resume_command = _resume_command(recipe.NAME, out_dir)
             run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
             return EXIT_OK

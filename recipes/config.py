@@ -5,10 +5,13 @@ checkpoint and a run can be repeated or resumed from it exactly.
 """
 import dataclasses
 import json
+import math
 import pathlib
 import tomllib
 import types
 import typing
+
+from easyfit.core.serialization import parse_json
 
 
 class ConfigError(ValueError):
@@ -90,10 +93,17 @@ def read_config_file(path):
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
     try:
         if path.suffix.lower() == ".toml":
-            return tomllib.loads(text.decode("utf-8"))
-        return json.loads(text)
+            settings = tomllib.loads(text.decode("utf-8"))
+        else:
+            settings = parse_json(text, f"config file {path}")
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests too deeply to parse") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {error}") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"config file {path} must hold a table of key = value settings at its top level, "
+                          f"not a {type(settings).__name__}")
+    return settings
 
 
 def resolve(config_class, file_settings=None, overrides=(), **arguments):
@@ -117,7 +127,36 @@ def resolve(config_class, file_settings=None, overrides=(), **arguments):
         if name not in types:
             raise _unknown(name, config_class)
         values[name] = _convert(name, text.strip(), types[name])
-    return config_class(**values)
+    config = config_class(**values)
+    check_values(config)
+    return config
+
+
+# Settings that mean the same in every recipe, checked once here (before any data is read
+# or any training is done): name -> (test, what it must be).
+_RULES = {
+    **{name: (lambda v: v >= 1, "at least 1") for name in (
+        "epochs", "bs", "width", "size", "hidden", "emb_dim", "layers", "heads", "ff_dim", "max_len", "bptt",
+        "emb_size", "hidden_size", "num_layers", "chunk_chars", "max_vocab", "max_chars")},
+    "lr": (lambda v: v > 0, "a positive, finite learning rate"),
+    "valid_pct": (lambda v: 0 < v < 1, "between 0 and 1 (exclusive): training needs a validation set"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    **{name: (lambda v: v >= 0, "at least 0") for name in ("wd", "clip", "crop_padding", "min_freq")},
+}
+
+
+def check_values(config):
+    """Refuse values no run can use (lr=inf, width=0, valid_pct=0...) with the key named: exit 2
+    now beats a crash after training, or a diverged model."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{field.name}' must be a finite number, got {value}")
+        rule = _RULES.get(field.name)
+        if rule is not None and not rule[0](value):
+            raise ConfigError(f"config key '{field.name}' must be {rule[1]}, got {value}")
 
 
 def to_dict(config):

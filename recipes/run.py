@@ -3,12 +3,13 @@
 A run's output folder holds everything about it:
 
     OUT/config.json            the fully resolved config (and the recipe's name)
-    OUT/models/checkpoint*.safetensors (+ .json)   resumable training checkpoints
+    OUT/models/checkpoint*.safetensors   resumable training checkpoints (one file each)
     OUT/model.safetensors      the exported model (weights + JSON description, no pickle)
     OUT/results.json           final metrics and timings
     OUT/tensorboard/           TensorBoard logs (unless --logdir says elsewhere)
 """
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -52,6 +53,12 @@ def read_run(out_dir):
     return recipe, resolve(recipe.Config, settings)
 
 
+def is_finished(out_dir):
+    """Whether `out_dir` holds a run that finished training (results and exported model written)."""
+    out_dir = Path(out_dir)
+    return (out_dir / RESULTS_FILE).is_file() and (out_dir / MODEL_FILE).is_file()
+
+
 def write_config(recipe, config, out_dir):
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, out_dir / CONFIG_FILE, recipe=recipe.NAME)
@@ -78,6 +85,7 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
     write_config(recipe, config, out_dir)
     easyfit.manual_seed(config.seed)
     learn = recipe.build_learner(config, out_dir)
+    _check_validation_data(learn, config)
     logdir = Path(logdir) if logdir else out_dir / "tensorboard"
     hparams = {k: v for k, v in to_dict(config).items() if isinstance(v, (int, float, str, bool))}
     callbacks = [TensorBoardCallback(str(logdir), hparams=hparams),
@@ -101,8 +109,14 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
         results["skipped_files"] = len(skipped)
         log(f"skipped {len(skipped)} unreadable file(s) (on_error=skip): {', '.join(skipped[:5])}"
             f"{', ...' if len(skipped) > 5 else ''}")
+    diverged = _divergence(learn, values)
+    if diverged:
+        results["diverged"] = diverged
+        write_results(out_dir / RESULTS_FILE, results)
+        raise TrainingDiverged(f"{diverged} No model was exported; the checkpoints in {out_dir / 'models'} are "
+                               "kept. Train again with a lower --lr (easyfit lr-find suggests one).")
     learn.export((out_dir / MODEL_FILE).resolve())
-    (out_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(out_dir / RESULTS_FILE, results)
     metrics = ", ".join(f"{n} {v:.4f}" for n, v in zip(names, values))
     log(f"final: {metrics}")
     log(f"model: {out_dir / MODEL_FILE}; checkpoints: {out_dir / 'models'}")
@@ -120,6 +134,36 @@ def skipped_files(learn):
         for index in sorted(getattr(loader, "skipped", {}) or {}):
             names.append(str(files[index]) if files is not None else f"item {index}")
     return names
+
+
+def _check_validation_data(learn, config):
+    """The final metrics need validation batches: find out now, not after training."""
+    valid = getattr(learn.dls, "valid", None)
+    if valid is None or len(valid) == 0:
+        share = f" (valid_pct={config.valid_pct})" if hasattr(config, "valid_pct") else ""
+        raise ConfigError(f"the validation set is empty{share}: the run would train and then have nothing to "
+                          "measure. Hold out more data (a larger valid_pct) or give data with a validation split")
+
+
+class TrainingDiverged(RuntimeError):
+    """Training ended with a non-finite loss, gradient or metric: the model is not usable."""
+
+
+def _divergence(learn, values):
+    """Why the trained model is unusable (a sentence), or None when it is fine."""
+    stopper = next((cb for cb in learn.cbs if getattr(cb, "diverged", False)), None)
+    if stopper is not None:
+        return learn.stop_reason
+    if not all(math.isfinite(float(v)) for v in values):
+        return f"Training diverged: the final validation values are {[float(v) for v in values]}."
+    return None
+
+
+def write_results(path, results):
+    """results.json as strict JSON: a non-finite number (NaN, inf) is written as null."""
+    strict = {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
+              for key, value in results.items()}
+    path.write_text(json.dumps(strict, indent=2, allow_nan=False) + "\n")
 
 
 def find_lr(recipe, config, out_dir, log=print):

@@ -364,6 +364,8 @@ class Pad(Function):
         self.pad_width, self.constant_values = pad_width, constant_values
 
     def forward(self, a):
+        if not self.pad_width:  # a 0-d array has no axis to pad: NumPy returns it unchanged
+            return a.copy()
         return get_array_module(a).pad(a, self.pad_width, mode="constant",
                                        constant_values=self.constant_values)
 

@@ -12,10 +12,19 @@ flat dict of NumPy arrays.
 Writes are atomic: the file is written to a temporary file in the same folder,
 flushed to disk (fsync), renamed over the target (os.replace), and the folder is
 fsynced; a failed save removes the temporary file and leaves an existing file as it
-was.
+was. A temporary file left by a killed save (`.NAME.PID.XXXXXXXX.tmp`, PID no longer
+running) is removed by the next save or load of NAME.
+
+Integrity: `save` stores the SHA-256 of the arrays (names, dtypes, shapes, bytes) and
+of the other metadata under `easyfit.sha256`; `load` recomputes it and refuses a file
+whose contents changed since (a flipped bit, a truncated copy) with an error naming
+the file. Files from other writers carry no checksum and load unchecked.
 """
+import errno
+import hashlib
 import json
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -24,7 +33,9 @@ from .backend import is_array, to_device, parse_device
 from .tensor import Tensor
 
 STRUCTURE_KEY = "easyfit.structure"  # metadata entry holding the nesting and the plain values
+CHECKSUM_KEY = "easyfit.sha256"      # metadata entry holding the SHA-256 of everything else
 _FORMAT_VERSION = 1
+MAX_JSON_DEPTH = 200                 # deeper JSON in a file's metadata is refused before parsing
 
 
 def save(obj, path, metadata=None):
@@ -45,11 +56,12 @@ def save(obj, path, metadata=None):
         for key, value in metadata.items():
             if not isinstance(key, str) or not isinstance(value, str):
                 raise TypeError(f"easyfit.save({path!r}): metadata must map str to str, got {key!r}: {value!r}")
-            if key == STRUCTURE_KEY:
-                raise ValueError(f"easyfit.save({path!r}): the metadata key {STRUCTURE_KEY!r} is reserved")
+            if key in (STRUCTURE_KEY, CHECKSUM_KEY):
+                raise ValueError(f"easyfit.save({path!r}): the metadata key {key!r} is reserved")
             header[key] = value
     header[STRUCTURE_KEY] = json.dumps({"format": "easyfit", "version": _FORMAT_VERSION, "tree": tree},
                                        allow_nan=True, separators=(",", ":"))
+    header[CHECKSUM_KEY] = _checksum(tensors, header)
     _write_atomically(path, lambda temporary: save_file(tensors, temporary, metadata=header))
 
 
@@ -58,14 +70,22 @@ def load(path, device=None):
 
     Arrays come back as NumPy arrays, or on `device` ('cuda', 'cuda:1') when given;
     bfloat16 tensors (which NumPy lacks) are widened exactly to float32.
-    Anything that is not a safetensors file (a pickle, a torch .pt file, garbage)
-    raises ValueError naming the file; nothing in the file is ever executed.
+    Anything that is not a safetensors file (a pickle, a torch .pt file, garbage), or a
+    file whose checksum no longer matches, raises ValueError naming the file; nothing in
+    the file is ever executed.
     """
+    return load_with_metadata(path, device)[0]
+
+
+def load_with_metadata(path, device=None, caller="easyfit.load"):
+    """(`load(path)`, the file's metadata dict of str -> str), read once and checked."""
     from safetensors import safe_open
 
     path = os.fspath(path)
     device = parse_device(device)
-    _check_header(path)
+    remove_stale_temporaries(path)
+    _check_header(path, caller)
+    _check_complete(path, caller)
     try:
         with safe_open(path, framework="np") as reader:
             header = reader.metadata() or {}
@@ -74,34 +94,38 @@ def load(path, device=None):
             arrays = {name: (_read_bfloat16(path, *bfloat16[name]) if name in bfloat16 else reader.get_tensor(name))
                       for name in names}
     except Exception as error:  # safetensors raises its own error types
-        raise ValueError(f"easyfit.load: {path} is not a readable safetensors file ({error})") from None
+        raise ValueError(f"{caller}: {path} is not a readable safetensors file ({error})") from None
+    expected = header.get(CHECKSUM_KEY)
+    if expected is not None and _checksum(arrays, header) != expected:
+        raise ValueError(f"{caller}: {path} is damaged: its contents do not match the SHA-256 stored when it was "
+                         "written (a changed byte, a bad copy or a failing disk); restore it from a good copy")
     if device != "cpu":
         arrays = {name: to_device(array, device) for name, array in arrays.items()}
     structure = header.get(STRUCTURE_KEY)
     if structure is None:
-        return arrays
+        return arrays, header
     try:
-        description = json.loads(structure)
+        description = parse_json(structure, f"the {STRUCTURE_KEY!r} header of {path}")
         if description.get("format") != "easyfit":
             raise ValueError("unknown format")
         if description.get("version", 0) > _FORMAT_VERSION:
             raise ValueError(f"written by a newer easyfit (format version {description['version']})")
-        return _decode(description["tree"], arrays)
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"easyfit.load: {path} has a damaged {STRUCTURE_KEY!r} header ({error})") from None
+        return _decode(description["tree"], arrays), header
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+        raise ValueError(f"{caller}: {path} has a damaged {STRUCTURE_KEY!r} header ({error})") from None
 
 
 def _raw_header(path):
     with open(path, "rb") as file:
         size = int.from_bytes(file.read(8), "little")
-        return json.loads(file.read(size)), 8 + size
+        return parse_json(file.read(size).decode("utf-8"), f"the header of {path}"), 8 + size
 
 
 def _bfloat16_entries(path):
     """Header entries of bfloat16 tensors (PyTorch writes them; NumPy has no such dtype)."""
     header, data_start = _raw_header(path)
     return {name: (entry, data_start) for name, entry in header.items()
-            if name != "__metadata__" and entry.get("dtype") == "BF16"}
+            if name != "__metadata__" and isinstance(entry, dict) and entry.get("dtype") == "BF16"}
 
 
 def _read_bfloat16(path, entry, data_start):
@@ -148,7 +172,11 @@ def _encode(value, name, tensors, path):
 
 
 def _decode(node, arrays):
+    if not isinstance(node, dict):
+        raise TypeError(f"a node of the tree is a {type(node).__name__}, expected an object")
     if "tensor" in node:
+        if node["tensor"] not in arrays:
+            raise KeyError(f"the tree names a tensor {node['tensor']!r} that the file does not hold")
         return arrays[node["tensor"]]
     if "dict" in node:
         return {key: _decode(item, arrays) for key, item in node["dict"]}
@@ -168,10 +196,19 @@ def _write_atomically(path, write):
         raise IsADirectoryError(f"easyfit.save: {path} is a directory; give a file name")
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"easyfit.save: the folder {folder} of {path} does not exist")
-    descriptor, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    remove_stale_temporaries(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp",
+                                             dir=folder)
     os.close(descriptor)
     try:
-        write(temporary)
+        try:
+            write(temporary)
+        except Exception as error:  # safetensors reports a failed write (a full disk) as its own error type
+            if isinstance(error, OSError) or "I/O error" not in str(error):
+                raise
+            code = errno.ENOSPC if "os error 28" in str(error) else errno.EIO
+            raise OSError(code, f"easyfit.save: writing {path} failed ({os.strerror(code)}); "
+                                "an existing file there is unchanged") from None
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.chmod(temporary, _file_mode(path))
@@ -206,22 +243,118 @@ def _fsync_folder(folder):
         os.close(descriptor)
 
 
-def _check_header(path):
+def _check_header(path, caller="easyfit.load"):
     """Refuse files that are not safetensors with a message that says what they look like."""
     try:
         with open(path, "rb") as file:
             start = file.read(9)
             size = os.fstat(file.fileno()).st_size
     except FileNotFoundError:
-        raise FileNotFoundError(f"easyfit.load: no such file: {path}") from None
+        raise FileNotFoundError(f"{caller}: no such file: {path}") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{caller}: {path} is a folder, not a safetensors file") from None
     if len(start) == 9 and start[8:9] == b"{" and int.from_bytes(start[:8], "little") + 8 <= size:
         return
     if start[:4] == b"PK\x03\x04":
-        raise ValueError(f"easyfit.load: {path} is a zip archive, probably a PyTorch .pt/.pth file (a pickle); "
+        raise ValueError(f"{caller}: {path} is a zip archive, probably a PyTorch .pt/.pth file (a pickle); "
                          f"easyfit never unpickles files. Convert it in PyTorch with "
                          f"safetensors.torch.save_file(state_dict, 'model.safetensors')")
     if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        raise ValueError(f"easyfit.load: {path} looks like a Python pickle; easyfit never unpickles files "
+        raise ValueError(f"{caller}: {path} looks like a Python pickle; easyfit never unpickles files "
                          f"(loading a pickle can run arbitrary code). Save it as safetensors instead")
-    raise ValueError(f"easyfit.load: {path} is not a safetensors file ({size} bytes, starting {start!r}; "
+    if len(start) == 9 and start[8:9] == b"{":
+        raise ValueError(f"{caller}: {path} is truncated ({size} bytes, but its header alone claims "
+                         f"{int.from_bytes(start[:8], 'little') + 8}); an interrupted copy or download?")
+    raise ValueError(f"{caller}: {path} is not a safetensors file ({size} bytes, starting {start!r}; "
                      f"expected an 8-byte header length followed by a JSON header)")
+
+
+# ----- integrity, bounded JSON and stale temporary files (issue 15) ------------------------
+
+def _check_complete(path, caller):
+    """A file shorter than its header says (an interrupted copy) is reported as truncated."""
+    try:
+        header, data_start = _raw_header(path)
+        end = max((int(entry["data_offsets"][1]) for name, entry in header.items()
+                   if name != "__metadata__" and isinstance(entry, dict)), default=0)
+    except Exception:  # a damaged header: safetensors' own check reports it
+        return
+    size = os.path.getsize(path)
+    if data_start + end > size:
+        raise ValueError(f"{caller}: {path} is truncated ({size} bytes, but its header describes "
+                         f"{data_start + end}); an interrupted copy or download?")
+
+
+def _checksum(arrays, metadata):
+    """SHA-256 (hex) of the arrays (sorted by name: name, dtype, shape, bytes) and of the metadata
+    entries other than the checksum itself: what `load` must give back unchanged."""
+    digest = hashlib.sha256()
+    for key in sorted(metadata):
+        if key != CHECKSUM_KEY:
+            digest.update(json.dumps([key, metadata[key]]).encode("utf-8"))
+    for name in sorted(arrays):
+        array = arrays[name]
+        digest.update(json.dumps([name, np.dtype(array.dtype).str, list(array.shape)]).encode("utf-8"))
+        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def parse_json(text, where, max_depth=MAX_JSON_DEPTH):
+    """json.loads with the nesting depth checked first: deep nesting in a crafted file is a
+    ValueError naming `where`, never a RecursionError."""
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode("utf-8")
+    brackets = np.frombuffer(_JSON_STRING.sub("", text).encode("utf-8"), dtype=np.uint8)
+    depth = np.cumsum((brackets == ord("[")).astype(np.int64) + (brackets == ord("{"))
+                      - (brackets == ord("]")) - (brackets == ord("}")))
+    if depth.size and depth.max() > max_depth:
+        raise ValueError(f"{where} nests deeper than {max_depth} levels; refusing to parse it")
+    try:
+        return json.loads(text)
+    except RecursionError:  # belt and braces: the scan above should make this unreachable
+        raise ValueError(f"{where} nests too deeply to parse") from None
+    except ValueError as error:
+        raise ValueError(f"{where} is not valid JSON ({error})") from None
+
+
+def remove_stale_temporaries(path):
+    """Delete temporary files that killed saves of `path` left in its folder.
+
+    Only our own pattern is touched: `.NAME.PID.XXXXXXXX.tmp` whose process PID is no longer
+    running (a live save by another process is left alone), and `.NAME.XXXXXXXX.tmp` from
+    easyfit versions that did not record the PID.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix = "." + os.path.basename(path) + "."
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        middle = name[len(prefix):-len(".tmp")].split(".")
+        if len(middle) == 2 and middle[0].isdigit():
+            if int(middle[0]) == os.getpid() or _process_exists(int(middle[0])):
+                continue
+        elif len(middle) != 1 or len(middle[0]) != 8:
+            continue
+        try:
+            os.unlink(os.path.join(folder, name))
+        except OSError:
+            pass
+
+
+def _process_exists(pid):
+    if os.name != "posix":  # signal 0 means CTRL_C_EVENT on Windows: assume the writer may be alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True

@@ -988,8 +988,9 @@ class Max(Function):
         self.axis, self.keepdims, self.take_min = axis, keepdims, take_min
 
     def forward(self, a):
-        if a.size == 0:
-            raise ValueError(f"{'min' if self.take_min else 'max'} of an empty tensor")
+        if a.size == 0 and (self.axis is None or 0 in [a.shape[k] for k in np.atleast_1d(self.axis)]):
+            # as in NumPy: reducing a zero-size axis has no identity; other axes of an empty tensor do
+            raise ValueError(f"{'min' if self.take_min else 'max'} over a zero-size axis of an empty tensor")
         reduce = a.min if self.take_min else a.max
         return reduce(axis=self.axis, keepdims=self.keepdims)
 

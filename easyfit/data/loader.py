@@ -19,7 +19,9 @@ import collections
 import concurrent.futures
 import multiprocessing
 import os
+import queue
 import sys
+import threading
 import warnings
 from concurrent.futures.process import BrokenProcessPool
 
@@ -498,14 +500,14 @@ class DataLoader:
         depth = self.num_workers * self.prefetch
         try:
             while next_number < len(plan) and len(pending) < depth:
-                pending.append((next_number, executor.submit(call, self.seed, epoch, next_number, plan[next_number])))
+                pending.append((next_number, self._submit(executor, call, epoch, next_number, plan[next_number])))
                 next_number += 1
             while pending:
                 number, future = pending.popleft()
                 result = self._wait(future, number, epoch)
                 if next_number < len(plan):
-                    pending.append((next_number, executor.submit(call, self.seed, epoch, next_number,
-                                                                 plan[next_number])))
+                    pending.append((next_number, self._submit(executor, call, epoch, next_number,
+                                                              plan[next_number])))
                     next_number += 1
                 self._batch_index = number + 1
                 batch = self._finish(result)
@@ -514,11 +516,18 @@ class DataLoader:
         finally:
             for _, future in pending:
                 future.cancel()
-            executor.shutdown(wait=False, cancel_futures=True)
+            _abandon(executor, stop_workers=bool(pending))
+
+    def _submit(self, executor, call, epoch, number, indices):
+        try:
+            return executor.submit(call, self.seed, epoch, number, indices)
+        except BrokenProcessPool as error:
+            raise DataLoaderError(f"DataLoader: a worker process died unexpectedly before batch {number} of epoch "
+                                  f"{epoch} (killed, out of memory, or os._exit in the dataset)") from error
 
     def _make_executor(self, fetcher):
         if self.worker_type == "thread":
-            return concurrent.futures.ThreadPoolExecutor(self.num_workers, thread_name_prefix="easyfit-loader")
+            return _DaemonThreadPool(self.num_workers)
         method = "fork" if sys.platform.startswith("linux") else "spawn"
         return concurrent.futures.ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context(method),
                                                       initializer=_init_worker, initargs=(fetcher,))
@@ -560,6 +569,68 @@ class DataLoader:
     def __repr__(self):
         return (f"DataLoader({_name(self.dataset)} of {len(self.dataset)} samples, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, num_workers={self.num_workers}, device='{self.device}')")
+
+
+class _DaemonThreadPool:
+    """The part of ThreadPoolExecutor the loader uses, on daemon threads.
+
+    ThreadPoolExecutor's threads are joined when the interpreter exits, so one worker stuck
+    in a sample (the case `timeout=` reports) would keep the program alive for ever;
+    daemon threads are abandoned at exit instead.
+    """
+
+    def __init__(self, n_threads):
+        self._tasks = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._work, name=f"easyfit-loader-{i}", daemon=True)
+                         for i in range(n_threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _work(self):
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            future, fn, args = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as error:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+            del task, future, fn, args
+
+    def submit(self, fn, *args):
+        future = concurrent.futures.Future()
+        self._tasks.put((future, fn, args))
+        return future
+
+    def shutdown(self, wait=False, cancel_futures=True):
+        """Ask every thread to stop once its current task is done (queued tasks are cancelled by the caller)."""
+        for _ in self._threads:
+            self._tasks.put(None)
+
+
+def _abandon(executor, stop_workers):
+    """Shut the loader's workers down without waiting for them; with `stop_workers` (work was still
+    in flight: a timeout, an error, or a consumer that stopped early) worker processes are
+    terminated, since a stuck one would otherwise keep the program from exiting."""
+    if not (stop_workers and isinstance(executor, concurrent.futures.ProcessPoolExecutor)):
+        executor.shutdown(wait=False, cancel_futures=True)
+        return
+    # ProcessPoolExecutor has no public way to stop its workers before Python 3.14 (terminate_workers);
+    # its process table is read before shutdown, which clears it
+    terminate = getattr(executor, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+        return
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
 
 
 def _to_tensors(batch, device):

@@ -10,30 +10,63 @@ from .callback import Callback, CancelFitException, CancelBatchException
 
 
 class TerminateOnNaNCallback(Callback):
-    """Stops training at the first non-finite training loss, before it reaches the weights.
+    """Stops training at the first non-finite training loss or gradient, before it reaches
+    the weights.
 
-    The check runs after the loss and before backward, so the weights keep their last
-    finite values; `learn.stop_reason` and a RuntimeWarning say where and why.
+    The loss is checked after the loss and before backward, the gradients before the
+    optimizer's step, so a batch that would write NaN/inf into the weights never
+    steps; `learn.stop_reason` and a RuntimeWarning say where and why, and whether the
+    weights are still finite (an earlier step may have diverged them without a
+    non-finite gradient, e.g. with an infinite learning rate). `diverged` is True after
+    such a stop, so a script can refuse to use the model.
     """
     order = -9
     run_valid = False
     run_lr_find = False
 
-    def after_loss(self):
-        learn = self.learner
-        loss = float(learn.loss.item())
-        if math.isfinite(loss):
-            return
-        lrs = [group.get("lr") for group in learn.opt.param_groups] if learn.opt is not None else []
-        learn.stop_reason = (f"Training stopped: the loss became {loss} at epoch {learn.epoch}, batch {learn.iter} "
-                             f"(learning rate {lrs[-1] if lrs else 'unknown'}). The weights are those before this "
-                             "batch. Try a lower learning rate (learn.lr_find() suggests one), gradient clipping "
-                             "(GradientClip), or check the inputs for NaN/inf.")
-        warnings.warn(learn.stop_reason, RuntimeWarning, stacklevel=2)
-        raise CancelFitException()
+    def __init__(self):
+        self.diverged = False
 
     def before_fit(self):
         self.learner.stop_reason = None
+        self.diverged = False
+
+    def after_loss(self):
+        loss = float(self.learner.loss.item())
+        if not math.isfinite(loss):
+            self._stop(f"the loss became {loss}")
+
+    def before_step(self):
+        learn = self.learner
+        for name, p in learn.model.named_parameters():
+            if p.grad is not None and not _all_finite(p.grad.array):
+                self._stop(f"the gradient of {name} holds NaN or inf (the loss was {float(learn.loss.item()):.6g})")
+
+    def _stop(self, what):
+        learn = self.learner
+        lrs = [group.get("lr") for group in learn.opt.param_groups] if learn.opt is not None else []
+        if all(_all_finite(p.array) for p in learn.model.parameters()):
+            weights = "The weights are those before this batch (all finite)."
+        else:
+            weights = ("The weights already hold NaN or inf: an earlier step diverged (the learning rate is too "
+                       "high for this model).")
+        learn.stop_reason = (f"Training stopped: {what} at epoch {learn.epoch}, batch {learn.iter} "
+                             f"(learning rate {lrs[-1] if lrs else 'unknown'}). {weights} Try a lower learning "
+                             "rate (learn.lr_find() suggests one), gradient clipping (GradientClip), or check the "
+                             "inputs for NaN/inf.")
+        self.diverged = True  # the Learner clears the abandoned batch's gradients
+        warnings.warn(learn.stop_reason, RuntimeWarning, stacklevel=3)
+        raise CancelFitException()
+
+
+def _all_finite(array):
+    """Whether every value of a NumPy/CuPy array is finite (integers always are)."""
+    if array.dtype.kind not in "fc":
+        return True
+    if bool(array.dtype.type(0) * array.sum() == 0):  # one reduction: a NaN or inf makes the sum non-finite
+        return True
+    host = array.get() if hasattr(array, "get") else array  # the sum overflowed, or a value is not finite
+    return bool(np.isfinite(host).all())
 
 
 class TrackerCallback(Callback):

@@ -1,12 +1,18 @@
-"""Learner checkpoints: `name.safetensors` (arrays) plus `name.json` (everything else).
+"""Learner checkpoints: one file, `name.safetensors`, switched from old to new in one rename.
 
-The safetensors file (written by `easyfit.save`) holds the model's state dict, the
-optimizer's state dict, the callbacks' states and, mid-fit, the gradients accumulated
-so far. The JSON sidecar holds where the fit stands (epoch, stage, batches done),
-the random generators, the data loaders' positions and the SHA-256 of the
-safetensors file, so a sidecar never pairs with a different weights file. Both
-files are written atomically, weights first: a crash leaves either the old pair or
-the new one (a mismatch is detected and reported on load).
+The file (written by `easyfit.save`) holds the model's state dict, the optimizer's
+state dict, the callbacks' states and, mid-fit, the gradients accumulated so far as
+arrays; its metadata header holds, as JSON under `easyfit.checkpoint`, where the fit
+stands (epoch, stage, batches done), the random generators and the data loaders'
+positions. One file means one atomic step: it is written to a temporary file in the
+same folder, fsynced, renamed over the old one and the folder fsynced, so a save that is
+killed or runs out of disk leaves the previous checkpoint intact, and the SHA-256 that
+`easyfit.save` stores catches any later damage on load. Temporary files of killed saves
+are removed by the next save or load.
+
+Checkpoints of easyfit versions before this format (`name.safetensors` plus a JSON
+sidecar `name.json` holding the weights' SHA-256) still load; saving over one removes
+its sidecar.
 
 Resuming: the fit restores the model and optimizer at its start, then the rest
 (callbacks, generators, loader positions) at the exact point the checkpoint was taken
@@ -18,20 +24,21 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..core.random import get_rng_state, set_rng_state
-from ..core.serialization import save as _save_arrays, load as _load_arrays
+from ..core.serialization import save as _save_arrays, load_with_metadata as _load_with_metadata, parse_json
 
 FORMAT = "easyfit-learner-checkpoint"
 VERSION = 1
+METADATA_KEY = "easyfit.checkpoint"
+_REQUIRED = ("format", "progress", "rng", "data")
 
 
 def checkpoint_paths(learn, name):
-    """(safetensors path, json path) of checkpoint `name` under learn.path/learn.model_dir."""
+    """(safetensors path, legacy JSON sidecar path) of checkpoint `name` under learn.path/learn.model_dir."""
     name = os.fspath(name)
     base = Path(name) if os.path.isabs(name) else learn.path / learn.model_dir / name
     if base.suffix in (".safetensors", ".json"):
@@ -40,7 +47,7 @@ def checkpoint_paths(learn, name):
 
 
 def save_learner(learn, name, with_opt=True):
-    weights_path, sidecar_path = checkpoint_paths(learn, name)
+    weights_path, legacy_sidecar = checkpoint_paths(learn, name)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     if learn.in_fit and learn.training and not learn._batch_done:
         raise RuntimeError(f"save({name!r}) was called in the middle of training batch {learn.iter} (before its "
@@ -55,11 +62,9 @@ def save_learner(learn, name, with_opt=True):
         grads = {key: p.grad.array for key, p in learn.model.named_parameters() if p.grad is not None}
         if grads:
             arrays["grads"] = grads
-    _save_arrays(arrays, weights_path)
-    sidecar = {
+    description = {
         "format": FORMAT, "version": VERSION,
         "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "weights": weights_path.name, "weights_sha256": _sha256(weights_path),
         "model": type(learn.model).__name__,
         "optimizer": type(learn.opt).__name__ if (with_opt and learn.opt is not None) else None,
         "frozen_to": learn.frozen_to,
@@ -67,8 +72,24 @@ def save_learner(learn, name, with_opt=True):
         "rng": _rng_state(),
         "data": _data_state(learn),
     }
-    _write_json_atomically(sidecar_path, sidecar)
+    _save_arrays(arrays, weights_path, metadata={METADATA_KEY: json.dumps(description)})
+    try:  # a sidecar of the old two-file format no longer describes this file
+        legacy_sidecar.unlink()
+    except FileNotFoundError:
+        pass
+    _remove_legacy_sidecar_temporaries(weights_path.parent)
     return weights_path
+
+
+def _remove_legacy_sidecar_temporaries(folder):
+    """Temporary sidecars (`.tmp-XXXXXXXX.json`) that killed saves of easyfit before one-file
+    checkpoints left in the checkpoint folder; nothing writes that pattern any more."""
+    for path in folder.glob(".tmp-*.json"):
+        if len(path.name) == len(".tmp-XXXXXXXX.json"):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 def _progress(learn):
@@ -116,25 +137,61 @@ def _set_data_state(learn, state):
 
 
 def read_checkpoint(learn, name):
-    """(arrays, sidecar) of checkpoint `name`, after checking the pair belongs together."""
-    weights_path, sidecar_path = checkpoint_paths(learn, name)
+    """(arrays, description) of checkpoint `name`, after checking it is whole and ours."""
+    weights_path, legacy_sidecar = checkpoint_paths(learn, name)
     if not weights_path.exists():
         raise FileNotFoundError(f"checkpoint {str(name)!r} not found: {weights_path} does not exist")
+    arrays, metadata = _load_with_metadata(weights_path, caller=f"checkpoint {str(name)!r}")
+    if METADATA_KEY in metadata:
+        description = parse_json(metadata[METADATA_KEY], f"the {METADATA_KEY!r} header of {weights_path}")
+        source = weights_path
+    else:
+        description, source = _read_legacy_sidecar(weights_path, legacy_sidecar, name)
+    _check_description(description, source)
+    if not isinstance(arrays, dict) or not isinstance(arrays.get("model"), dict):
+        raise ValueError(f"{weights_path} is not an easyfit learner checkpoint (it holds no model state)")
+    return arrays, description
+
+
+def _read_legacy_sidecar(weights_path, sidecar_path, name):
+    """The JSON sidecar of a checkpoint written by an easyfit before one-file checkpoints."""
     if not sidecar_path.exists():
-        raise FileNotFoundError(f"checkpoint {str(name)!r} is incomplete: {sidecar_path} (its JSON sidecar) is missing")
-    try:
-        sidecar = json.loads(sidecar_path.read_text())
-    except ValueError as error:
-        raise ValueError(f"{sidecar_path} is not valid JSON ({error})") from None
-    if sidecar.get("format") != FORMAT:
-        raise ValueError(f"{sidecar_path} is not an easyfit learner checkpoint (format {sidecar.get('format')!r})")
-    if sidecar.get("version", 0) > VERSION:
-        raise ValueError(f"{sidecar_path} was written by a newer easyfit (version {sidecar['version']})")
-    digest = _sha256(weights_path)
-    if digest != sidecar.get("weights_sha256"):
+        raise FileNotFoundError(f"checkpoint {str(name)!r}: {weights_path} is not a learner checkpoint (no "
+                                f"{METADATA_KEY!r} metadata) and has no JSON sidecar {sidecar_path.name} either")
+    sidecar = parse_json(sidecar_path.read_bytes(), str(sidecar_path))
+    if not isinstance(sidecar, dict):
+        raise ValueError(f"{sidecar_path} is not an easyfit learner checkpoint sidecar (a JSON object)")
+    if _sha256(weights_path) != sidecar.get("weights_sha256"):
         raise ValueError(f"{weights_path} does not match its sidecar {sidecar_path.name} (SHA-256 differs): the "
                          "files come from different saves, or a save was interrupted")
-    return _load_arrays(weights_path), sidecar
+    return sidecar, sidecar_path
+
+
+def _check_description(description, source):
+    if not isinstance(description, dict) or description.get("format") != FORMAT:
+        got = description.get("format") if isinstance(description, dict) else type(description).__name__
+        raise ValueError(f"{source} is not an easyfit learner checkpoint (format {got!r})")
+    version = description.get("version", 0)
+    if not isinstance(version, int) or version > VERSION:
+        raise ValueError(f"{source} was written by a newer easyfit (checkpoint version {version!r})")
+    missing = [key for key in _REQUIRED if key not in description]
+    if missing:
+        raise ValueError(f"{source} is damaged: its checkpoint description lacks {missing}")
+    progress = description["progress"]
+    if not isinstance(progress, dict) or "in_fit" not in progress:
+        raise ValueError(f"{source} is damaged: its 'progress' entry is {progress!r}")
+    if progress["in_fit"]:
+        lacking = [key for key in ("n_epoch", "epoch", "stage", "batches_done", "train_iter") if key not in progress]
+        if lacking or progress.get("stage") not in (0, 1, 2):
+            raise ValueError(f"{source} is damaged: its 'progress' entry lacks {lacking or 'a valid stage'}")
+    rng = description["rng"]
+    if not isinstance(rng, dict) or any(key not in rng for key in ("easyfit", "numpy", "python")):
+        raise ValueError(f"{source} is damaged: its 'rng' entry lacks the easyfit, numpy or python state")
+    if not (isinstance(rng["numpy"], list) and len(rng["numpy"]) == 5 and isinstance(rng["python"], list)
+            and len(rng["python"]) == 3):
+        raise ValueError(f"{source} is damaged: its 'rng' entry holds malformed numpy or python generator states")
+    if not isinstance(description["data"], dict):
+        raise ValueError(f"{source} is damaged: its 'data' entry is not an object")
 
 
 def load_learner_state(learn, name, with_opt=True, strict=True, training_state=True):
@@ -223,26 +280,3 @@ def _sha256(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_json_atomically(path, obj):
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(obj, out, indent=1)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-    except OSError:
-        pass

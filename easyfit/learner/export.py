@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ..core.serialization import save as _save_arrays, load as _load_arrays
+from ..core.serialization import save as _save_arrays
 from ..core.tensor import Tensor
 
 FORMAT = "easyfit-export"
@@ -356,40 +356,64 @@ class _Preprocessing:
 def load_learner(path, device=None):
     """A Learner for inference from `learn.export(path)`: same model, loss, preprocessing, classes.
 
-    Nothing is unpickled: architecture and settings are JSON, weights safetensors.
+    Nothing is unpickled: architecture and settings are JSON, weights safetensors. The
+    file's SHA-256 is verified, and the model described must not need more memory than
+    the weights the file holds (checked as it is built, before anything is initialised).
     The model is on the CPU unless `device` ('cuda', 'cuda:1') is given.
     """
-    from safetensors import safe_open
+    from ..core.serialization import load_with_metadata, parse_json
+    from ..nn.module import allocation_limit, AllocationLimitError
     from .learner import Learner
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"load_learner: {path} does not exist")
-    with safe_open(path, framework="np") as reader:
-        metadata = reader.metadata() or {}
+    tensors, metadata = load_with_metadata(path, caller="load_learner")
     if METADATA_KEY not in metadata:
         raise ExportError(f"load_learner: {path} is not an easyfit export (no {METADATA_KEY!r} metadata); "
                           "a checkpoint from learn.save is loaded with learn.load instead")
-    description = json.loads(metadata[METADATA_KEY])
-    if description.get("format") != FORMAT or description.get("version", 0) > VERSION:
-        raise ExportError(f"load_learner: {path} has an unknown export format {description.get('format')!r} "
-                          f"version {description.get('version')}")
-    tensors = _load_arrays(path)
+    try:
+        description = parse_json(metadata[METADATA_KEY], f"the {METADATA_KEY!r} header of {path}")
+    except ValueError as error:
+        raise ExportError(f"load_learner: {error}") from None
+    if not isinstance(description, dict) or description.get("format") != FORMAT or \
+            not isinstance(description.get("version", 0), int) or description.get("version", 0) > VERSION:
+        got = (description.get("format"), description.get("version")) if isinstance(description, dict) else description
+        raise ExportError(f"load_learner: {path} has an unknown export format {got!r}")
+    if not isinstance(tensors, dict) or not isinstance(tensors.get("model"), dict):
+        raise ExportError(f"load_learner: {path} holds no model weights")
     arrays = tensors.get("args", {})
-    model = build_module(description["model"], arrays)
-    model.load_state_dict(tensors["model"])
+    stored = {key: tuple(value.shape) for key, value in tensors["model"].items()}
+    stored_bytes = sum(int(v.nbytes) for v in tensors["model"].values()) + sum(
+        int(v.nbytes) for v in arrays.values() if hasattr(v, "nbytes"))
+    try:
+        with allocation_limit(stored_bytes + (1 << 20)):
+            model = build_module(description["model"], arrays)
+            loss_func = build_module(description["loss_func"], arrays)
+        built = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        if built != stored:
+            differing = sorted(set(built.items()) ^ set(stored.items()))[:6]
+            raise ExportError(f"load_learner: {path} describes a model whose parameters differ from the weights "
+                              f"it holds ({differing}); the file is damaged or was not written by learn.export")
+        model.load_state_dict(tensors["model"])
+        vocab = description.get("vocab")
+        if isinstance(vocab, dict):
+            from ..data.text import Vocab
+            vocab = Vocab.from_dict(vocab)
+        classes = description.get("classes")
+        preprocessing = description["preprocessing"]
+        data = InferenceData(_build_transforms(preprocessing["item_tfms"]),
+                             _build_transforms(preprocessing["batch_tfms"]),
+                             _from_plain_json(classes) if classes is not None else None, vocab,
+                             _build_tokenizer(preprocessing.get("tokenizer")), preprocessing.get("mode"),
+                             preprocessing.get("item_ndim"), device)
+    except ExportError:
+        raise
+    except AllocationLimitError as error:
+        raise ExportError(f"load_learner: {path} describes a model larger than the weights it holds "
+                          f"({stored_bytes:,} bytes): {error}; the file is damaged or crafted") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, MemoryError) as error:
+        raise ExportError(f"load_learner: {path} has a damaged description ({type(error).__name__}: {error})") from None
     if device is not None:
         model.to(device)
     model.eval()
-    loss_func = build_module(description["loss_func"], arrays)
-    vocab = description.get("vocab")
-    if isinstance(vocab, dict):
-        from ..data.text import Vocab
-        vocab = Vocab.from_dict(vocab)
-    classes = description.get("classes")
-    data = InferenceData(_build_transforms(description["preprocessing"]["item_tfms"]),
-                         _build_transforms(description["preprocessing"]["batch_tfms"]),
-                         _from_plain_json(classes) if classes is not None else None, vocab,
-                         _build_tokenizer(description["preprocessing"].get("tokenizer")),
-                         description["preprocessing"].get("mode"), description["preprocessing"].get("item_ndim"),
-                         device)
     return Learner(data, model, loss_func, default_cbs=False)

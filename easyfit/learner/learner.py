@@ -292,6 +292,7 @@ class Learner:
             warnings.warn("fit: n_epoch is 0, so nothing is trained (no callback runs, the weights, optimizer "
                           "and data stay as they are)", UserWarning, stacklevel=2)
             return
+        _check_training_batches(self.dls, "lr_find" if self.lr_finding else "fit")
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None:
                 self.create_opt()
@@ -301,6 +302,7 @@ class Learner:
                 self.set_hyper("lr", self.lr_per_group(lr))
             self.n_epoch = int(n_epoch)
             self.epoch, self.iter, self.train_iter, self.pct_train = 0, 0, 0, 0.0
+            self._clear_grads()  # gradients left from before (a resumed fit restores its own below)
             self._resume = _checkpoint.start_resume(self, resume, n_epoch) if resume is not None else None
             self.in_fit = True
             try:
@@ -396,6 +398,10 @@ class Learner:
             start = self._resume.restore_if_due(self, "train")
         if self.training:
             self._batches_done = start
+            if start and start >= self.n_iter:
+                # resumed from a checkpoint taken after the epoch's last batch: nothing is left to
+                # train, and iterating would start the loader's next epoch (one batch too many)
+                return
         iterator = iter(self.dl)
         try:
             for index in range(start, self.n_iter + 1):
@@ -426,7 +432,13 @@ class Learner:
             self._do_one_batch()
         except CancelBatchException:
             pass
-        self._batch_done = True
+        except BaseException:
+            # an abandoned batch (error, Ctrl-C, cancelled fit) must not hand its gradients to a later step
+            if self.training:
+                self._clear_grads()
+            raise
+        finally:
+            self._batch_done = True
         if self.training:
             self.train_iter += 1
             self._batches_done = self.iter + 1
@@ -459,6 +471,10 @@ class Learner:
         self._with_events(self._backward, "backward", CancelBackwardException)
         self._with_events(self._step, "step", CancelStepException)
         self.opt.zero_grad()
+
+    def _clear_grads(self):
+        for p in self.model.parameters():
+            p.grad = None
 
     def _backward(self):
         self.loss_grad.backward()
@@ -607,7 +623,7 @@ class Learner:
 
     # ----- checkpoints and export --------------------------------------------------------
     def save(self, name, with_opt=True):
-        """Checkpoint everything training depends on to `path/model_dir/name.safetensors` (+ `.json`).
+        """Checkpoint everything training depends on to one file, `path/model_dir/name.safetensors`.
 
         Model, optimizer, where the running fit is (epoch, batch; usable mid-epoch),
         callbacks' state, random generators and data-loader positions. Atomic: an
@@ -664,6 +680,19 @@ def _looks_like_images(inputs):
     """Whether a get_preds input array is a batch of images (N, C, H, W) with 1 or 3 channels."""
     return isinstance(inputs, np.ndarray) and inputs.ndim == 4 and inputs.shape[1] in (1, 3) \
         and inputs.dtype.kind == "f"
+
+def _check_training_batches(dls, caller):
+    """Training on a loader without batches would 'finish' with zero steps: say so instead."""
+    train = getattr(dls, "train", None)
+    if train is None:
+        raise ValueError(f"{caller}: there is no training data loader (dls.train is None); a learner from "
+                         "load_learner is for inference: build one with DataLoaders to train")
+    if len(train) == 0:
+        dataset = getattr(train, "dataset", None)
+        size = f"{len(dataset)} samples" if dataset is not None and hasattr(dataset, "__len__") else "no samples"
+        raise ValueError(f"{caller}: the training data loader yields no batches (its dataset has {size}, "
+                         f"batch_size={getattr(train, 'batch_size', '?')}, drop_last={getattr(train, 'drop_last', '?')}); "
+                         "nothing would be trained. Use more data, a smaller batch size, or drop_last=False")
 
 
 def _norm_params(model):

@@ -8,6 +8,8 @@ the one thing that needs naming, through `register_buffer`. Names follow PyTorch
 (`0.weight`, `layers.1.bias`, `bn.running_mean`), so a state dict moves between easyfit
 and PyTorch unchanged.
 """
+import contextlib
+import contextvars
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -25,7 +27,9 @@ class Parameter(Tensor):
     def __init__(self, data, requires_grad=True):
         if isinstance(data, Tensor):
             data = data.array
-        super().__init__(_to_array(data, None), requires_grad=requires_grad)
+        array = _to_array(data, None)
+        _charge_allocation(array, "a parameter")
+        super().__init__(array, requires_grad=requires_grad)
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
@@ -43,6 +47,36 @@ def check_input_dtype(module, x, weight):
         raise TypeError(f"{module!r}: the input is {np.dtype(dtype).name} but the layer's weight is "
                         f"{np.dtype(weight.dtype).name}; convert one to the other, e.g. "
                         f"x.astype(easyfit.{np.dtype(weight.dtype).name}), or the model with model.to(easyfit.{np.dtype(dtype).name})")
+
+# ----- a bound on what building modules may allocate (load_learner; issue 15) -------------
+
+class AllocationLimitError(MemoryError):
+    """Building modules inside `allocation_limit` asked for more parameter memory than allowed."""
+
+
+_allocation_budget = contextvars.ContextVar("easyfit_allocation_budget", default=None)
+
+
+@contextlib.contextmanager
+def allocation_limit(max_bytes):
+    """Within the block, creating Parameters and persistent buffers of more than `max_bytes` in
+    total raises AllocationLimitError as each is created, before a layer initialises (writes)
+    it: a file that describes a huge model next to small weights is refused, not allocated."""
+    token = _allocation_budget.set([int(max_bytes)])
+    try:
+        yield
+    finally:
+        _allocation_budget.reset(token)
+
+
+def _charge_allocation(array, what):
+    budget = _allocation_budget.get()
+    if budget is None:
+        return
+    budget[0] -= int(array.nbytes)
+    if budget[0] < 0:
+        raise AllocationLimitError(f"{what} of shape {tuple(array.shape)} ({array.nbytes:,} bytes) goes past the "
+                                   "allowed total")
 
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -222,6 +256,8 @@ class Module:
         if name not in self._buffer_names:
             self._buffer_names.append(name)
         if persistent:
+            if tensor is not None:
+                _charge_allocation(tensor.array, f"buffer {name!r}")
             self._non_persistent_buffers.discard(name)
         else:
             self._non_persistent_buffers.add(name)

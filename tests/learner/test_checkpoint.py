@@ -7,6 +7,8 @@ import pytest
 import easyfit as ef
 from easyfit import nn
 from easyfit.learner import Learner, Callback, SaveModelCallback, GradientAccumulation
+from easyfit.core.serialization import load_with_metadata
+from easyfit.learner.checkpoint import METADATA_KEY
 from conftest import make_dls, make_model, weights, assert_bytes_equal
 
 
@@ -48,7 +50,7 @@ def test_resume_mid_epoch_is_byte_identical(tmp_path, method):
     ef.manual_seed(123)
     with pytest.raises(KeyboardInterrupt):
         getattr(crashed, method)(3, cbs=[SaveAt(8), CrashAt(10)])
-    progress = json.loads((tmp_path / "b" / "models" / "mid.json").read_text())["progress"]
+    progress = json.loads(load_with_metadata(tmp_path / "b" / "models" / "mid.safetensors")[1][METADATA_KEY])["progress"]
     assert (progress["epoch"], progress["batches_done"], progress["train_iter"]) == (1, 2, 8)
 
     ef.manual_seed(999)  # a different global state in the "new process"
@@ -95,7 +97,7 @@ def test_save_load_round_trip_restores_everything(tmp_path):
     learn.fit(1)
     path = learn.save("state")
     assert path == tmp_path / "models" / "state.safetensors"
-    assert (tmp_path / "models" / "state.json").exists()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["state.safetensors"]  # one file
     saved_weights = weights(learn.model)
     saved_opt = learn.opt.state_dict()
     saved_rng = ef.core.random.get_rng_state()
@@ -115,18 +117,41 @@ def test_save_load_round_trip_restores_everything(tmp_path):
     assert other.recorder.losses == saved_losses
 
 
-def test_a_weights_file_from_another_save_is_detected(tmp_path):
+def to_legacy_format(stem):
+    """Rewrite checkpoint `stem`.safetensors in the two-file format of easyfit before one-file
+    checkpoints: arrays in the safetensors file, the description in a JSON sidecar with its SHA-256."""
+    import hashlib
+    arrays, metadata = load_with_metadata(f"{stem}.safetensors")
+    sidecar = json.loads(metadata[METADATA_KEY])
+    ef.save(arrays, f"{stem}.safetensors")
+    sidecar["weights_sha256"] = hashlib.sha256(open(f"{stem}.safetensors", "rb").read()).hexdigest()
+    open(f"{stem}.json", "w").write(json.dumps(sidecar))
+
+
+def test_checkpoints_of_the_two_file_format_still_load_and_are_checked(tmp_path):
     learn = new_learner(tmp_path)
     learn.save("one")
+    saved = weights(learn.model)
     learn.fit(1)
     learn.save("two")
     models = tmp_path / "models"
+    to_legacy_format(models / "one")
+    to_legacy_format(models / "two")
+    other = new_learner(tmp_path, seed=5)
+    other.load("one")
+    assert_bytes_equal(weights(other.model), saved)
     (models / "one.safetensors").write_bytes((models / "two.safetensors").read_bytes())
     with pytest.raises(ValueError, match="does not match its sidecar"):
         learn.load("one")
-    with pytest.raises(FileNotFoundError, match="missing"):
-        (models / "two.json").unlink()
+    (models / "two.json").unlink()
+    with pytest.raises(FileNotFoundError, match="has no JSON sidecar two.json"):
         learn.load("two")
+    (models / ".tmp-k2j4h5g6.json").write_text("{")  # a temporary sidecar of a killed two-file save
+    (models / "notes.json").write_text("{}")
+    learn.save("one")  # saving over a two-file checkpoint leaves one file
+    assert not (models / "one.json").exists() and not (models / ".tmp-k2j4h5g6.json").exists()
+    assert (models / "notes.json").exists()
+    other.load("one")
 
 
 def test_saving_inside_a_batch_before_its_step_is_refused(tmp_path):

@@ -169,3 +169,97 @@ def test_fashion_mnist_small_cnn_reaches_91_percent_in_3_epochs(tmp_path):
                      "--out", str(tmp_path / "run")]) == 0
     results = json.loads((tmp_path / "run" / RESULTS_FILE).read_text())
     assert results["accuracy"] >= 0.91, results
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("lr=inf", "config key 'lr' must be a finite number"),
+    ("lr=nan", "config key 'lr' must be a finite number"),
+    ("lr=0", "config key 'lr' must be a positive"),
+    ("width=0", "config key 'width' must be at least 1"),
+    ("valid_pct=0", "config key 'valid_pct' must be between 0 and 1"),
+    ("epochs=0", "config key 'epochs' must be at least 1"),
+])
+def test_unusable_settings_are_refused_before_training(setting, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "vision", "--out", str(out), "--set", setting]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (out / "models").exists()  # refused before any training
+
+
+def test_a_diverged_run_fails_and_writes_strict_json(tmp_path, capsys):
+    data = _image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    code = cli.main(["train", "vision", "--data", str(data), "--epochs", "1", "--bs", "8", "--out", str(out),
+                     "--set", "size=8", "--set", "width=8", "--lr", "1e30"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_FAILURE, err
+    assert "Training stopped" in err or "diverged" in err
+    assert not (out / MODEL_FILE).exists()
+    text = (out / RESULTS_FILE).read_text()
+    results = json.loads(text, parse_constant=lambda name: pytest.fail(f"results.json holds bare {name}"))
+    assert results["diverged"]
+
+
+def test_results_json_is_strict_json(tmp_path):
+    from recipes.run import write_results
+    write_results(tmp_path / "r.json", {"valid_loss": float("nan"), "perplexity": float("inf"), "accuracy": 0.5})
+    text = (tmp_path / "r.json").read_text()
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {
+        "valid_loss": None, "perplexity": None, "accuracy": 0.5}
+
+
+def test_resume_refuses_options_that_would_change_the_run_and_says_when_it_finished(tmp_path, capsys):
+    data = _image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    common = ["--data", str(data), "--epochs", "1", "--bs", "8", "--set", "size=8", "--set", "width=8"]
+    assert cli.main(["train", "vision", "--out", str(out)] + common) == 0
+    capsys.readouterr()
+    for extra in (["--epochs", "9"], ["--set", "lr=0.1"], ["--bs", "4"]):
+        assert cli.main(["train", "vision", "--resume", str(out)] + extra) == cli.EXIT_USAGE
+        err = capsys.readouterr().err
+        assert f"{extra[0]} cannot change it" in err, err
+    assert cli.main(["train", "vision", "--resume", str(out)]) == cli.EXIT_USAGE
+    assert "has already finished" in capsys.readouterr().err
+    assert cli.main(["train", "vision", "--out", str(out)] + common) == 0
+    assert "holds a finished run; training again replaces it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,message", [
+    ("[1, 2]", "must hold a table of key = value settings at its top level, not a list"),
+    ("[" * 100_000 + "]" * 100_000, "nests deeper than"),
+    ('"text"', "not a str"),
+], ids=["list", "deeply-nested", "string"])
+def test_config_files_that_are_not_tables_are_usage_errors(tmp_path, capsys, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    assert cli.main(["train", "vision", "--config", str(path), "--out", str(tmp_path / "run")]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_deeply_nested_toml_config_is_a_usage_error(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert cli.main(["train", "vision", "--config", str(path), "--out", str(tmp_path / "run")]) == cli.EXIT_USAGE
+    assert str(path) in capsys.readouterr().err
+
+
+def test_predict_on_a_missing_image_exits_3(tmp_path, capsys):
+    data = _image_folder(tmp_path / "images")
+    out = tmp_path / "run"
+    assert cli.main(["train", "vision", "--data", str(data), "--epochs", "1", "--bs", "8", "--out", str(out),
+                     "--set", "size=8", "--set", "width=8"]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", str(out), str(tmp_path / "nope.png")]) == cli.EXIT_NOT_FOUND
+    assert "no such image file" in capsys.readouterr().err
+
+
+def test_an_empty_validation_set_is_refused_before_training(tmp_path, capsys):
+    data = _image_folder(tmp_path / "images")  # 24 images: valid_pct=0.01 holds out none
+    out = tmp_path / "run"
+    code = cli.main(["train", "vision", "--data", str(data), "--epochs", "1", "--bs", "8", "--out", str(out),
+                     "--set", "size=8", "--set", "width=8", "--set", "valid_pct=0.01"])
+    assert code == cli.EXIT_USAGE
+    assert "the validation set is empty (valid_pct=0.01)" in capsys.readouterr().err
+    assert not (out / "models").exists()
