@@ -198,7 +198,7 @@ def image_inputs(inputs):
         elif path.is_file():
             files.append(path)
         else:
-            raise FileNotFoundError(f"image file {path} does not exist")
+            raise FileNotFoundError(f"no such image file: {path} does not exist")
     return files
 
 
