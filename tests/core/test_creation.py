@@ -65,7 +65,7 @@ def test_conversions():
     assert ef.tensor([2.5]).item() == 2.5
     assert x.tolist() == [[1.0, 2.0]]
     assert float(ef.tensor(1.5)) == 1.5 and int(ef.tensor(3)) == 3
-    assert x.ndim == 2 and x.size == 2 and len(x) == 1 and x.device == "cpu"
+    assert x.ndim == 2 and x.numel() == 2 and len(x) == 1 and x.device == "cpu"
     with pytest.raises(ValueError, match="one element"):
         x.item()
     np.testing.assert_array_equal(np.asarray(x), [[1.0, 2.0]])
