@@ -41,3 +41,10 @@ __all__ = [
     "int", "short", "int8", "int16", "int32", "int64", "uint8", "bool", "bool_", "save", "load", "data", "nn",
     "optim", "utils", "Learner", "load_learner",
 ]
+
+
+def __getattr__(name):  # PEP 562: only reached for names the module does not have
+    if name == "bfloat16":  # rather than Python's "did you mean 'float16'?", which is another format
+        raise AttributeError("module 'easyfit' has no attribute 'bfloat16': NumPy, which holds easyfit's arrays, "
+                             "has no bfloat16; use float16 or float32 (easyfit.load widens bfloat16 files to float32)")
+    raise AttributeError(f"module 'easyfit' has no attribute {name!r}")

@@ -188,3 +188,68 @@ def test_relu_accepts_inplace_and_returns_a_new_tensor():
     y = F.relu(x, inplace=True)
     np.testing.assert_array_equal(y.numpy(), [0.0, 2.0])
     np.testing.assert_array_equal(x.numpy(), [-1.0, 2.0])
+
+
+# ----- small habits: formatting, NumPy operands, module paths ------------------------------
+
+def test_format_a_one_element_tensor():
+    loss = ef.tensor(0.123456)
+    assert "{:.2f}".format(loss) == "0.12" and f"{ef.tensor([2.5]):.1f}" == "2.5" and f"{ef.tensor(3)}" == "3"
+    assert f"{ef.ones(2)}" == str(ef.ones(2))
+    with pytest.raises(TypeError, match="one-element tensor"):
+        f"{ef.ones(2):.2f}"
+
+
+def test_ndarray_meets_tensor_as_in_pytorch():
+    a = np.zeros(3, dtype=np.float32)
+    before = a
+    a += ef.ones(3)
+    assert a is before and isinstance(a, np.ndarray) and a.tolist() == [1.0, 1.0, 1.0]
+    total = np.zeros(3) + ef.tensor([1.0, 2.0, 3.0])
+    assert isinstance(total, ef.Tensor) and total.tolist() == [1.0, 2.0, 3.0]
+    assert (np.float64(2.0) * ef.ones(2)).dtype == np.float32   # a NumPy scalar never promotes
+    assert (np.array([1.0, 5.0]) < ef.tensor([2.0, 2.0])).tolist() == [True, False]
+
+
+def test_comparison_methods_and_reductions_to_bool():
+    torch = pytest.importorskip("torch")
+    a, b = np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[1.0, 0.0], [5.0, 4.0]])
+    x, y, tx, ty = ef.tensor(a), ef.tensor(b), torch.tensor(a), torch.tensor(b)
+    for name in ("eq", "ne", "lt", "le", "gt", "ge"):
+        np.testing.assert_array_equal(getattr(x, name)(y).numpy(), getattr(tx, name)(ty).numpy())
+    assert x.eq(y).all(dim=1).tolist() == tx.eq(ty).all(dim=1).tolist() and bool(x.ge(0).all())
+    assert x.eq(y).any(1, keepdim=True).tolist() == tx.eq(ty).any(1, keepdim=True).tolist()
+    assert x.equal(ef.tensor(a)) and not x.equal(y) and x.allclose(x + 1e-9) and not x.allclose(y)
+    assert x.sum().item() == 10.0 and x.tolist() == a.tolist() and x.numel() == 4 and x.dim() == 2
+
+
+def test_import_easyfit_reaches_the_packages_and_pytorch_paths():
+    import subprocess
+    import sys
+    code = ("import easyfit\n"
+            "ds = easyfit.utils.data.TensorDataset(easyfit.zeros(5, 2), easyfit.arange(5))\n"
+            "assert easyfit.utils.data.DataLoader is easyfit.data.DataLoader and len(ds) == 5\n"
+            "assert easyfit.nn.Linear and easyfit.optim.SGD and easyfit.data.Dataset\n"
+            "assert easyfit.accelerator.is_available() == easyfit.cuda.is_available()\n"
+            "assert easyfit.accelerator.device_count() == easyfit.cuda.device_count()\n"
+            "assert easyfit.accelerator.current_accelerator() in (None, 'cuda')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_tensor_dataset_and_random_split_as_in_pytorch():
+    from easyfit.utils.data import DataLoader, TensorDataset, random_split
+    x, y = ef.arange(20.0).reshape(10, 2), ef.arange(10)
+    ds = TensorDataset(x, y)
+    item = ds[3]
+    assert isinstance(item[0], ef.Tensor) and item[0].tolist() == [6.0, 7.0] and item[1].item() == 3
+    batches = list(DataLoader(ds, batch_size=4))
+    assert [b[0].shape for b in batches] == [(4, 2), (4, 2), (2, 2)] and batches[0][1].tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="same first dimension"):
+        TensorDataset(x, ef.arange(9))
+    train, valid = random_split(ds, [7, 3])
+    assert len(train) == 7 and len(valid) == 3
+    assert sorted(list(train.indices) + list(valid.indices)) == list(range(10))
+    assert [len(s) for s in random_split(ds, [0.5, 0.5])] == [5, 5]
+    with pytest.raises(ValueError, match="add up to 9"):
+        random_split(ds, [4, 5])
