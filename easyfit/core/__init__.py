@@ -7,7 +7,7 @@ from .tensor import (Tensor, Function, DEFAULT_FLOAT, reshape, transpose, swapax
                      broadcast_to, sum_to, matmul, sum, mean, var, std, max, min, amax, amin, argmax, argmin, sort,
                      argsort, log)
 from .functions import (exp, sqrt, abs, tanh, sigmoid, relu, sin, cos, pow, maximum, minimum, where, clamp, norm,
-                        mm, bmm, softmax, log_softmax, cumsum, cat, concatenate, stack, einsum, pad)
+                        mm, bmm, softmax, log_softmax, cumsum, prod, cat, concatenate, stack, einsum, pad)
 from .layout import (view, unsqueeze, expand, permute, t, repeat, tile, repeat_interleave, flip, roll, split,
                      chunk, narrow, flatten, unflatten, clone, tril, triu)
 from .indexing import gather, scatter, scatter_add, index_select, masked_fill

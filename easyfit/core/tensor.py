@@ -27,8 +27,9 @@ class Tensor:
 
     `array` is the underlying NumPy/CuPy array (the engine's own handle), `data` is
     PyTorch's: a Tensor sharing that storage, cut from the graph. `grad` is the
-    accumulated gradient (a Tensor or None), `creator` the op that produced it (None
-    for leaves).
+    accumulated gradient (a Tensor or None), `creator` (`grad_fn`) the op that produced
+    it (None for leaves). A method that shares a function's name takes that function's
+    arguments with the tensor first: `x.sum(dim=1)` is `easyfit.sum(x, dim=1)`.
     """
     __slots__ = ("array", "grad", "requires_grad", "creator", "output_index", "__weakref__")
 
@@ -461,6 +462,9 @@ class Tensor:
     def argmin(self, *args, **kwargs):
         return argmin(self, *args, **kwargs)
 
+    def prod(self, *args, **kwargs):
+        return functions.prod(self, *args, **kwargs)
+
     def norm(self, *args, **kwargs):
         return functions.norm(self, *args, **kwargs)
 
@@ -587,9 +591,7 @@ class Tensor:
         return broadcast_to(self, shape)
 
     def repeat(self, *sizes, **kwargs):
-        if kwargs:  # x.repeat(r, axis=k): NumPy's repeat (docs/from-pytorch.md)
-            return layout._numpy_repeat(self, *sizes, **kwargs)
-        return layout.repeat(self, *sizes)
+        return layout.repeat(self, *sizes, **kwargs)
 
     def repeat_interleave(self, *args, **kwargs):
         return layout.repeat_interleave(self, *args, **kwargs)
