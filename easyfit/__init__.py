@@ -20,7 +20,7 @@ from .core import (Tensor, Function, tensor, from_numpy, zeros, ones, full, empt
                    argsort, topk, reshape, view, transpose, permute, t, swapaxes, expand_dims, unsqueeze, squeeze,
                    expand, broadcast_to, repeat_interleave, tile, flip, roll, cat, concatenate, stack, split,
                    chunk, narrow, flatten, unflatten, clone, tril, triu, gather, scatter, scatter_add,
-                   index_select, masked_fill, cuda, accelerator, float, double, half, float16, float32, float64,
+                   index_select, masked_fill, device, cuda, accelerator, float, double, half, float16, float32, float64,
                    long, int, short, int8, int16, int32, int64, uint8, bool, bool_)
 from .core.serialization import save, load
 from . import data, nn, optim, utils
@@ -37,7 +37,7 @@ __all__ = [
     "transpose", "permute", "t", "swapaxes", "expand_dims", "unsqueeze", "squeeze", "expand", "broadcast_to",
     "repeat_interleave", "tile", "flip", "roll", "cat", "concatenate", "stack", "split", "chunk", "narrow",
     "flatten", "unflatten", "clone", "tril", "triu", "gather", "scatter", "scatter_add", "index_select",
-    "masked_fill", "cuda", "accelerator", "float", "double", "half", "float16", "float32", "float64", "long",
+    "masked_fill", "device", "cuda", "accelerator", "float", "double", "half", "float16", "float32", "float64", "long",
     "int", "short", "int8", "int16", "int32", "int64", "uint8", "bool", "bool_", "save", "load", "data", "nn",
     "optim", "utils", "Learner", "load_learner",
 ]

@@ -19,6 +19,7 @@ from .random import manual_seed, default_generator, get_rng_state, set_rng_state
 from .gradients import grad, gradcheck, gradgradcheck
 from .dtypes import (float, double, half, float16, float32, float64, long, int, short, int8, int16, int32, int64,
                      uint8, bool, bool_)
+from .devices import device
 from . import cuda, accelerator
 
 clip = clamp  # NumPy's name for clamp

@@ -17,6 +17,7 @@ import numpy as np
 from . import autograd
 from .autograd import _grad_enabled, _anomaly_enabled, run_backward, user_frame_summary
 from .backend import get_array_module, device_of, parse_device, to_device, scatter_add, is_array
+from .devices import as_device
 from .random import default_generator
 from .spellings import numpy_spellings
 
@@ -76,7 +77,8 @@ class Tensor:
 
     @property
     def device(self):
-        return device_of(self.array)
+        """'cpu' or 'cuda:N' (a string with PyTorch's `.type` and `.index`)."""
+        return as_device(device_of(self.array))
 
     @property
     def is_leaf(self):
