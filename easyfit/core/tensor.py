@@ -212,6 +212,12 @@ class Tensor:
         return self
 
     def to(self, device=None, dtype=None):
+        """Moved and/or cast, as PyTorch's `to`: `x.to('cuda')`, `x.to(ef.double)`,
+        `x.to('cuda', ef.half)`, `x.to(other)` (other's device and dtype)."""
+        if isinstance(device, Tensor):
+            device, dtype = device.device, device.dtype
+        elif device is not None and not isinstance(device, str):
+            device, dtype = None, device  # a dtype given first, as x.to(torch.float64)
         out = self
         if device is not None:
             device = parse_device(device)
@@ -762,8 +768,8 @@ class Tensor:
         if self.creator is not None:
             raise RuntimeError(
                 f"{name}() on a tensor computed in a graph (by {type(self.creator).__name__}): easyfit records "
-                f"no in-place ops, so its gradient would be wrong; write the out-of-place form (y = x.{name[:-1]}"
-                f"(...)), or change x.data, which is outside the graph")
+                f"no in-place ops, so its gradient would be wrong; write the out-of-place form (y = y * 2 "
+                f"rather than y.mul_(2)), or change y.data, which is outside the graph")
         if _grad_enabled[0] and (self.requires_grad or builtins.any(
                 isinstance(o, Tensor) and o.requires_grad for o in operands)):
             raise RuntimeError(
