@@ -6,8 +6,9 @@ from .autograd import (no_grad, enable_grad, set_grad_enabled, is_grad_enabled, 
 from .tensor import (Tensor, Function, DEFAULT_FLOAT, reshape, transpose, swapaxes, expand_dims, squeeze,
                      broadcast_to, sum_to, matmul, sum, mean, var, std, max, min, amax, amin, argmax, argmin, sort,
                      argsort, log)
-from .functions import (exp, sqrt, abs, tanh, sigmoid, relu, sin, cos, pow, maximum, minimum, where, clamp, norm,
-                        mm, bmm, softmax, log_softmax, cumsum, prod, cat, concatenate, stack, einsum, pad)
+from .functions import (exp, sqrt, abs, tanh, sigmoid, relu, sin, cos, pow, maximum, minimum, where, clamp, norm, eq,
+                        ne, lt, le, gt, ge, isnan, isinf, isfinite, equal, allclose, numel, mm, bmm, softmax,
+                        log_softmax, cumsum, prod, cat, concatenate, stack, einsum, pad)
 from .layout import (view, unsqueeze, expand, permute, t, repeat, tile, repeat_interleave, flip, roll, split,
                      chunk, narrow, flatten, unflatten, clone, tril, triu)
 from .indexing import gather, scatter, scatter_add, index_select, masked_fill

@@ -298,6 +298,66 @@ def norm(x, p="fro", dim=None, keepdim=False):
     raise ValueError(f"norm: p must be 'fro', inf or a positive number, got {p!r}")
 
 
+def eq(a, b):
+    """Elementwise a == b (a bool tensor, no gradient)."""
+    return _as_tensor(a, b if isinstance(b, Tensor) else None) == b
+
+
+def ne(a, b):
+    """Elementwise a != b."""
+    return _as_tensor(a, b if isinstance(b, Tensor) else None) != b
+
+
+def lt(a, b):
+    """Elementwise a < b."""
+    return _as_tensor(a, b if isinstance(b, Tensor) else None) < b
+
+
+def le(a, b):
+    """Elementwise a <= b."""
+    return _as_tensor(a, b if isinstance(b, Tensor) else None) <= b
+
+
+def gt(a, b):
+    """Elementwise a > b."""
+    return _as_tensor(a, b if isinstance(b, Tensor) else None) > b
+
+
+def ge(a, b):
+    """Elementwise a >= b."""
+    return _as_tensor(a, b if isinstance(b, Tensor) else None) >= b
+
+
+def isnan(x):
+    """Where x is NaN (a bool tensor)."""
+    return x.isnan()
+
+
+def isinf(x):
+    """Where x is +inf or -inf (a bool tensor)."""
+    return x.isinf()
+
+
+def isfinite(x):
+    """Where x is neither NaN nor infinite (a bool tensor)."""
+    return x.isfinite()
+
+
+def equal(a, b):
+    """True when a and b have the same shape and elements."""
+    return a.equal(b)
+
+
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """True when every element of a is close to b's (NumPy's and PyTorch's test)."""
+    return a.allclose(b, rtol, atol, equal_nan)
+
+
+def numel(x):
+    """The number of elements of x."""
+    return x.numel()
+
+
 def mm(a, b):
     """The product of two matrices (2-D only; matmul broadcasts)."""
     if a.ndim != 2 or b.ndim != 2:

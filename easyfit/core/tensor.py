@@ -436,6 +436,15 @@ class Tensor:
     def ge(self, other):
         return self >= other
 
+    def isnan(self):
+        return _wrap(get_array_module(self.array).isnan(self.array))
+
+    def isinf(self):
+        return _wrap(get_array_module(self.array).isinf(self.array))
+
+    def isfinite(self):
+        return _wrap(get_array_module(self.array).isfinite(self.array))
+
     @numpy_spellings
     def all(self, dim=None, keepdim=False):
         return _wrap(get_array_module(self.array).all(self.array, axis=dim, keepdims=keepdim))

@@ -222,6 +222,14 @@ def test_comparison_methods_and_reductions_to_bool():
     assert x.eq(y).any(1, keepdim=True).tolist() == tx.eq(ty).any(1, keepdim=True).tolist()
     assert x.equal(ef.tensor(a)) and not x.equal(y) and x.allclose(x + 1e-9) and not x.allclose(y)
     assert x.sum().item() == 10.0 and x.tolist() == a.tolist() and x.numel() == 4 and x.dim() == 2
+    for name in ("eq", "ne", "lt", "le", "gt", "ge"):
+        np.testing.assert_array_equal(getattr(ef, name)(x, 2.0).numpy(), getattr(torch, name)(tx, 2.0).numpy())
+        np.testing.assert_array_equal(getattr(ef, name)(x, y).numpy(), getattr(torch, name)(tx, ty).numpy())
+    z, tz = ef.tensor([1.0, np.nan, -np.inf]), torch.tensor([1.0, np.nan, -np.inf])
+    for name in ("isnan", "isinf", "isfinite"):
+        np.testing.assert_array_equal(getattr(ef, name)(z).numpy(), getattr(torch, name)(tz).numpy())
+        np.testing.assert_array_equal(getattr(z, name)().numpy(), getattr(tz, name)().numpy())
+    assert ef.equal(x, ef.tensor(a)) and ef.allclose(x, x) and ef.numel(x) == 4
 
 
 def test_import_easyfit_reaches_the_packages_and_pytorch_paths():
