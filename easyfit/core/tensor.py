@@ -762,7 +762,7 @@ class Tensor:
         return self._write("fill_", lambda: _operand(value, self), value)
 
     def zero_(self):
-        return self._write("zero_", lambda: _wrap(self.array.dtype.type(0)))
+        return self._write("zero_", lambda: _operand(0, self))
 
     def normal_(self, mean=0.0, std=1.0):
         """Fill with draws from N(mean, std**2), from the generator that manual_seed seeds."""
@@ -787,6 +787,8 @@ class Tensor:
                 f"`with easyfit.no_grad():` (as an optimizer step does) or on x.data")
         result = compute()
         values = result.array if isinstance(result, Tensor) else result
+        if isinstance(values, np.ndarray) and not isinstance(self.array, np.ndarray):
+            values = to_device(values, self.device)  # NumPy values into a CUDA tensor
         try:
             get_array_module(self.array).copyto(self.array, values, casting="same_kind")
         except (ValueError, TypeError) as error:
