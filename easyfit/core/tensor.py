@@ -566,6 +566,7 @@ class Tensor:
         return reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 
     def view(self, *shape):
+        """The same memory in a new shape (an error where only a copy could do it: use reshape)."""
         return layout.view(self, *shape)
 
     def view_as(self, other):
@@ -575,12 +576,14 @@ class Tensor:
         return reshape(self, other.shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
+        """Dims start_dim..end_dim merged into one (all of them by default)."""
         return layout.flatten(self, start_dim, end_dim)
 
     def unflatten(self, dim, sizes):
         return layout.unflatten(self, dim, sizes)
 
     def transpose(self, *dims, **kwargs):
+        """Two dims: swapped (PyTorch); a full permutation: reordered (NumPy); none: reversed."""
         return transpose(self, *dims, **kwargs)
 
     def permute(self, *dims):
@@ -608,6 +611,7 @@ class Tensor:
         return broadcast_to(self, shape)
 
     def repeat(self, *sizes, **kwargs):
+        """PyTorch's repeat: the tensor tiled `sizes` times; `x.repeat(r, axis=d)` is NumPy's (each element)."""
         return layout.repeat(self, *sizes, **kwargs)
 
     def repeat_interleave(self, *args, **kwargs):
