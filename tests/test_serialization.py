@@ -229,3 +229,18 @@ def test_torch_bfloat16_tensors_load_as_float32(tmp_path):
     assert loaded["w"].dtype == np.float32 and loaded["w"].shape == (2, 2)
     np.testing.assert_array_equal(loaded["w"], values.float().numpy())
     np.testing.assert_array_equal(loaded["b"], np.ones(2, np.float32))
+
+
+def test_save_writes_to_an_open_binary_file(tmp_path):
+    import io
+    state = {"w": ef.arange(6.0).reshape(2, 3), "step": 3}
+    with open(tmp_path / "a.safetensors", "wb") as f:
+        ef.save(state, f)
+    loaded = ef.load(tmp_path / "a.safetensors")
+    np.testing.assert_array_equal(loaded["w"], state["w"].numpy())
+    assert loaded["step"] == 3
+    buffer = io.BytesIO()
+    ef.save(state, buffer)
+    assert buffer.getvalue() == (tmp_path / "a.safetensors").read_bytes()
+    with open(tmp_path / "b.txt", "w") as text, pytest.raises(TypeError, match="text mode; open it with 'wb'"):
+        ef.save(state, text)

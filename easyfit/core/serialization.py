@@ -22,6 +22,7 @@ the file. Files from other writers carry no checksum and load unchecked.
 """
 import errno
 import hashlib
+import io
 import json
 import os
 import re
@@ -41,12 +42,19 @@ MAX_JSON_DEPTH = 200                 # deeper JSON in a file's metadata is refus
 def save(obj, path, metadata=None):
     """Write `obj` (a dict of arrays/Tensors, possibly nested) to `path` as safetensors.
 
-    `metadata` is an optional dict of str -> str stored in the file's header (readable by
-    any safetensors reader, e.g. `safe_open(path, 'np').metadata()`).
+    `path` may also be a file opened for binary writing (as torch.save takes one); the
+    bytes are then written to it at its position, and the atomic rename is the caller's
+    business. `metadata` is an optional dict of str -> str stored in the file's header
+    (readable by any safetensors reader, e.g. `safe_open(path, 'np').metadata()`).
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save as to_bytes, save_file
 
-    path = os.fspath(path)
+    # -- an open file (issue 16) --
+    file = path if hasattr(path, "write") else None
+    if file is not None and isinstance(file, io.TextIOBase):
+        raise TypeError(f"easyfit.save: {getattr(file, 'name', 'the file')} is open in text mode; open it with 'wb'")
+    path = str(getattr(file, "name", "<file object>")) if file is not None else os.fspath(path)
+    # --
     if not isinstance(obj, dict):
         raise TypeError(f"easyfit.save({path!r}): expected a dict (e.g. model.state_dict()), got {type(obj).__name__}")
     tensors = {}
@@ -62,6 +70,9 @@ def save(obj, path, metadata=None):
     header[STRUCTURE_KEY] = json.dumps({"format": "easyfit", "version": _FORMAT_VERSION, "tree": tree},
                                        allow_nan=True, separators=(",", ":"))
     header[CHECKSUM_KEY] = _checksum(tensors, header)
+    if file is not None:
+        file.write(to_bytes(tensors, metadata=header))
+        return
     _write_atomically(path, lambda temporary: save_file(tensors, temporary, metadata=header))
 
 
