@@ -12,13 +12,14 @@ from .layout import (view, unsqueeze, expand, permute, t, repeat, tile, repeat_i
                      chunk, narrow, flatten, unflatten, clone, tril, triu)
 from .indexing import gather, scatter, scatter_add, index_select, masked_fill
 from .sorting import topk
-from .creation import (tensor, from_numpy, zeros, ones, full, empty, arange, linspace, eye, rand, randn, randint,
-                       randperm, multinomial, zeros_like, ones_like, full_like, empty_like, rand_like, randn_like,
-                       randint_like)
+from .creation import (tensor, as_tensor, is_tensor, from_numpy, zeros, ones, full, empty, arange, linspace, eye,
+                       rand, randn, randint, randperm, multinomial, zeros_like, ones_like, full_like, empty_like,
+                       rand_like, randn_like, randint_like)
 from .random import manual_seed, default_generator, get_rng_state, set_rng_state
 from .gradients import grad, gradcheck, gradgradcheck
 from .dtypes import (float, double, half, float16, float32, float64, long, int, short, int8, int16, int32, int64,
                      uint8, bool, bool_)
+from .devices import device
 from . import cuda, accelerator
 
 clip = clamp  # NumPy's name for clamp

@@ -17,6 +17,7 @@ import numpy as np
 from . import autograd
 from .autograd import _grad_enabled, _anomaly_enabled, run_backward, user_frame_summary
 from .backend import get_array_module, device_of, parse_device, to_device, scatter_add, is_array
+from .devices import as_device
 from .random import default_generator
 from .spellings import numpy_spellings
 
@@ -76,7 +77,8 @@ class Tensor:
 
     @property
     def device(self):
-        return device_of(self.array)
+        """'cpu' or 'cuda:N' (a string with PyTorch's `.type` and `.index`)."""
+        return as_device(device_of(self.array))
 
     @property
     def is_leaf(self):
@@ -210,6 +212,12 @@ class Tensor:
         return self
 
     def to(self, device=None, dtype=None):
+        """Moved and/or cast, as PyTorch's `to`: `x.to('cuda')`, `x.to(ef.double)`,
+        `x.to('cuda', ef.half)`, `x.to(other)` (other's device and dtype)."""
+        if isinstance(device, Tensor):
+            device, dtype = device.device, device.dtype
+        elif device is not None and not isinstance(device, str):
+            device, dtype = None, device  # a dtype given first, as x.to(torch.float64)
         out = self
         if device is not None:
             device = parse_device(device)
@@ -760,8 +768,8 @@ class Tensor:
         if self.creator is not None:
             raise RuntimeError(
                 f"{name}() on a tensor computed in a graph (by {type(self.creator).__name__}): easyfit records "
-                f"no in-place ops, so its gradient would be wrong; write the out-of-place form (y = x.{name[:-1]}"
-                f"(...)), or change x.data, which is outside the graph")
+                f"no in-place ops, so its gradient would be wrong; write the out-of-place form (y = y * 2 "
+                f"rather than y.mul_(2)), or change y.data, which is outside the graph")
         if _grad_enabled[0] and (self.requires_grad or builtins.any(
                 isinstance(o, Tensor) and o.requires_grad for o in operands)):
             raise RuntimeError(

@@ -233,7 +233,7 @@ def test_import_easyfit_reaches_the_packages_and_pytorch_paths():
             "assert easyfit.nn.Linear and easyfit.optim.SGD and easyfit.data.Dataset\n"
             "assert easyfit.accelerator.is_available() == easyfit.cuda.is_available()\n"
             "assert easyfit.accelerator.device_count() == easyfit.cuda.device_count()\n"
-            "assert easyfit.accelerator.current_accelerator() in (None, 'cuda')\n")
+            "assert easyfit.accelerator.current_accelerator() in (None, 'cuda:0')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -254,3 +254,16 @@ def test_tensor_dataset_and_random_split_as_in_pytorch():
     assert [len(s) for s in random_split(ds, [0.5, 0.5])] == [5, 5]
     with pytest.raises(ValueError, match="add up to 9"):
         random_split(ds, [4, 5])
+
+
+def test_device_objects_are_device_strings():
+    d = ef.device("cpu")
+    assert d == "cpu" and d.type == "cpu" and d.index is None and repr(d) == "device(type='cpu')"
+    cuda = ef.device("cuda", 1)
+    assert cuda == "cuda:1" and cuda.type == "cuda" and cuda.index == 1
+    assert ef.device("cuda") == "cuda:0"
+    x = ef.ones(2).to(d)
+    assert x.device == "cpu" and x.device.type == "cpu" and ef.zeros(2, device=d).device == "cpu"
+    assert ef.nn.Linear(2, 2).to(d).weight.device == "cpu"
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        ef.device("tpu")
