@@ -38,6 +38,8 @@ CASES = {
     "softplus at 0": (F.softplus, tF.softplus, AT_ZERO),
     "leaky_relu at 0": (F.leaky_relu, tF.leaky_relu, AT_ZERO),
     "silu at 0": (F.silu, tF.silu, AT_ZERO),
+    "softplus with beta and threshold": (lambda x: F.softplus(x * 15, beta=2.0, threshold=5.0),
+                                         lambda x: tF.softplus(x * 15, beta=2.0, threshold=5.0), AT_ZERO),
     "gelu at 0": (F.gelu, tF.gelu, AT_ZERO),
     "std of equal values": (lambda x: x.std(), lambda x: x.std(), CONSTANT),
     "std over dim of equal values": (lambda x: x.std(dim=1), lambda x: x.std(dim=1), CONSTANT),
