@@ -216,3 +216,74 @@ def test_second_derivatives_match_pytorch(data):
         np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
     else:
         assert ef.gradgradcheck(lambda t: (first_derivative(ef, t) * ef.tensor(weight)).sum(), [x])
+
+
+# ----- layers: random geometry, weights copied from PyTorch, outputs and every gradient -----
+
+def _layer_case(data):
+    """A random layer with PyTorch's twin and an input of a shape it accepts."""
+    kind = data.draw(st.sampled_from(["Linear", "Conv2d", "BatchNorm2d", "LayerNorm", "MaxPool2d", "AvgPool2d",
+                                      "Embedding", "LSTM"]))
+    batch = data.draw(st.integers(1, 3))
+    if kind == "Linear":
+        features_in, features_out = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
+        lead = data.draw(st.lists(st.integers(0, 3), max_size=2))
+        return kind, (features_in, features_out), {"bias": data.draw(st.booleans())}, tuple(lead) + (features_in,)
+    if kind == "Conv2d":
+        groups = data.draw(st.integers(1, 2))
+        channels_in, channels_out = groups * data.draw(st.integers(1, 2)), groups * data.draw(st.integers(1, 2))
+        kernel = data.draw(st.integers(1, 3))
+        options = {"stride": data.draw(st.integers(1, 2)), "padding": data.draw(st.integers(0, 1)),
+                   "dilation": data.draw(st.integers(1, 2)), "groups": groups, "bias": data.draw(st.booleans())}
+        reach = options["dilation"] * (kernel - 1) + 1 - 2 * options["padding"]
+        size = data.draw(st.integers(max(reach, 1), max(reach, 1) + 3))
+        return kind, (channels_in, channels_out, kernel), options, (batch, channels_in, size, size + 1)
+    if kind == "BatchNorm2d":
+        channels = data.draw(st.integers(1, 3))
+        return kind, (channels,), {}, (batch + 1, channels, data.draw(st.integers(1, 3)), 2)
+    if kind == "LayerNorm":
+        shape = tuple(data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=2)))
+        return kind, (shape,), {}, (batch,) + shape
+    if kind in ("MaxPool2d", "AvgPool2d"):
+        kernel = data.draw(st.integers(1, 3))
+        stride = data.draw(st.integers(1, 3))
+        size = data.draw(st.integers(kernel, kernel + 3))
+        return kind, (kernel,), {"stride": stride}, (batch, 2, size, size)
+    if kind == "Embedding":
+        return kind, (6, 3), {}, (batch, data.draw(st.integers(0, 4)))
+    layers = data.draw(st.integers(1, 2))
+    return kind, (3, 4), {"num_layers": layers, "batch_first": True,
+                          "bidirectional": data.draw(st.booleans())}, (batch, data.draw(st.integers(1, 4)), 3)
+
+
+@pytest.mark.skipif(torch is None, reason="the layer comparison needs PyTorch")
+@given(data=st.data())
+def test_layers_match_pytorch_on_random_geometry(data):
+    kind, args, options, shape = _layer_case(data)
+    torch.manual_seed(0)
+    theirs = getattr(torch.nn, kind)(*args, **options).double()
+    ours = getattr(ef.nn, kind)(*args, **options)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    ours.to(dtype=ef.float64)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
+    if kind == "Embedding":
+        array = rng.integers(0, args[0], size=shape)
+        our_in, their_in = ef.tensor(array), torch.tensor(array)
+    else:
+        array = rng.standard_normal(shape)
+        our_in, their_in = ef.tensor(array, requires_grad=True), torch.tensor(array, requires_grad=True)
+    our_out, their_out = ours(our_in), theirs(their_in)
+    if kind == "LSTM":
+        our_out, their_out = our_out[0], their_out[0]
+    np.testing.assert_allclose(our_out.detach().numpy(), their_out.detach().numpy(), rtol=1e-9, atol=1e-11)
+    seed = rng.uniform(0.5, 1.5, size=tuple(their_out.shape))
+    our_out.backward(ef.tensor(seed))
+    their_out.backward(torch.tensor(seed))
+    if kind != "Embedding":
+        np.testing.assert_allclose(our_in.grad.numpy(), their_in.grad.numpy(), rtol=1e-9, atol=1e-11)
+    their_params = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        expected = their_params[name].grad
+        got = p.grad.numpy() if p.grad is not None else np.zeros(p.shape)
+        np.testing.assert_allclose(got, expected.numpy() if expected is not None else 0.0, rtol=1e-9, atol=1e-11,
+                                   err_msg=f"{kind}{args} {options}: gradient of {name}")
