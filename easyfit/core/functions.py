@@ -14,7 +14,7 @@ from .spellings import numpy_spellings
 from .tensor import (Function, Tensor, _operand, _wrap, _to_array, Clip, reshape, expand_dims, transpose, sum,
                      broadcast_to, matmul, max)
 # Also importable from here, as before the split into families (layers import them from here).
-from .tensor import Log, log, mean, swapaxes  # noqa: F401
+from .tensor import Log, log, mean, swapaxes, root_with_zero_slope  # noqa: F401
 
 
 def _as_tensor(x, like=None):
@@ -287,14 +287,14 @@ def clamp(x, min=None, max=None):
 @numpy_spellings
 def norm(x, p="fro", dim=None, keepdim=False):
     """The p-norm over `dim` (all entries when None): p=2 ('fro'), 1, inf, or any number."""
-    if p in ("fro", 2, 2.0):
-        return sqrt(sum(x * x, dim, keepdim))
+    if p in ("fro", 2, 2.0):  # the norm of zeros has slope 0, as in PyTorch
+        return root_with_zero_slope(sum(x * x, dim, keepdim), 0.5)
     if p in (1, 1.0):
         return sum(abs(x), dim, keepdim)
     if p in (float("inf"), "inf"):
         return max(abs(x), dim, keepdim) if dim is None else max(abs(x), dim, keepdim).values
     if isinstance(p, (int, float)) and p > 0:
-        return sum(abs(x) ** p, dim, keepdim) ** (1.0 / p)
+        return root_with_zero_slope(sum(abs(x) ** p, dim, keepdim), 1.0 / p)
     raise ValueError(f"norm: p must be 'fro', inf or a positive number, got {p!r}")
 
 

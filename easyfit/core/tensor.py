@@ -1042,9 +1042,12 @@ def _op_error(fn, inputs, error):
 
 
 def _normalize_axis(axis, ndim):
+    """Sorted non-negative axes; None, and PyTorch's empty dim=() or [], mean every axis."""
     if axis is None:
         return None
     if isinstance(axis, (list, tuple)):
+        if not axis:
+            return None
         return tuple(sorted(a % ndim if ndim else a for a in axis))
     return (axis % ndim if ndim else axis,)
 
@@ -1108,9 +1111,16 @@ class Pow(Function):
         return a ** b
 
     def backward(self, gy):
+        # PyTorch's subgradients where the formulas meet 0 * inf: x ** 0 has slope 0 at
+        # x == 0 (not NaN), and the exponent's slope is 0 where the base is 0 and b >= 0.
         a, b = self.inputs
-        ga = gy * b * a ** (b - 1) if a.requires_grad else None
-        gb = gy * (a ** b) * log(a) if b.requires_grad else None
+        ga = gb = None
+        if a.requires_grad:
+            zero_exponent = _wrap((b.array == 0).astype(gy.dtype))
+            ga = gy * b * a ** (b - 1 + zero_exponent)
+        if b.requires_grad:
+            zero_base = _wrap(((a.array == 0) & (b.array >= 0)).astype(gy.dtype))
+            gb = gy * (a ** b) * log(a + zero_base)
         return ga, gb
 
 
@@ -1426,8 +1436,34 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 @numpy_spellings(numpy=_numpy_std)
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    """Standard deviation over `dim` (PyTorch's correction=1 by default; `axis=` gives NumPy's ddof=0)."""
-    return _variance(x, dim, keepdim, _correction(unbiased, correction)) ** 0.5
+    """Standard deviation over `dim` (PyTorch's correction=1 by default; `axis=` gives NumPy's ddof=0).
+
+    Equal values give a zero gradient, as in PyTorch (not NaN)."""
+    return root_with_zero_slope(_variance(x, dim, keepdim, _correction(unbiased, correction)), 0.5)
+
+
+class RootWithZeroSlope(Function):
+    """s ** exponent for s >= 0 whose gradient at s == 0 is 0 (a root's slope there is inf).
+
+    std and norm end in such a root; PyTorch gives equal values and zero vectors a zero
+    gradient there, so a constant input never turns the gradients to NaN.
+    """
+
+    def __init__(self, exponent):
+        self.exponent = exponent
+
+    def forward(self, s):
+        return s ** self.exponent
+
+    def backward(self, gy):
+        s = self.inputs[0]
+        positive = _wrap((s.array > 0).astype(gy.dtype))
+        safe = s + (1 - positive)  # 1 where s == 0, so no inf is formed at any order
+        return gy * positive * safe ** (self.exponent - 1) * self.exponent
+
+
+def root_with_zero_slope(s, exponent):
+    return RootWithZeroSlope(exponent)(s)
 
 
 class Max(Function):

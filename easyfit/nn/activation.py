@@ -48,6 +48,19 @@ class SiLU(Module):
         return F.silu(x)
 
 
+class Softplus(Module):
+    """log(1 + exp(beta * x)) / beta, linear where beta * x > threshold (PyTorch's defaults)."""
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, x):
+        return F.softplus(x, self.beta, self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
 class LeakyReLU(Module):
     """x where x > 0, else negative_slope * x."""
     def __init__(self, negative_slope=0.01, inplace=False):
