@@ -1,10 +1,12 @@
-"""Loss modules: CrossEntropyLoss, NLLLoss, MSELoss, L1Loss, BCEWithLogitsLoss, BCELoss."""
+"""Loss modules: CrossEntropyLoss, NLLLoss, MSELoss, L1Loss, SmoothL1Loss, HuberLoss, KLDivLoss,
+BCEWithLogitsLoss, BCELoss."""
 from ..core.tensor import Tensor
 from . import functional as F
-from .functional._arguments import _check_reduction
+from .functional._arguments import _check_reduction, _check_reduction_name, _legacy_reduction
 from .module import Module
 
-__all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss", "BCELoss"]
+__all__ = ["CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
+           "BCEWithLogitsLoss", "BCELoss"]
 
 
 class _Loss(Module):
@@ -57,6 +59,40 @@ class L1Loss(_Loss):
     """Mean absolute error (or its sum, or per element, by `reduction`)."""
     def forward(self, input, target):
         return F.l1_loss(input, target, self.reduction)
+
+
+class SmoothL1Loss(_Loss):
+    """Squared error below `beta`, absolute error above it (see F.smooth_l1_loss)."""
+    def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
+        super().__init__(_legacy_reduction(size_average, reduce, reduction))
+        self.beta = beta
+
+    def forward(self, input, target):
+        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class HuberLoss(_Loss):
+    """Squared error below `delta`, `delta` times the absolute error above it (see F.huber_loss)."""
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction)
+        self.delta = delta
+
+    def forward(self, input, target):
+        return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+
+class KLDivLoss(_Loss):
+    """KL divergence of log-probabilities `input` from `target` (see F.kl_div); use
+    reduction='batchmean' for the true KL divergence of a batch."""
+    def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
+        Module.__init__(self)
+        if size_average is not None or reduce is not None:
+            reduction = _legacy_reduction(size_average, reduce, "mean")
+        _check_reduction_name(reduction, ("mean", "batchmean", "sum", "none"))
+        self.reduction, self.log_target = reduction, log_target
+
+    def forward(self, input, target):
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
 
 
 class BCEWithLogitsLoss(_Loss):

@@ -19,3 +19,19 @@ def _axis(axis, dim, default, function):
     if axis != default:
         raise TypeError(f"{function}() got both axis={axis!r} and dim={dim!r}; give one")
     return dim
+
+
+def _legacy_reduction(size_average, reduce, reduction):
+    """PyTorch's deprecated `size_average`/`reduce` pair, when given, decides the reduction as there."""
+    if size_average is None and reduce is None:
+        _check_reduction_name(reduction)
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    return "none" if not reduce else ("mean" if size_average else "sum")
+
+
+def _check_reduction_name(reduction, allowed=("mean", "sum", "none")):
+    if reduction not in allowed:
+        names = ", ".join(repr(name) for name in allowed[:-1]) + f" or {allowed[-1]!r}"
+        raise ValueError(f"reduction must be {names}, got {reduction!r}")

@@ -1,11 +1,14 @@
-"""Losses: cross-entropy (ignore_index, label_smoothing, weight), NLL, MSE, L1, BCE."""
+"""Losses: cross-entropy (ignore_index, label_smoothing, weight), NLL, MSE, L1, smooth L1,
+Huber, KL divergence, BCE."""
+import warnings
+
 import numpy as np
 
 from ...core.autograd import _grad_enabled
 from ...core.backend import get_array_module, to_device
-from ...core.functions import abs, log, maximum, sigmoid
+from ...core.functions import abs, exp, log, maximum, sigmoid, where
 from ...core.tensor import _wrap, Function, mean, reshape, sum, Tensor, transpose
-from ._arguments import _check_reduction
+from ._arguments import _check_reduction, _check_reduction_name, _legacy_reduction
 from .activation import log_softmax, softmax, softplus
 
 
@@ -228,6 +231,65 @@ def l1_loss(input, target, reduction="mean"):
     target = _as_target(target, input)
     _check_same_shape("l1_loss", input, target)
     return _reduce(abs(input - target), reduction)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """Squared error below `beta`, absolute error above (0.5 d^2 / beta if |d| < beta, else
+    |d| - 0.5 beta): robust to outliers, smooth near 0. `beta=0` is the L1 loss."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be a number >= 0, got {beta!r}")
+    target = _as_target(target, input)
+    _check_same_shape("smooth_l1_loss", input, target)
+    if beta == 0:
+        return l1_loss(input, target, reduction=reduction)
+    diff = input - target
+    size = abs(diff)
+    loss = where(size < beta, diff * diff * (0.5 / beta), size - 0.5 * beta)
+    return _reduce(loss, reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """0.5 d^2 if |d| < delta, else delta (|d| - 0.5 delta): smooth_l1_loss times `delta`
+    (with beta = delta)."""
+    _check_reduction(reduction)
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or delta <= 0:
+        raise ValueError(f"huber_loss: delta must be a number > 0, got {delta!r}")
+    target = _as_target(target, input)
+    _check_same_shape("huber_loss", input, target)
+    diff = input - target
+    size = abs(diff)
+    loss = where(size < delta, diff * diff * 0.5, (size - 0.5 * delta) * delta)
+    return _reduce(loss, reduction)
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    """KL(target || input) with `input` given as log-probabilities, pointwise
+    target * (log target - input) (0 where target is 0), or with `log_target=True`
+    exp(target) * (target - input).
+
+    `reduction='batchmean'` (sum / batch size) is the mathematical KL divergence of a batch;
+    'mean' divides by the number of elements as well (PyTorch's default, with its warning).
+    """
+    if size_average is not None or reduce is not None:
+        reduction = _legacy_reduction(size_average, reduce, "mean")
+    _check_reduction_name(reduction, ("mean", "batchmean", "sum", "none"))
+    target = _as_target(target, input)
+    if log_target:
+        loss = exp(target) * (target - input)
+    else:
+        positive = target > 0
+        safe = where(positive, target, 1.0)  # target * log(target) is 0 where target is 0
+        loss = target * log(safe) - target * input
+    if reduction == "batchmean":
+        if input.ndim == 0:
+            return sum(loss)
+        return sum(loss) * (1.0 / input.shape[0])
+    if reduction == "mean":
+        warnings.warn("kl_div: reduction='mean' divides the total loss by both the batch size and the support "
+                      "size; 'batchmean' divides only by the batch size and gives the KL divergence. 'mean' will "
+                      "behave like 'batchmean' in a future PyTorch release.", UserWarning, stacklevel=2)
+    return _reduce(loss, reduction)
 
 
 class BCEWithLogits(Function):
