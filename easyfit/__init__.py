@@ -16,7 +16,7 @@ from .core import (Tensor, Function, tensor, from_numpy, zeros, ones, full, empt
                    sqrt, abs, tanh, sigmoid, relu, maximum, minimum, where, reshape, transpose, swapaxes,
                    expand_dims, squeeze, broadcast_to, concatenate, stack, split, matmul, einsum, pad, sum,
                    mean, var, max, min, argmax, argmin, clip, cuda, float16, float32, float64, int32,
-                   int64, bool_)
+                   int64, bool_, device)
 from .core.serialization import save, load
 from .learner import Learner, load_learner
 
@@ -27,7 +27,7 @@ __all__ = [
     "sqrt", "abs", "tanh", "sigmoid", "relu", "maximum", "minimum", "where", "reshape", "transpose", "swapaxes",
     "expand_dims", "squeeze", "broadcast_to", "concatenate", "stack", "split", "matmul", "einsum", "pad", "sum",
     "mean", "var", "max", "min", "argmax", "argmin", "clip", "cuda", "float16", "float32", "float64", "int32",
-    "int64", "bool_", "save", "load", "Learner", "load_learner",
+    "int64", "bool_", "device", "save", "load", "Learner", "load_learner",
 ]
 
 # torch.* names that easyfit spells the NumPy way, with what to write instead.
@@ -35,7 +35,6 @@ _TORCH_FUNCTIONS = {
     "cat": "ef.concatenate(tensors, axis)", "clamp": "ef.clip(x, min, max)",
     "unsqueeze": "ef.expand_dims(x, axis)", "permute": "ef.transpose(x, axes)",
     "softmax": "easyfit.nn.functional.softmax(x, axis)", "numel": "x.size",
-    "device": "a string, 'cpu' or 'cuda' ('cuda:N'), wherever a device is asked for",
     "flatten": "x.reshape(-1), or easyfit.nn.functional.flatten(x, start_axis)",
 }
 

@@ -9,6 +9,7 @@ from .functions import (exp, log, sqrt, abs, tanh, sigmoid, relu, maximum, minim
                         stack, split, matmul, einsum, pad, sum, mean, var, max, min, argmax, argmin, clip)
 from .creation import (tensor, from_numpy, zeros, ones, full, empty, arange, eye, rand, randn,
                        zeros_like, ones_like)
+from .device import device
 from .random import manual_seed, default_generator, get_rng_state, set_rng_state
 from .gradients import grad, gradcheck, gradgradcheck
 from . import cuda
