@@ -4,7 +4,8 @@ A safetensors file is a JSON header plus raw array bytes, so loading one never r
 code, and PyTorch reads the same files (`safetensors.torch.load_file`). `obj` is a
 dict whose values are arrays or Tensors (a model's `state_dict()`), or nested dicts,
 lists and tuples of those mixed with JSON-able values (an optimizer's `state_dict()`,
-a training checkpoint). Arrays are stored under their dotted path ('opt.state.0.exp_avg');
+a training checkpoint), or a single array or Tensor (as PyTorch programs save a NumPy
+array of data with torch.save; it loads back as a NumPy array). Arrays are stored under their dotted path ('opt.state.0.exp_avg');
 the nesting and the plain values are kept as JSON in the file's metadata header, so
 `load` gives back the same structure. A file written by another program loads as a
 flat dict of NumPy arrays.
@@ -24,11 +25,12 @@ from .backend import is_array, to_device, parse_device
 from .tensor import Tensor
 
 STRUCTURE_KEY = "easyfit.structure"  # metadata entry holding the nesting and the plain values
+SINGLE_ARRAY_NAME = "array"  # the tensor name of a file that holds one bare array
 _FORMAT_VERSION = 1
 
 
 def save(obj, path, metadata=None):
-    """Write `obj` (a dict of arrays/Tensors, possibly nested) to `path` as safetensors.
+    """Write `obj` (a dict of arrays/Tensors, possibly nested, or one array) to `path` as safetensors.
 
     `metadata` is an optional dict of str -> str stored in the file's header (readable by
     any safetensors reader, e.g. `safe_open(path, 'np').metadata()`).
@@ -36,10 +38,12 @@ def save(obj, path, metadata=None):
     from safetensors.numpy import save_file
 
     path = os.fspath(path)
-    if not isinstance(obj, dict):
-        raise TypeError(f"easyfit.save({path!r}): expected a dict (e.g. model.state_dict()), got {type(obj).__name__}")
+    single = isinstance(obj, Tensor) or is_array(obj)
+    if not isinstance(obj, dict) and not single:
+        raise TypeError(f"easyfit.save({path!r}): expected a dict (e.g. model.state_dict()) or a single array "
+                        f"or Tensor, got {type(obj).__name__}")
     tensors = {}
-    tree = _encode(obj, "", tensors, path)
+    tree = _encode(obj, SINGLE_ARRAY_NAME if single else "", tensors, path)
     header = {}
     if metadata is not None:
         for key, value in metadata.items():
