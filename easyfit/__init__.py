@@ -18,6 +18,7 @@ from .core import (Tensor, Function, tensor, from_numpy, zeros, ones, full, empt
                    mean, var, max, min, argmax, argmin, clip, cuda, float16, float32, float64, int32,
                    int64, bool_, device)
 from .core.serialization import save, load
+from . import serialization
 from .learner import Learner, load_learner
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
     "sqrt", "abs", "tanh", "sigmoid", "relu", "maximum", "minimum", "where", "reshape", "transpose", "swapaxes",
     "expand_dims", "squeeze", "broadcast_to", "concatenate", "stack", "split", "matmul", "einsum", "pad", "sum",
     "mean", "var", "max", "min", "argmax", "argmin", "clip", "cuda", "float16", "float32", "float64", "int32",
-    "int64", "bool_", "device", "save", "load", "Learner", "load_learner",
+    "int64", "bool_", "device", "save", "load", "serialization", "Learner", "load_learner",
 ]
 
 # torch.* names that easyfit spells the NumPy way, with what to write instead.

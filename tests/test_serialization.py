@@ -72,7 +72,7 @@ def test_colliding_names_and_bad_values_are_refused_before_writing(tmp_path):
         ef.save({"a": {"b": np.ones(1)}, "a.b": np.ones(1)}, path)
     with pytest.raises(TypeError, match=r"cannot store 'opt.fn' of type function"):
         ef.save({"opt": {"fn": lambda x: x}}, path)
-    with pytest.raises(TypeError, match="expected a dict .* or a single array or Tensor, got list"):
+    with pytest.raises(TypeError, match="expected a dict .* a single array or Tensor, or an object such as a Module, got list"):
         ef.save([np.ones(1)], path)
     with pytest.raises(ValueError, match="reserved"):
         ef.save({"a": np.ones(1)}, path, metadata={serialization.STRUCTURE_KEY: "x"})
