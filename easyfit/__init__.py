@@ -1,6 +1,7 @@
 """easyfit: deep-learning training with a fastai-like API on its own autograd engine.
 
-The tensor API lives in `easyfit.core` and is re-exported here:
+The tensor API lives in `easyfit.core` and is re-exported here with PyTorch's names (NumPy's
+keyword names are accepted where they mean the same; docs/from-pytorch.md):
 
 >>> import easyfit as ef
 >>> x = ef.tensor([1.0, 2.0, 3.0], requires_grad=True)
@@ -10,39 +11,40 @@ tensor([2., 4., 6.])
 """
 __version__ = "0.1.0"
 
-from .core import (Tensor, Function, tensor, from_numpy, zeros, ones, full, empty, arange, eye, rand,
-                   randn, zeros_like, ones_like, manual_seed, no_grad, enable_grad, set_grad_enabled,
-                   is_grad_enabled, detect_anomaly, AnomalyError, grad, gradcheck, gradgradcheck, exp, log,
-                   sqrt, abs, tanh, sigmoid, relu, maximum, minimum, where, reshape, transpose, swapaxes,
-                   expand_dims, squeeze, broadcast_to, concatenate, stack, split, matmul, einsum, pad, sum,
-                   mean, var, max, min, argmax, argmin, clip, cuda, float16, float32, float64, int32,
-                   int64, bool_, device)
+from .core import (Tensor, Function, tensor, from_numpy, zeros, ones, full, empty, arange, linspace, eye, rand,
+                   randn, randint, randperm, multinomial, zeros_like, ones_like, full_like, empty_like, rand_like,
+                   randn_like, randint_like, manual_seed, no_grad, enable_grad, set_grad_enabled, is_grad_enabled,
+                   detect_anomaly, AnomalyError, grad, gradcheck, gradgradcheck, exp, log, sqrt, abs, tanh, sigmoid,
+                   relu, sin, cos, pow, maximum, minimum, where, clamp, clip, norm, mm, bmm, matmul, einsum, pad,
+                   softmax, log_softmax, cumsum, sum, mean, var, std, max, min, amax, amin, argmax, argmin, sort,
+                   argsort, topk, reshape, view, transpose, permute, t, swapaxes, expand_dims, unsqueeze, squeeze,
+                   expand, broadcast_to, repeat_interleave, tile, flip, roll, cat, concatenate, stack, split,
+                   chunk, narrow, flatten, unflatten, clone, tril, triu, gather, scatter, scatter_add,
+                   index_select, masked_fill, cuda, accelerator, float, double, half, float16, float32, float64,
+                   long, int, short, int8, int16, int32, int64, uint8, bool, bool_, device)
 from .core.serialization import save, load
-from . import serialization
+from . import data, nn, optim, serialization, utils
 from .learner import Learner, load_learner
 
 __all__ = [
-    "Tensor", "Function", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "arange", "eye", "rand",
-    "randn", "zeros_like", "ones_like", "manual_seed", "no_grad", "enable_grad", "set_grad_enabled",
+    "Tensor", "Function", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "arange", "linspace", "eye",
+    "rand", "randn", "randint", "randperm", "multinomial", "zeros_like", "ones_like", "full_like", "empty_like",
+    "rand_like", "randn_like", "randint_like", "manual_seed", "no_grad", "enable_grad", "set_grad_enabled",
     "is_grad_enabled", "detect_anomaly", "AnomalyError", "grad", "gradcheck", "gradgradcheck", "exp", "log",
-    "sqrt", "abs", "tanh", "sigmoid", "relu", "maximum", "minimum", "where", "reshape", "transpose", "swapaxes",
-    "expand_dims", "squeeze", "broadcast_to", "concatenate", "stack", "split", "matmul", "einsum", "pad", "sum",
-    "mean", "var", "max", "min", "argmax", "argmin", "clip", "cuda", "float16", "float32", "float64", "int32",
-    "int64", "bool_", "device", "save", "load", "serialization", "Learner", "load_learner",
+    "sqrt", "abs", "tanh", "sigmoid", "relu", "sin", "cos", "pow", "maximum", "minimum", "where", "clamp", "clip",
+    "norm", "mm", "bmm", "matmul", "einsum", "pad", "softmax", "log_softmax", "cumsum", "sum", "mean", "var",
+    "std", "max", "min", "amax", "amin", "argmax", "argmin", "sort", "argsort", "topk", "reshape", "view",
+    "transpose", "permute", "t", "swapaxes", "expand_dims", "unsqueeze", "squeeze", "expand", "broadcast_to",
+    "repeat_interleave", "tile", "flip", "roll", "cat", "concatenate", "stack", "split", "chunk", "narrow",
+    "flatten", "unflatten", "clone", "tril", "triu", "gather", "scatter", "scatter_add", "index_select",
+    "masked_fill", "cuda", "accelerator", "float", "double", "half", "float16", "float32", "float64", "long",
+    "int", "short", "int8", "int16", "int32", "int64", "uint8", "bool", "bool_", "device", "save", "load", "data",
+    "nn", "optim", "serialization", "utils", "Learner", "load_learner",
 ]
-
-# torch.* names that easyfit spells the NumPy way, with what to write instead.
-_TORCH_FUNCTIONS = {
-    "cat": "ef.concatenate(tensors, axis)", "clamp": "ef.clip(x, min, max)",
-    "unsqueeze": "ef.expand_dims(x, axis)", "permute": "ef.transpose(x, axes)",
-    "softmax": "easyfit.nn.functional.softmax(x, axis)", "numel": "x.size",
-    "flatten": "x.reshape(-1), or easyfit.nn.functional.flatten(x, start_axis)",
-}
 
 
 def __getattr__(name):  # PEP 562: only reached for names the module does not have
-    hint = _TORCH_FUNCTIONS.get(name)
-    if hint is None:
-        raise AttributeError(f"module 'easyfit' has no attribute {name!r}")
-    raise AttributeError(f"module 'easyfit' has no attribute {name!r}: easyfit's tensor functions use "
-                         f"NumPy's names (PyTorch's for layers and optimizers); write {hint}")
+    if name == "bfloat16":  # rather than Python's "did you mean 'float16'?", which is another format
+        raise AttributeError("module 'easyfit' has no attribute 'bfloat16': NumPy, which holds easyfit's arrays, "
+                             "has no bfloat16; use float16 or float32 (easyfit.load widens bfloat16 files to float32)")
+    raise AttributeError(f"module 'easyfit' has no attribute {name!r}")

@@ -5,12 +5,13 @@ import pathlib
 
 import pytest
 
-ORDER = ["core", "nn", "optim", "data", "learner", "onnx", "distributed"]
+ORDER = ["core", "nn", "optim", "data", "utils", "learner", "onnx", "distributed"]
 ALLOWED = {  # layer -> the easyfit layers it may import
     "core": {"core"},
     "nn": {"core", "nn"},
     "optim": {"core", "nn", "optim"},
     "data": {"core", "data"},
+    "utils": {"core", "data", "utils"},  # PyTorch's torch.utils paths, re-exporting easyfit.data
     "learner": {"core", "nn", "optim", "data", "learner"},
     "onnx": {"core", "nn", "onnx"},
     "distributed": {"core", "nn", "optim", "data", "learner", "distributed"},

@@ -242,3 +242,18 @@ def test_a_single_array_round_trips_as_a_numpy_array(make, tmp_path):
     scalar = tmp_path / "scalar.pt"
     ef.save(np.array(2.5, dtype=np.float32), scalar)
     assert ef.load(scalar).shape == () and ef.load(scalar) == np.float32(2.5)
+
+
+def test_save_writes_to_an_open_binary_file(tmp_path):
+    import io
+    state = {"w": ef.arange(6.0).reshape(2, 3), "step": 3}
+    with open(tmp_path / "a.safetensors", "wb") as f:
+        ef.save(state, f)
+    loaded = ef.load(tmp_path / "a.safetensors")
+    np.testing.assert_array_equal(loaded["w"], state["w"].numpy())
+    assert loaded["step"] == 3
+    buffer = io.BytesIO()
+    ef.save(state, buffer)
+    assert buffer.getvalue() == (tmp_path / "a.safetensors").read_bytes()
+    with open(tmp_path / "b.txt", "w") as text, pytest.raises(TypeError, match="text mode; open it with 'wb'"):
+        ef.save(state, text)

@@ -1,7 +1,8 @@
-"""Differentiable functions with NumPy names that are not Tensor methods.
+"""Elementwise math, softmax, joining and einsum: the ops Tensor's math methods call.
 
 Each op is one small Function subclass plus a lowercase function; backward is written
-with Tensor ops, so every function here supports higher-order gradients.
+with Tensor ops, so every function here supports higher-order gradients. Names and
+arguments are PyTorch's; NumPy's keyword names are accepted (spellings.py).
 """
 import builtins
 
@@ -9,16 +10,11 @@ import numpy as np
 
 from .autograd import _grad_enabled
 from .backend import get_array_module, to_device
-from .tensor import (Function, Tensor, _operand, _wrap, _to_array, Log, reshape, expand_dims,
-                     swapaxes, transpose, sum, mean, var, max, min, argmax, argmin, clip, squeeze,
-                     broadcast_to, sum_to, matmul, log)
-
-__all__ = [
-    "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "maximum", "minimum", "where",
-    "reshape", "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "sum_to",
-    "concatenate", "stack", "split", "matmul", "einsum", "pad", "sum", "mean", "var", "max",
-    "min", "argmax", "argmin", "clip", "Log",
-]
+from .spellings import numpy_spellings
+from .tensor import (Function, Tensor, _operand, _wrap, _to_array, Clip, reshape, expand_dims, transpose, sum,
+                     broadcast_to, matmul, max)
+# Also importable from here, as before the split into families (layers import them from here).
+from .tensor import Log, log, mean, swapaxes  # noqa: F401
 
 
 def _as_tensor(x, like=None):
@@ -157,6 +153,144 @@ def relu(x):
     return ReLU()(x)
 
 
+class Sin(Function):
+    def forward(self, a):
+        return get_array_module(a).sin(a)
+
+    def backward(self, gy):
+        return gy * cos(self.inputs[0])
+
+
+def sin(x):
+    """Elementwise sine."""
+    return Sin()(x)
+
+
+class Cos(Function):
+    def forward(self, a):
+        return get_array_module(a).cos(a)
+
+    def backward(self, gy):
+        return gy * -sin(self.inputs[0])
+
+
+def cos(x):
+    """Elementwise cosine."""
+    return Cos()(x)
+
+
+def pow(x, exponent):
+    """x ** exponent, elementwise (either may be a tensor or a number)."""
+    return x ** exponent if isinstance(x, Tensor) else _as_tensor(exponent).__rpow__(x)
+
+
+class Softmax(Function):
+    save_outputs = True
+
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, a):
+        xp = get_array_module(a)
+        y = a - a.max(axis=self.axis, keepdims=True)
+        xp.exp(y, out=y)
+        y /= y.sum(axis=self.axis, keepdims=True)
+        return y
+
+    def backward(self, gy):
+        y = self.output()
+        return y * (gy - sum(gy * y, self.axis, True))
+
+
+@numpy_spellings
+def softmax(x, dim=-1):
+    """exp(x) / sum(exp(x)) along `dim`, shifted by the maximum so it cannot overflow."""
+    return Softmax(dim % x.ndim)(x)
+
+
+class LogSoftmax(Function):
+    save_outputs = True
+
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, a):
+        xp = get_array_module(a)
+        shifted = a - a.max(axis=self.axis, keepdims=True)
+        shifted -= xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
+        return shifted
+
+    def backward(self, gy):
+        return gy - exp(self.output()) * sum(gy, self.axis, True)
+
+
+@numpy_spellings
+def log_softmax(x, dim=-1):
+    """log(softmax(x)) along `dim`, computed stably (no log of a rounded zero)."""
+    return LogSoftmax(dim % x.ndim)(x)
+
+
+class CumSum(Function):
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, a):
+        return get_array_module(a).cumsum(a, axis=self.axis)
+
+    def backward(self, gy):
+        return _flip(CumSum(self.axis)(_flip(gy, self.axis)), self.axis)
+
+
+def _flip(x, axis):
+    return x[(slice(None),) * axis + (slice(None, None, -1),)]
+
+
+@numpy_spellings
+def cumsum(x, dim=None):
+    """Running sums along `dim` (over the flattened tensor when None, as NumPy's cumsum)."""
+    if dim is None:
+        x, dim = reshape(x, (-1,)), 0
+    return CumSum(dim % builtins.max(x.ndim, 1))(x)
+
+
+def clamp(x, min=None, max=None):
+    """x limited to [min, max] (either may be None, a number or a tensor); NumPy's clip."""
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = x if max is None else minimum(x, max)
+        return out if min is None else maximum(out, min)
+    if min is None and max is None:
+        raise ValueError("clamp: give min, max or both")
+    return Clip(min, max)(x)
+
+
+@numpy_spellings
+def norm(x, p="fro", dim=None, keepdim=False):
+    """The p-norm over `dim` (all entries when None): p=2 ('fro'), 1, inf, or any number."""
+    if p in ("fro", 2, 2.0):
+        return sqrt(sum(x * x, dim, keepdim))
+    if p in (1, 1.0):
+        return sum(abs(x), dim, keepdim)
+    if p in (float("inf"), "inf"):
+        return max(abs(x), dim, keepdim) if dim is None else max(abs(x), dim, keepdim).values
+    if isinstance(p, (int, float)) and p > 0:
+        return sum(abs(x) ** p, dim, keepdim) ** (1.0 / p)
+    raise ValueError(f"norm: p must be 'fro', inf or a positive number, got {p!r}")
+
+
+def mm(a, b):
+    """The product of two matrices (2-D only; matmul broadcasts)."""
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"mm expects two 2-D tensors, got shapes {a.shape} and {b.shape}; use matmul")
+    return matmul(a, b)
+
+
+def bmm(a, b):
+    """Batched matrix product of two 3-D tensors with the same batch size."""
+    if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0]:
+        raise ValueError(f"bmm expects (b, n, m) and (b, m, p) tensors, got shapes {a.shape} and {b.shape}")
+    return matmul(a, b)
+
+
 # ----- binary elementwise -------------------------------------------------------------
 
 class Maximum(Function):
@@ -235,30 +369,37 @@ class Concatenate(Function):
 
     def backward(self, gy):
         sizes = [x.shape[self.axis] for x in self.inputs]
-        return split(gy, np.cumsum(sizes)[:-1].tolist(), axis=self.axis)
+        return Split(np.cumsum(sizes)[:-1].tolist(), self.axis)(gy)
 
 
-def concatenate(tensors, axis=0):
-    """Join tensors along an existing axis (NumPy's concatenate)."""
+@numpy_spellings
+def cat(tensors, dim=0):
+    """Join tensors along an existing dimension (NumPy's concatenate, which is the same function)."""
     tensors = [_as_tensor(t) for t in tensors]
     if not tensors:
-        raise ValueError("concatenate needs at least one tensor")
-    axis = axis % tensors[0].ndim if tensors[0].ndim else axis
-    return Concatenate(axis)(*tensors)
+        raise ValueError("cat needs at least one tensor")
+    dim = dim % tensors[0].ndim if tensors[0].ndim else dim
+    return Concatenate(dim)(*tensors)
 
 
-def stack(tensors, axis=0):
-    """Join tensors of equal shape along a new axis (NumPy's stack)."""
+concatenate = cat
+
+
+@numpy_spellings
+def stack(tensors, dim=0):
+    """Join tensors of equal shape along a new dimension."""
     tensors = [_as_tensor(t) for t in tensors]
     if not tensors:
         raise ValueError("stack needs at least one tensor")
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:
         raise ValueError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
-    return concatenate([expand_dims(t, axis) for t in tensors], axis=axis)
+    return cat([expand_dims(t, dim) for t in tensors], dim=dim)
 
 
 class Split(Function):
+    """Cut at the given indices (or into a number of equal sections) along one axis."""
+
     def __init__(self, indices_or_sections, axis):
         self.indices_or_sections, self.axis = indices_or_sections, axis
 
@@ -266,14 +407,7 @@ class Split(Function):
         return tuple(get_array_module(a).split(a, self.indices_or_sections, axis=self.axis))
 
     def backward(self, *grads):
-        return concatenate(grads, axis=self.axis)
-
-
-def split(x, indices_or_sections, axis=0):
-    """NumPy's split: a number of equal sections, or the indices to cut at."""
-    if not isinstance(indices_or_sections, int):
-        indices_or_sections = [int(i) for i in indices_or_sections]
-    return list(Split(indices_or_sections, axis % x.ndim)(x))
+        return Concatenate(self.axis)(*grads)
 
 
 # ----- einsum ---------------------------------------------------------------------------

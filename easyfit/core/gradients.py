@@ -28,7 +28,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             raise RuntimeError("grad: an output does not require grad (was it computed under no_grad, "
                                "or from inputs without requires_grad=True?)")
         if g is None:
-            if y.size != 1:
+            if y.numel() != 1:
                 raise RuntimeError(f"grad: grad_outputs is needed for an output of shape {y.shape}")
             g = Tensor(get_array_module(y.array).ones_like(y.array))
         elif not isinstance(g, Tensor):
@@ -74,12 +74,12 @@ def _flat_outputs(outputs):
 def _analytic_jacobians(fn, inputs):
     """One row per output element: the gradient of that element w.r.t. every input."""
     outputs = _as_list(fn(*inputs))
-    sizes = [o.size for o in outputs]
+    sizes = [o.numel() for o in outputs]
     total = int(np.sum(sizes))
-    jacobians = [np.zeros((total, x.size)) for x in inputs]
+    jacobians = [np.zeros((total, x.numel())) for x in inputs]
     row = 0
     for o_index, out in enumerate(outputs):
-        for k in range(out.size):
+        for k in range(out.numel()):
             seed = np.zeros(out.shape, dtype=out.dtype)
             seed.reshape(-1)[k] = 1
             seeds = [Tensor(np.zeros(o.shape, dtype=o.dtype)) for o in outputs]

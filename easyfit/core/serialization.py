@@ -26,6 +26,7 @@ fsynced; a failed save removes the temporary file and leaves an existing file as
 was. A write to an open file object is as durable as that file object.
 """
 import importlib
+import io
 import json
 import os
 import tempfile
@@ -44,20 +45,19 @@ _FORMAT_VERSION = 1
 def save(obj, path, metadata=None):
     """Write `obj` (a dict of arrays/Tensors, possibly nested; one array; or an object) to `path` as safetensors.
 
-    `path` is a file name or an open binary file. `metadata` is an optional dict of
-    str -> str stored in the file's header (readable by any safetensors reader, e.g.
-    `safe_open(path, 'np').metadata()`).
+    `path` may also be a file opened for binary writing (as torch.save takes one); the
+    bytes are then written to it at its position, and the atomic rename is the caller's
+    business. `metadata` is an optional dict of str -> str stored in the file's header
+    (readable by any safetensors reader, e.g. `safe_open(path, 'np').metadata()`).
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save as to_bytes, save_file
 
-    if _is_writable_file(path):
-        with tempfile.TemporaryDirectory(prefix="easyfit-save-") as folder:
-            temporary = os.path.join(folder, "object.safetensors")
-            save(obj, temporary, metadata)
-            with open(temporary, "rb") as written:
-                path.write(written.read())
-        return
-    path = os.fspath(path)
+    # -- an open file (issue 16) --
+    file = path if hasattr(path, "write") else None
+    if file is not None and isinstance(file, io.TextIOBase):
+        raise TypeError(f"easyfit.save: {getattr(file, 'name', 'the file')} is open in text mode; open it with 'wb'")
+    path = str(getattr(file, "name", "<file object>")) if file is not None else os.fspath(path)
+    # --
     single = isinstance(obj, Tensor) or is_array(obj)
     if isinstance(obj, (list, tuple, set, str, int, float, bool, type(None))):
         raise TypeError(f"easyfit.save({path!r}): expected a dict (e.g. model.state_dict()), a single array "
@@ -74,6 +74,9 @@ def save(obj, path, metadata=None):
             header[key] = value
     header[STRUCTURE_KEY] = json.dumps({"format": "easyfit", "version": _FORMAT_VERSION, "tree": tree},
                                        allow_nan=True, separators=(",", ":"))
+    if file is not None:
+        file.write(to_bytes(tensors, metadata=header))
+        return
     _write_atomically(path, lambda temporary: save_file(tensors, temporary, metadata=header))
 
 
@@ -323,10 +326,6 @@ def _trusted(global_name, path, what):
         f"unless allowed. If you trust this file, allow it: "
         f"`with easyfit.serialization.safe_globals([{qualname}]): easyfit.load(...)` "
         f"(or easyfit.serialization.add_safe_globals([...]))")
-
-
-def _is_writable_file(target):
-    return hasattr(target, "write") and not isinstance(target, (str, bytes, os.PathLike))
 
 
 def _is_readable_file(source):

@@ -1,12 +1,15 @@
-"""Tensor, Function (the op base class), and the ops that Tensor exposes as methods.
+"""Tensor, Function (the op base class), and the arithmetic, shape and reduction ops.
 
 An op is a small `Function` subclass: `forward` works on raw arrays (NumPy or CuPy),
 `backward` is written with Tensor ops, so running it with grad mode on (under
 `create_graph=True`) records a graph of the backward pass and gives higher-order
-gradients for free. Functions that are not Tensor methods live in `functions.py`.
+gradients for free. Tensor speaks PyTorch (DESIGN.md): its methods take PyTorch's names
+and arguments, NumPy's keyword names being accepted where they mean the same
+(spellings.py). Other op families live in their own modules (functions, layout,
+indexing, sorting, creation), which Tensor's methods call.
 """
 import builtins
-import functools
+import operator
 import weakref
 
 import numpy as np
@@ -14,37 +17,10 @@ import numpy as np
 from . import autograd
 from .autograd import _grad_enabled, _anomaly_enabled, run_backward, user_frame_summary
 from .backend import get_array_module, device_of, parse_device, to_device, scatter_add, is_array
+from .random import default_generator
+from .spellings import numpy_spellings
 
 DEFAULT_FLOAT = np.dtype(np.float32)
-
-# PyTorch names that easyfit's tensors spell the NumPy way (DESIGN.md), and what to write
-# instead: a PyTorch habit gets a pointer rather than a bare AttributeError or TypeError.
-_TORCH_ATTRIBUTES = {
-    "view": "x.reshape(shape)", "permute": "x.transpose(axes)", "unsqueeze": "ef.expand_dims(x, axis)",
-    "t": "x.T", "dim": "x.ndim", "numel": "x.size", "grad_fn": "x.creator (the op that made x)",
-    "clone": "x * 1 (recorded) or x.detach() (not recorded)", "exp": "ef.exp(x)", "log": "ef.log(x)",
-    "sqrt": "ef.sqrt(x)", "tanh": "ef.tanh(x)", "sigmoid": "ef.sigmoid(x)", "relu": "ef.relu(x)",
-    "abs": "abs(x)", "pow": "x ** p", "clamp": "x.clip(min, max)", "type": "x.astype(dtype)",
-    "softmax": "easyfit.nn.functional.softmax(x, axis)",
-    "log_softmax": "easyfit.nn.functional.log_softmax(x, axis)",
-    "zero_": "x[...] = 0 under ef.no_grad()", "fill_": "x[...] = value under ef.no_grad()",
-    "copy_": "x[...] = y under ef.no_grad()", "add_": "x += y under ef.no_grad()",
-    "sub_": "x -= y under ef.no_grad()", "mul_": "x *= y under ef.no_grad()",
-    "div_": "x /= y under ef.no_grad()", "clamp_": "x[...] = x.clip(min, max) under ef.no_grad()",
-}
-_TORCH_KEYWORDS = {"dim": "axis", "keepdim": "keepdims"}
-
-
-def _numpy_keywords(method):
-    """Let a reduction called with PyTorch's `dim=`/`keepdim=` say which NumPy names to use."""
-    @functools.wraps(method)  # inspect.signature still shows the real arguments
-    def checked(self, *args, **kwargs):
-        if kwargs and any(k in _TORCH_KEYWORDS for k in kwargs):
-            names = ", ".join(f"{_TORCH_KEYWORDS[k]}= (not {k}=)" for k in kwargs if k in _TORCH_KEYWORDS)
-            raise TypeError(f"Tensor.{method.__name__}() takes NumPy's argument names: {names}")
-        return method(self, *args, **kwargs)
-    return checked
-
 
 class Tensor:
     """An n-dimensional array that records the ops applied to it for backward.
@@ -55,8 +31,6 @@ class Tensor:
     for leaves).
     """
     __slots__ = ("array", "grad", "requires_grad", "creator", "output_index", "__weakref__")
-    # NumPy arithmetic with a Tensor on the right defers to the Tensor's reflected operator.
-    __array_ufunc__ = None
 
     def __init__(self, data, requires_grad=False):
         if not is_array(data):
@@ -100,10 +74,6 @@ class Tensor:
         return self.array.ndim
 
     @property
-    def size(self):
-        return self.array.size
-
-    @property
     def device(self):
         return device_of(self.array)
 
@@ -114,6 +84,34 @@ class Tensor:
     @property
     def T(self):
         return transpose(self)
+
+    @property
+    def mT(self):
+        """The last two dimensions swapped (a batch of matrices transposed)."""
+        return swapaxes(self, -2, -1)
+
+    @property
+    def grad_fn(self):
+        """The op that produced this tensor (None for a leaf): PyTorch's name for `creator`."""
+        return self.creator
+
+    def size(self, dim=None):
+        """The shape (a tuple), or the length of dimension `dim`."""
+        return tuple(self.array.shape) if dim is None else self.array.shape[dim]
+
+    def numel(self):
+        """The number of elements."""
+        return self.array.size
+
+    nelement = numel
+
+    def dim(self):
+        """The number of dimensions."""
+        return self.array.ndim
+
+    def element_size(self):
+        """Bytes per element."""
+        return self.array.itemsize
 
     def __len__(self):
         if self.array.ndim == 0:
@@ -158,6 +156,29 @@ class Tensor:
     def __array__(self, dtype=None, copy=None):
         array = self.numpy_cpu()
         return array if dtype is None else array.astype(dtype, copy=False)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        """NumPy meets a Tensor. `ndarray += tensor` writes into the ndarray (it stays an
+        ndarray, as with PyTorch); `ndarray + tensor` and `np.float32(2) * tensor` go to
+        Tensor's own operators and give a Tensor (a float32 tensor stays float32)."""
+        if out is not None:
+            if any(isinstance(o, Tensor) for o in out):
+                return NotImplemented
+            arrays = [x.numpy_cpu() if isinstance(x, Tensor) else x for x in inputs]
+            return getattr(ufunc, method)(*arrays, out=out, **kwargs)
+        function = _UFUNC_OPERATORS.get(ufunc.__name__)
+        if method != "__call__" or function is None or kwargs:
+            return NotImplemented
+        reference = next(x for x in inputs if isinstance(x, Tensor))
+        return function(*[_operand(x, reference) for x in inputs])
+
+    def __format__(self, spec):
+        """`f"{loss:.3f}"` formats a one-element tensor as its number."""
+        if self.array.size == 1:
+            return format(self.item(), spec)
+        if spec:
+            raise TypeError(f"format spec {spec!r} needs a one-element tensor, got shape {self.shape}")
+        return str(self)
 
     # ----- conversion -------------------------------------------------------------
     def numpy(self):
@@ -209,14 +230,49 @@ class Tensor:
             return self
         return Cast(dtype)(self)
 
+    def type(self, dtype=None):
+        """Without an argument, the type's name ('easyfit.FloatTensor'); with one, a cast."""
+        if dtype is None:
+            return f"easyfit.{_TYPE_NAMES.get(self.array.dtype, str(self.array.dtype))}Tensor"
+        return self.astype(dtype)
+
+    def type_as(self, other):
+        return self.astype(other.dtype)
+
     def float(self):
         return self.astype(np.float32)
 
     def double(self):
         return self.astype(np.float64)
 
+    def half(self):
+        return self.astype(np.float16)
+
     def long(self):
         return self.astype(np.int64)
+
+    def int(self):
+        return self.astype(np.int32)
+
+    def short(self):
+        return self.astype(np.int16)
+
+    def byte(self):
+        return self.astype(np.uint8)
+
+    def bool(self):
+        return self.astype(np.bool_)
+
+    def is_floating_point(self):
+        return self.array.dtype.kind == "f"
+
+    def equal(self, other):
+        """True when both tensors have the same shape and elements."""
+        return self.shape == other.shape and bool((self.array == other.array).all())
+
+    def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+        xp = get_array_module(self.array)
+        return bool(xp.allclose(self.array, _operand(other, self).array, rtol=rtol, atol=atol, equal_nan=equal_nan))
 
     # ----- autograd ---------------------------------------------------------------
     def backward(self, grad=None, retain_graph=None, create_graph=False):
@@ -352,67 +408,371 @@ class Tensor:
     def __ge__(self, other):
         return _compare(np.greater_equal, self, other)
 
-    def __getattr__(self, name):  # only reached when normal lookup fails
-        hint = _TORCH_ATTRIBUTES.get(name)
-        if hint is None:
-            raise AttributeError(f"'Tensor' object has no attribute {name!r}")
-        raise AttributeError(f"'Tensor' object has no attribute {name!r}: easyfit's tensors use NumPy's "
-                             f"names (PyTorch's for layers and optimizers); write {hint}")
+    # ----- comparisons as methods -------------------------------------------------
+    def eq(self, other):
+        return self == other
 
-    # ----- methods with NumPy names -----------------------------------------------
-    @_numpy_keywords
-    def sum(self, axis=None, keepdims=False):
-        return sum(self, axis, keepdims)
+    def ne(self, other):
+        return self != other
 
-    @_numpy_keywords
-    def mean(self, axis=None, keepdims=False):
-        return mean(self, axis, keepdims)
+    def lt(self, other):
+        return self < other
 
-    @_numpy_keywords
-    def var(self, axis=None, keepdims=False, ddof=0):
-        return var(self, axis, keepdims, ddof)
+    def le(self, other):
+        return self <= other
 
-    @_numpy_keywords
-    def std(self, axis=None, keepdims=False, ddof=0):
-        return var(self, axis, keepdims, ddof) ** 0.5
+    def gt(self, other):
+        return self > other
 
-    @_numpy_keywords
-    def max(self, axis=None, keepdims=False):
-        return max(self, axis, keepdims)
+    def ge(self, other):
+        return self >= other
 
-    @_numpy_keywords
-    def min(self, axis=None, keepdims=False):
-        return min(self, axis, keepdims)
+    @numpy_spellings
+    def all(self, dim=None, keepdim=False):
+        return _wrap(get_array_module(self.array).all(self.array, axis=dim, keepdims=keepdim))
 
-    @_numpy_keywords
-    def argmax(self, axis=None, keepdims=False):
-        return argmax(self, axis, keepdims)
+    @numpy_spellings
+    def any(self, dim=None, keepdim=False):
+        return _wrap(get_array_module(self.array).any(self.array, axis=dim, keepdims=keepdim))
 
-    @_numpy_keywords
-    def argmin(self, axis=None, keepdims=False):
-        return argmin(self, axis, keepdims)
+    # ----- reductions (PyTorch's dim/keepdim; NumPy's axis/keepdims accepted) --------
+    # Each method calls the function of the same name: they share the spelling rules.
+    def sum(self, *args, **kwargs):
+        return sum(self, *args, **kwargs)
+
+    def mean(self, *args, **kwargs):
+        return mean(self, *args, **kwargs)
+
+    def var(self, *args, **kwargs):
+        return var(self, *args, **kwargs)
+
+    def std(self, *args, **kwargs):
+        return std(self, *args, **kwargs)
+
+    def max(self, *args, **kwargs):
+        return max(self, *args, **kwargs)
+
+    def min(self, *args, **kwargs):
+        return min(self, *args, **kwargs)
+
+    def argmax(self, *args, **kwargs):
+        return argmax(self, *args, **kwargs)
+
+    def argmin(self, *args, **kwargs):
+        return argmin(self, *args, **kwargs)
+
+    def norm(self, *args, **kwargs):
+        return functions.norm(self, *args, **kwargs)
+
+    def cumsum(self, *args, **kwargs):
+        return functions.cumsum(self, *args, **kwargs)
+
+    def softmax(self, *args, **kwargs):
+        return functions.softmax(self, *args, **kwargs)
+
+    def log_softmax(self, *args, **kwargs):
+        return functions.log_softmax(self, *args, **kwargs)
+
+    # ----- elementwise math -------------------------------------------------------
+    def exp(self):
+        return functions.exp(self)
+
+    def log(self):
+        return log(self)
+
+    def sqrt(self):
+        return functions.sqrt(self)
+
+    def tanh(self):
+        return functions.tanh(self)
+
+    def sigmoid(self):
+        return functions.sigmoid(self)
+
+    def relu(self):
+        return functions.relu(self)
+
+    def abs(self):
+        return Abs()(self)
+
+    def sin(self):
+        return functions.sin(self)
+
+    def cos(self):
+        return functions.cos(self)
+
+    def neg(self):
+        return Neg()(self)
+
+    def pow(self, exponent):
+        return self ** exponent
+
+    def add(self, other, alpha=1):
+        return self + (other if alpha == 1 else other * alpha)
+
+    def sub(self, other, alpha=1):
+        return self - (other if alpha == 1 else other * alpha)
+
+    def mul(self, other):
+        return self * other
+
+    def div(self, other):
+        return self / other
+
+    def maximum(self, other):
+        return functions.maximum(self, other)
+
+    def minimum(self, other):
+        return functions.minimum(self, other)
+
+    def clamp(self, min=None, max=None):
+        return functions.clamp(self, min, max)
 
     def clip(self, min=None, max=None):
-        return clip(self, min, max)
+        return functions.clamp(self, min, max)
 
+    def matmul(self, other):
+        return matmul(self, other)
+
+    def mm(self, other):
+        return functions.mm(self, other)
+
+    def bmm(self, other):
+        return functions.bmm(self, other)
+
+    # ----- shapes -----------------------------------------------------------------
     def reshape(self, *shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = shape[0]
-        return reshape(self, shape)
+        return reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 
-    def flatten(self):
-        return reshape(self, (-1,))
+    def view(self, *shape):
+        return layout.view(self, *shape)
 
-    def transpose(self, *axes):
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = axes[0]
-        return transpose(self, axes or None)
+    def view_as(self, other):
+        return layout.view(self, other.shape)
 
-    def swapaxes(self, axis1, axis2):
-        return swapaxes(self, axis1, axis2)
+    def reshape_as(self, other):
+        return reshape(self, other.shape)
 
-    def squeeze(self, axis=None):
-        return squeeze(self, axis)
+    def flatten(self, start_dim=0, end_dim=-1):
+        return layout.flatten(self, start_dim, end_dim)
+
+    def unflatten(self, dim, sizes):
+        return layout.unflatten(self, dim, sizes)
+
+    def transpose(self, *dims, **kwargs):
+        return transpose(self, *dims, **kwargs)
+
+    def permute(self, *dims):
+        return layout.permute(self, *dims)
+
+    def t(self):
+        return layout.t(self)
+
+    def swapaxes(self, axis0, axis1):
+        return swapaxes(self, axis0, axis1)
+
+    def squeeze(self, *args, **kwargs):
+        return squeeze(self, *args, **kwargs)
+
+    def unsqueeze(self, *args, **kwargs):
+        return layout.unsqueeze(self, *args, **kwargs)
+
+    def expand(self, *sizes):
+        return layout.expand(self, *sizes)
+
+    def expand_as(self, other):
+        return layout.expand_as(self, other)
+
+    def broadcast_to(self, shape):
+        return broadcast_to(self, shape)
+
+    def repeat(self, *sizes, **kwargs):
+        if kwargs:  # x.repeat(r, axis=k): NumPy's repeat (docs/from-pytorch.md)
+            return layout._numpy_repeat(self, *sizes, **kwargs)
+        return layout.repeat(self, *sizes)
+
+    def repeat_interleave(self, *args, **kwargs):
+        return layout.repeat_interleave(self, *args, **kwargs)
+
+    def tile(self, *dims):
+        return layout.tile(self, dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims)
+
+    def flip(self, *dims, **kwargs):
+        return layout.flip(self, *((layout._sizes(dims),) if dims else ()), **kwargs)
+
+    def roll(self, *args, **kwargs):
+        return layout.roll(self, *args, **kwargs)
+
+    def split(self, *args, **kwargs):
+        return layout.split(self, *args, **kwargs)
+
+    def chunk(self, *args, **kwargs):
+        return layout.chunk(self, *args, **kwargs)
+
+    def narrow(self, *args, **kwargs):
+        return layout.narrow(self, *args, **kwargs)
+
+    def contiguous(self):
+        return layout.contiguous(self)
+
+    def clone(self):
+        return layout.clone(self)
+
+    def tril(self, diagonal=0):
+        return layout.tril(self, diagonal)
+
+    def triu(self, diagonal=0):
+        return layout.triu(self, diagonal)
+
+    # ----- indexing and sorting ---------------------------------------------------
+    def gather(self, dim, index):
+        return indexing.gather(self, dim, index)
+
+    def scatter(self, dim, index, src=None, *, value=None):
+        return indexing.scatter(self, dim, index, src, value=value)
+
+    def scatter_add(self, dim, index, src):
+        return indexing.scatter_add(self, dim, index, src)
+
+    def index_select(self, dim, index):
+        return indexing.index_select(self, dim, index)
+
+    def masked_fill(self, mask, value):
+        return indexing.masked_fill(self, mask, value)
+
+    def sort(self, *args, **kwargs):
+        return sort(self, *args, **kwargs)
+
+    def argsort(self, *args, **kwargs):
+        return argsort(self, *args, **kwargs)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        return sorting.topk(self, k, dim, largest, sorted)
+
+    # ----- creation like this tensor (dtype and device default to this one's) -----
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+        return creation.tensor(data, dtype or self.dtype, device or self.device, requires_grad)
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+        return creation.zeros(*size, dtype=dtype or self.dtype, device=device or self.device,
+                              requires_grad=requires_grad)
+
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+        return creation.ones(*size, dtype=dtype or self.dtype, device=device or self.device,
+                             requires_grad=requires_grad)
+
+    def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+        return creation.empty(*size, dtype=dtype or self.dtype, device=device or self.device,
+                              requires_grad=requires_grad)
+
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+        return creation.full(size, fill_value, dtype=dtype or self.dtype, device=device or self.device,
+                             requires_grad=requires_grad)
+
+    # ----- in place (PyTorch's *_ methods) ------------------------------------------
+    # Each computes its result out of place and writes it into this tensor's memory, so
+    # `.data` views and parameters see the change. easyfit records no in-place op, so,
+    # as PyTorch does for a leaf, a tensor in a graph refuses (see _write).
+    def add_(self, other, alpha=1):
+        return self._write("add_", lambda: self.add(other, alpha), other)
+
+    def sub_(self, other, alpha=1):
+        return self._write("sub_", lambda: self.sub(other, alpha), other)
+
+    def mul_(self, other):
+        return self._write("mul_", lambda: self * other, other)
+
+    def div_(self, other):
+        return self._write("div_", lambda: self / other, other)
+
+    def pow_(self, exponent):
+        return self._write("pow_", lambda: self ** exponent, exponent)
+
+    def neg_(self):
+        return self._write("neg_", lambda: -self)
+
+    def abs_(self):
+        return self._write("abs_", lambda: abs(self))
+
+    def exp_(self):
+        return self._write("exp_", lambda: self.exp())
+
+    def log_(self):
+        return self._write("log_", lambda: self.log())
+
+    def sqrt_(self):
+        return self._write("sqrt_", lambda: self.sqrt())
+
+    def relu_(self):
+        return self._write("relu_", lambda: self.relu())
+
+    def sigmoid_(self):
+        return self._write("sigmoid_", lambda: self.sigmoid())
+
+    def tanh_(self):
+        return self._write("tanh_", lambda: self.tanh())
+
+    def clamp_(self, min=None, max=None):
+        return self._write("clamp_", lambda: self.clamp(min, max), min, max)
+
+    clip_ = clamp_
+
+    def addcmul_(self, tensor1, tensor2, value=1):
+        return self._write("addcmul_", lambda: self + value * tensor1 * tensor2, tensor1, tensor2)
+
+    def addcdiv_(self, tensor1, tensor2, value=1):
+        return self._write("addcdiv_", lambda: self + value * tensor1 / tensor2, tensor1, tensor2)
+
+    def lerp_(self, end, weight):
+        return self._write("lerp_", lambda: self + weight * (end - self), end, weight)
+
+    def masked_fill_(self, mask, value):
+        return self._write("masked_fill_", lambda: self.masked_fill(mask, value), value)
+
+    def scatter_(self, dim, index, src=None, *, value=None):
+        return self._write("scatter_", lambda: self.scatter(dim, index, src, value=value), src)
+
+    def scatter_add_(self, dim, index, src):
+        return self._write("scatter_add_", lambda: self.scatter_add(dim, index, src), src)
+
+    def copy_(self, src):
+        """Copy src's values (broadcast, cast and moved to this tensor's device) into this tensor."""
+        return self._write("copy_", lambda: _operand(src, self).to(self.device), src)
+
+    def fill_(self, value):
+        return self._write("fill_", lambda: _operand(value, self), value)
+
+    def zero_(self):
+        return self._write("zero_", lambda: _wrap(self.array.dtype.type(0)))
+
+    def normal_(self, mean=0.0, std=1.0):
+        """Fill with draws from N(mean, std**2), from the generator that manual_seed seeds."""
+        return self._write("normal_", lambda: _drawn(self, default_generator().normal(mean, std, self.shape)))
+
+    def uniform_(self, a=0.0, b=1.0):
+        """Fill with draws from U[a, b), from the generator that manual_seed seeds."""
+        return self._write("uniform_", lambda: _drawn(self, default_generator().uniform(a, b, self.shape)))
+
+    def _write(self, name, compute, *operands):
+        """Run `compute` (the out-of-place result) and write it into this tensor's memory."""
+        if self.creator is not None:
+            raise RuntimeError(
+                f"{name}() on a tensor computed in a graph (by {type(self.creator).__name__}): easyfit records "
+                f"no in-place ops, so its gradient would be wrong; write the out-of-place form (y = x.{name[:-1]}"
+                f"(...)), or change x.data, which is outside the graph")
+        if _grad_enabled[0] and (self.requires_grad or builtins.any(
+                isinstance(o, Tensor) and o.requires_grad for o in operands)):
+            raise RuntimeError(
+                f"{name}() on a leaf tensor that requires grad (shape {self.shape}), or with an operand that "
+                f"does, outside easyfit.no_grad(): the change would not be differentiable; do it under "
+                f"`with easyfit.no_grad():` (as an optimizer step does) or on x.data")
+        result = compute()
+        values = result.array if isinstance(result, Tensor) else result
+        try:
+            get_array_module(self.array).copyto(self.array, values, casting="same_kind")
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"{name}() on a tensor of shape {self.shape} {self.array.dtype}: {error}") from None
+        return self
 
 
 class Function:
@@ -549,6 +909,24 @@ class Function:
 
 
 # ----- helpers ----------------------------------------------------------------------
+
+# The NumPy ufuncs that a Tensor answers with its own operator (Tensor.__array_ufunc__).
+_UFUNC_OPERATORS = {
+    "add": operator.add, "subtract": operator.sub, "multiply": operator.mul, "divide": operator.truediv,
+    "true_divide": operator.truediv, "power": operator.pow, "matmul": operator.matmul, "negative": operator.neg,
+    "equal": operator.eq, "not_equal": operator.ne, "less": operator.lt, "less_equal": operator.le,
+    "greater": operator.gt, "greater_equal": operator.ge,
+}
+
+_TYPE_NAMES = {np.dtype(k): v for k, v in [
+    (np.float32, "Float"), (np.float64, "Double"), (np.float16, "Half"), (np.int64, "Long"), (np.int32, "Int"),
+    (np.int16, "Short"), (np.int8, "Char"), (np.uint8, "Byte"), (np.bool_, "Bool")]}
+
+
+def _drawn(like, values):
+    """Random values drawn on the CPU in float64, as a tensor of like's dtype and device."""
+    return Tensor(to_device(values.astype(like.dtype), like.device))
+
 
 def _wrap(array):
     t = Tensor.__new__(Tensor)
@@ -858,8 +1236,15 @@ class Transpose(Function):
         return transpose(gy, inverse)
 
 
-def transpose(x, axes=None):
-    """Permute the axes (reversed when `axes` is None), as NumPy's transpose."""
+def transpose(x, *dims, axes=None):
+    """Two dims swap them (PyTorch's transpose(x, 0, 1)); a full permutation, as a tuple or as
+    three or more ints, reorders the axes (NumPy's transpose); none reverses them."""
+    if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+        axes = dims[0]
+    elif len(dims) == 2:
+        return swapaxes(x, *dims)
+    elif dims:
+        axes = dims
     return Transpose(tuple(axes) if axes is not None else None)(x)
 
 
@@ -871,16 +1256,23 @@ def swapaxes(x, axis1, axis2):
     return Transpose(tuple(axes))(x)
 
 
-def squeeze(x, axis=None):
-    """Remove axes of length one (all of them, or the given `axis`)."""
-    if axis is None:
-        shape = tuple(n for n in x.shape if n != 1)
-    else:
-        axes = _normalize_axis(axis, x.ndim)
-        for a in axes:
+def _numpy_squeeze(x, axis=None):
+    """NumPy's squeeze: naming an axis whose size is not 1 is an error."""
+    if axis is not None:
+        for a in _normalize_axis(axis, x.ndim):
             if x.shape[a] != 1:
                 raise ValueError(f"squeeze: axis {a} has size {x.shape[a]}, not 1 (shape {x.shape})")
-        shape = tuple(n for i, n in enumerate(x.shape) if i not in axes)
+    return squeeze(x, axis)
+
+
+@numpy_spellings(numpy=_numpy_squeeze)
+def squeeze(x, dim=None):
+    """Remove axes of length one: all of them, or those among `dim` (others are left, as in PyTorch)."""
+    if dim is None:
+        shape = tuple(n for n in x.shape if n != 1)
+    else:
+        dims = _normalize_axis(dim, x.ndim)
+        shape = tuple(n for i, n in enumerate(x.shape) if i not in dims or n != 1)
     return reshape(x, shape)
 
 
@@ -945,9 +1337,12 @@ class Sum(Function):
         return broadcast_to(gy, shape)
 
 
-def sum(x, axis=None, keepdims=False):
-    """Sum over `axis` (all axes when None)."""
-    return Sum(_normalize_axis(axis, x.ndim), keepdims)(x)
+@numpy_spellings
+def sum(x, dim=None, keepdim=False, *, dtype=None):
+    """Sum over `dim` (all dimensions when None)."""
+    if dtype is not None:
+        x = x.astype(dtype)
+    return Sum(_normalize_axis(dim, x.ndim), keepdim)(x)
 
 
 class Mean(Function):
@@ -960,24 +1355,54 @@ class Mean(Function):
     def backward(self, gy):
         x = self.inputs[0]
         shape = x.shape
-        count = x.size // builtins.max(gy.size, 1) if x.size else 1
+        count = x.array.size // builtins.max(gy.array.size, 1) if x.array.size else 1
         if not self.keepdims:
             gy = reshape(gy, _keepdims_shape(shape, self.axis))
         return broadcast_to(gy * (1.0 / count if count else 0.0), shape)
 
 
-def mean(x, axis=None, keepdims=False):
-    """Mean over `axis` (all axes when None)."""
-    return Mean(_normalize_axis(axis, x.ndim), keepdims)(x)
+@numpy_spellings
+def mean(x, dim=None, keepdim=False, *, dtype=None):
+    """Mean over `dim` (all dimensions when None)."""
+    if dtype is not None:
+        x = x.astype(dtype)
+    return Mean(_normalize_axis(dim, x.ndim), keepdim)(x)
 
 
-def var(x, axis=None, keepdims=False, ddof=0):
-    """Variance with NumPy's default ddof=0 (PyTorch's default is ddof=1)."""
-    axes = _normalize_axis(axis, x.ndim)
-    count = x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
-    centered = x - mean(x, axis, keepdims=True)
-    scale = 1.0 / (count - ddof) if count > ddof else float("nan")
-    return sum(centered * centered, axis, keepdims) * scale
+def _variance(x, dim, keepdim, correction):
+    axes = _normalize_axis(dim, x.ndim)
+    count = x.array.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
+    centered = x - mean(x, dim, True)
+    scale = 1.0 / (count - correction) if count > correction else float("nan")
+    return sum(centered * centered, dim, keepdim) * scale
+
+
+def _correction(unbiased, correction):
+    if unbiased is not None and correction is not None:
+        raise TypeError("var/std: give unbiased= or correction=, not both")
+    return correction if correction is not None else (0 if unbiased is False else 1)
+
+
+def _numpy_var(x, axis=None, keepdims=False, ddof=0):
+    """NumPy's var (named axis=): ddof=0 unless given."""
+    return _variance(x, axis, keepdims, ddof)
+
+
+def _numpy_std(x, axis=None, keepdims=False, ddof=0):
+    """NumPy's std (named axis=): ddof=0 unless given."""
+    return _variance(x, axis, keepdims, ddof) ** 0.5
+
+
+@numpy_spellings(numpy=_numpy_var)
+def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Variance over `dim` with PyTorch's default correction=1 (n - 1); `axis=` gives NumPy's ddof=0."""
+    return _variance(x, dim, keepdim, _correction(unbiased, correction))
+
+
+@numpy_spellings(numpy=_numpy_std)
+def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Standard deviation over `dim` (PyTorch's correction=1 by default; `axis=` gives NumPy's ddof=0)."""
+    return _variance(x, dim, keepdim, _correction(unbiased, correction)) ** 0.5
 
 
 class Max(Function):
@@ -1002,24 +1427,73 @@ class Max(Function):
         return broadcast_to(reshape(gy, shape), x.shape) * _wrap(mask)
 
 
-def max(x, axis=None, keepdims=False):
-    """Largest value over `axis`; ties share the gradient equally."""
+def _numpy_max(x, axis=None, keepdims=False):
+    """NumPy's max (named axis=): the values only; ties share the gradient equally."""
     return Max(_normalize_axis(axis, x.ndim), keepdims, False)(x)
 
 
-def min(x, axis=None, keepdims=False):
-    """Smallest value over `axis`; ties share the gradient equally."""
+def _numpy_min(x, axis=None, keepdims=False):
+    """NumPy's min (named axis=): the values only; ties share the gradient equally."""
     return Max(_normalize_axis(axis, x.ndim), keepdims, True)(x)
 
 
-def argmax(x, axis=None, keepdims=False):
-    """Index of the largest value over `axis` (an int64 tensor, no gradient)."""
-    return _wrap(x.array.argmax(axis=axis, keepdims=keepdims))
+@numpy_spellings(numpy=_numpy_max)
+def max(x, dim=None, keepdim=False):
+    """The largest value; with `dim`, (values, indices) along it; with a tensor, the elementwise maximum."""
+    if isinstance(dim, Tensor):
+        return functions.maximum(x, dim)
+    if dim is None:
+        return Max(None, False, False)(x)
+    return sorting.extreme_along(x, dim, keepdim, take_min=False)
 
 
-def argmin(x, axis=None, keepdims=False):
-    """Index of the smallest value over `axis` (an int64 tensor, no gradient)."""
-    return _wrap(x.array.argmin(axis=axis, keepdims=keepdims))
+@numpy_spellings(numpy=_numpy_min)
+def min(x, dim=None, keepdim=False):
+    """The smallest value; with `dim`, (values, indices) along it; with a tensor, the elementwise minimum."""
+    if isinstance(dim, Tensor):
+        return functions.minimum(x, dim)
+    if dim is None:
+        return Max(None, False, True)(x)
+    return sorting.extreme_along(x, dim, keepdim, take_min=True)
+
+
+def amax(x, dim=None, keepdim=False):
+    """The largest values over `dim` (a tuple allowed); ties share the gradient equally."""
+    return Max(_normalize_axis(dim, x.ndim), keepdim, False)(x)
+
+
+def amin(x, dim=None, keepdim=False):
+    """The smallest values over `dim` (a tuple allowed); ties share the gradient equally."""
+    return Max(_normalize_axis(dim, x.ndim), keepdim, True)(x)
+
+
+@numpy_spellings
+def argmax(x, dim=None, keepdim=False):
+    """Index of the largest value over `dim` (of the flattened tensor when None; int64, no gradient)."""
+    return _wrap(x.array.argmax(axis=dim, keepdims=keepdim))
+
+
+@numpy_spellings
+def argmin(x, dim=None, keepdim=False):
+    """Index of the smallest value over `dim` (of the flattened tensor when None; int64, no gradient)."""
+    return _wrap(x.array.argmin(axis=dim, keepdims=keepdim))
+
+
+def _numpy_sort(x, axis=-1):
+    """NumPy's sort (named axis=): the sorted values only."""
+    return sorting.sort(x, axis).values
+
+
+@numpy_spellings(numpy=_numpy_sort)
+def sort(x, dim=-1, descending=False, stable=False):
+    """Sorted along `dim`: PyTorch's (values, indices); `axis=` gives NumPy's sorted values."""
+    return sorting.sort(x, dim, descending, stable)
+
+
+@numpy_spellings
+def argsort(x, dim=-1, descending=False, stable=False):
+    """Indices that sort x along `dim` (ties keep their order)."""
+    return sorting.argsort(x, dim, descending, stable)
 
 
 # ----- indexing -----------------------------------------------------------------------
@@ -1053,3 +1527,8 @@ class IndexAdd(Function):
 
     def backward(self, gy):
         return GetItem(self.index)(gy)
+
+
+# Op families that Tensor's methods call. They import Function and Tensor from this
+# module, so they are loaded here, once both exist.
+from . import creation, functions, indexing, layout, sorting  # noqa: E402

@@ -8,7 +8,7 @@ vision and text pipelines that build them from files.
 
 Real datasets are in `easyfit.data.datasets`. This package imports only `easyfit.core`.
 """
-from .loader import (Dataset, ArrayDataset, Subset, DataLoader, DataLoaders, default_collate, apply_transforms,
+from .loader import (Dataset, ArrayDataset, TensorDataset, Subset, random_split, DataLoader, DataLoaders, default_collate, apply_transforms,
                      DataLoaderError, CollateError, SkipSample)
 from .transforms import (Transform, Compose, Resize, CenterCrop, RandomCrop, RandomHorizontalFlip,
                          RandomVerticalFlip, ImageToFloat, Normalize, imagenet_stats)
@@ -17,7 +17,7 @@ from .text import (WordTokenizer, CharTokenizer, Vocab, TextDataset, TextDataLoa
                    PadCollate, SortedBatchSampler, UNK, PAD, BOS, EOS, SPECIAL_TOKENS)
 from . import datasets
 
-__all__ = ["Dataset", "ArrayDataset", "Subset", "DataLoader", "DataLoaders", "default_collate",
+__all__ = ["Dataset", "ArrayDataset", "TensorDataset", "Subset", "random_split", "DataLoader", "DataLoaders", "default_collate",
            "apply_transforms", "DataLoaderError", "CollateError", "SkipSample", "Transform", "Compose", "Resize",
            "CenterCrop", "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip", "ImageToFloat", "Normalize",
            "imagenet_stats", "ImageDataLoaders", "ImageFolderDataset", "ImageReadError", "decode_image",

@@ -102,6 +102,34 @@ class ArrayDataset(Dataset):
         return f"ArrayDataset({shapes})"
 
 
+class TensorDataset(Dataset):
+    """PyTorch's TensorDataset: item i is `tuple(t[i] for t in tensors)`, a tuple of Tensors.
+
+    The tensors must have the same first dimension; batches are cut from them directly.
+    """
+
+    def __init__(self, *tensors):
+        if not tensors:
+            raise ValueError("TensorDataset needs at least one tensor")
+        sizes = [t.shape[0] if t.ndim else None for t in tensors]
+        if None in sizes or len(set(sizes)) != 1:
+            raise ValueError(f"TensorDataset: the tensors must have the same first dimension, got shapes "
+                             f"{[tuple(t.shape) for t in tensors]}")
+        self.tensors = tuple(tensors)
+
+    def __len__(self):
+        return self.tensors[0].shape[0]
+
+    def __getitem__(self, index):
+        return tuple(t[index] for t in self.tensors)
+
+    def get_batch(self, indices):
+        return tuple(t.numpy_cpu()[indices] for t in self.tensors)
+
+    def __repr__(self):
+        return f"TensorDataset({', '.join(str(tuple(t.shape)) for t in self.tensors)})"
+
+
 class Subset(Dataset):
     """The samples of `dataset` at `indices` (in that order)."""
 
@@ -236,6 +264,27 @@ def _transform_input(sample, transforms, rng):
     if isinstance(sample, list):
         return [apply_transforms(transforms, sample[0], rng)] + sample[1:]
     return apply_transforms(transforms, sample, rng)
+
+
+
+def random_split(dataset, lengths, seed=None):
+    """Disjoint random Subsets of the given lengths (or fractions adding up to 1), as PyTorch's.
+
+    The order is drawn from easyfit's seeded generator (or from `seed` when given).
+    """
+    n = len(dataset)
+    lengths = list(lengths)
+    if all(isinstance(x, float) for x in lengths) and abs(sum(lengths) - 1) < 1e-6:
+        counts = [int(np.floor(n * x)) for x in lengths]
+        for i in range(n - sum(counts)):
+            counts[i % len(counts)] += 1
+        lengths = counts
+    if sum(lengths) != n:
+        raise ValueError(f"random_split: lengths {lengths} add up to {sum(lengths)}, not the dataset's {n} samples")
+    generator = default_generator() if seed is None else np.random.default_rng(seed)
+    order = generator.permutation(n)
+    cuts = np.cumsum(lengths)[:-1]
+    return [Subset(dataset, part) for part in np.split(order, cuts)]
 
 
 class BatchFetcher:

@@ -464,7 +464,7 @@ class Learner:
             raise LossError(f"{_name_of(self.loss_func)} failed on the model's output of shape "
                             f"{_shape(pred)} (dtype {_dtype(pred)}) and targets of shape {_shape(target)} "
                             f"(dtype {_dtype(target)}): {type(error).__name__}: {error}") from error
-        if not isinstance(loss, Tensor) or loss.size != 1:
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
             raise LossError(f"{_name_of(self.loss_func)} returned {_shape(loss) if isinstance(loss, Tensor) else type(loss).__name__} "
                             f"for output {_shape(pred)} and targets {_shape(target)}; training needs a scalar "
                             "loss Tensor (use reduction='mean')")

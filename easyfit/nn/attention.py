@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from ..core.backend import get_array_module, to_device
-from ..core.functions import split, swapaxes, transpose, reshape, expand_dims, mean
+from ..core.functions import swapaxes, transpose, reshape, expand_dims, mean
 from ..core.tensor import Tensor, DEFAULT_FLOAT
 from . import functional as F
 from . import init
@@ -129,7 +129,7 @@ class MultiheadAttention(Module):
         E = self.embed_dim
         weight, bias = self.in_proj_weight, self.in_proj_bias
         if self_attention:
-            return split(F.linear(query, weight, bias), 3, axis=-1)
+            return F.linear(query, weight, bias).chunk(3, dim=-1)
         projections = []
         for index, x in enumerate((query, key, value)):
             rows = slice(index * E, (index + 1) * E)

@@ -65,7 +65,7 @@ def test_conversions():
     assert ef.tensor([2.5]).item() == 2.5
     assert x.tolist() == [[1.0, 2.0]]
     assert float(ef.tensor(1.5)) == 1.5 and int(ef.tensor(3)) == 3
-    assert x.ndim == 2 and x.size == 2 and len(x) == 1 and x.device == "cpu"
+    assert x.ndim == 2 and x.numel() == 2 and len(x) == 1 and x.device == "cpu"
     with pytest.raises(ValueError, match="one element"):
         x.item()
     np.testing.assert_array_equal(np.asarray(x), [[1.0, 2.0]])
@@ -150,3 +150,63 @@ def test_scatter_add_rows_mixes_rare_and_frequent_repeats():
     np.add.at(expected, rows, values)
     backend.scatter_add(target, rows, values)
     np.testing.assert_allclose(target, expected, rtol=1e-12, atol=1e-12)
+
+
+# ----- PyTorch's creation functions (issue 16) -------------------------------------------
+
+def test_like_and_new_functions_keep_dtype_and_device():
+    x = ef.zeros(2, 3, dtype=ef.double)
+    for t in (ef.ones_like(x), ef.full_like(x, 2.5), ef.empty_like(x), ef.rand_like(x), ef.randn_like(x),
+              x.new_zeros(2, 3), x.new_ones((2, 3)), x.new_full((2, 3), 1.5), x.new_empty(2, 3)):
+        assert t.shape == (2, 3) and t.dtype == np.float64 and t.device == "cpu"
+    assert ef.full_like(x, 2.5).numpy().tolist() == [[2.5] * 3] * 2
+    assert x.new_tensor([1, 2]).dtype == np.float64 and x.new_zeros(4, dtype=ef.long).dtype == np.int64
+    r = ef.randint_like(ef.zeros(100, dtype=ef.long), 3, 6)
+    assert r.dtype == np.int64 and set(r.tolist()) == {3, 4, 5}
+    assert 0.0 <= float(ef.rand_like(x).min()) and float(ef.rand_like(x).max()) < 1.0
+
+
+def test_ranges_and_random_integers():
+    torch = pytest.importorskip("torch")
+    np.testing.assert_allclose(ef.linspace(0, 1, 5).numpy(), torch.linspace(0, 1, 5).numpy())
+    assert ef.linspace(0, 1, 5).dtype == np.float32 and ef.arange(1, 7, 2).tolist() == [1, 3, 5]
+    assert ef.arange(1.0, 2.0, 0.5).dtype == np.float32
+    ef.manual_seed(0)
+    r = ef.randint(0, 4, (1000,))
+    assert r.dtype == np.int64 and r.shape == (1000,) and set(r.tolist()) == {0, 1, 2, 3}
+    assert ef.randint(5, (2, 3)).shape == (2, 3) and int(ef.randint(5, size=(9,)).max()) < 5
+    p = ef.randperm(10)
+    assert sorted(p.tolist()) == list(range(10)) and p.dtype == np.int64
+    ef.manual_seed(1)
+    a = ef.randperm(10)
+    ef.manual_seed(1)
+    assert ef.randperm(10).tolist() == a.tolist()
+
+
+def test_multinomial_draws_from_each_row():
+    ef.manual_seed(0)
+    weights = ef.tensor([[0.0, 1.0, 3.0], [1.0, 0.0, 0.0]])
+    draws = ef.multinomial(weights, 2000, replacement=True)
+    assert draws.shape == (2, 2000) and draws.dtype == np.int64
+    counts = np.bincount(draws.numpy()[0], minlength=3)
+    assert counts[0] == 0 and 0.70 < counts[2] / 2000 < 0.80 and set(draws.numpy()[1]) == {0}
+    picked = ef.multinomial(ef.tensor([1.0, 1.0, 1.0, 0.0]), 3)
+    assert sorted(picked.tolist()) == [0, 1, 2]
+    with pytest.raises(ValueError, match="without replacement"):
+        ef.multinomial(ef.tensor([1.0, 0.0]), 2)
+
+
+def test_dtype_names_as_in_pytorch():
+    pairs = {"float": np.float32, "double": np.float64, "half": np.float16, "long": np.int64, "int": np.int32,
+             "short": np.int16, "uint8": np.uint8, "int8": np.int8, "bool": np.bool_, "float32": np.float32,
+             "float64": np.float64, "float16": np.float16, "int64": np.int64, "int32": np.int32, "int16": np.int16}
+    for name, dtype in pairs.items():
+        assert np.dtype(getattr(ef, name)) == dtype, name
+        assert ef.zeros(2, dtype=getattr(ef, name)).dtype == dtype
+    x = ef.ones(2)
+    assert x.dtype == ef.float and x.double().dtype == ef.double and x.long().dtype == ef.long
+    assert x.int().dtype == ef.int and x.half().dtype == ef.half and x.bool().dtype == ef.bool
+    assert x.short().dtype == ef.short and x.byte().dtype == ef.uint8 and x.type(ef.double).dtype == ef.double
+    assert x.type() == "easyfit.FloatTensor" and x.long().type() == "easyfit.LongTensor"
+    with pytest.raises(AttributeError, match="NumPy, which holds easyfit's arrays, has no bfloat16"):
+        ef.bfloat16

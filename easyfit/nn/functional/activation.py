@@ -2,48 +2,14 @@
 import math
 
 from ...core.backend import get_array_module
-from ...core.functions import abs, exp, log, relu as _relu, sigmoid, tanh, where
+from ...core.functions import LogSoftmax, Softmax, abs, exp, log, relu as _relu, sigmoid, tanh, where
 from ...core.tensor import Function, reshape, sum, Tensor
 from ._arguments import _axis
-
-
-class Softmax(Function):
-    save_outputs = True
-
-    def __init__(self, axis):
-        self.axis = axis
-
-    def forward(self, a):
-        xp = get_array_module(a)
-        y = a - a.max(axis=self.axis, keepdims=True)
-        xp.exp(y, out=y)
-        y /= y.sum(axis=self.axis, keepdims=True)
-        return y
-
-    def backward(self, gy):
-        y = self.output()
-        return y * (gy - sum(gy * y, axis=self.axis, keepdims=True))
 
 
 def softmax(x, axis=-1, *, dim=None):
     """exp(x) / sum(exp(x)) along `axis` (or PyTorch's `dim`), shifted by the maximum so it cannot overflow."""
     return Softmax(_axis(axis, dim, -1, "softmax") % x.ndim)(x)
-
-
-class LogSoftmax(Function):
-    save_outputs = True
-
-    def __init__(self, axis):
-        self.axis = axis
-
-    def forward(self, a):
-        xp = get_array_module(a)
-        shifted = a - a.max(axis=self.axis, keepdims=True)
-        shifted -= xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
-        return shifted
-
-    def backward(self, gy):
-        return gy - exp(self.output()) * sum(gy, axis=self.axis, keepdims=True)
 
 
 def log_softmax(x, axis=-1, *, dim=None):

@@ -285,7 +285,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     Otherwise normalizes with the running statistics.
     """
     if training:
-        count = x.size // x.shape[1]
+        count = x.numel() // x.shape[1]
         if count <= 1:
             raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
                              f"got input of shape {x.shape}")
