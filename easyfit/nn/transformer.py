@@ -44,6 +44,19 @@ def _activation(activation, owner):
     return activation
 
 
+def _layer_args(layer):
+    """The constructor arguments of an encoder or decoder layer, read back from its parts."""
+    names = {function: name for name, function in _ACTIVATIONS.items()}
+    if layer.activation not in names:
+        raise ValueError(f"export: {type(layer).__name__} has a custom activation {layer.activation!r}, which "
+                         f"cannot be saved without pickle; use activation='relu' or 'gelu'")
+    return dict(d_model=layer.linear1.in_features, nhead=layer.self_attn.num_heads,
+                dim_feedforward=layer.linear1.out_features, dropout=layer.dropout.p,
+                activation=names[layer.activation], layer_norm_eps=layer.norm1.eps,
+                batch_first=layer.self_attn.batch_first, norm_first=layer.norm_first,
+                bias=layer.linear1.bias is not None, dtype=str(layer.linear1.weight.dtype))
+
+
 def _check_positive(owner, **values):
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -58,7 +71,7 @@ class TransformerEncoderLayer(Module):
         out = layer(src, src_mask=None, src_key_padding_mask=None, is_causal=False)
     """
 
-    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation=F.relu, layer_norm_eps=1e-5,
+    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu", layer_norm_eps=1e-5,
                  batch_first=False, norm_first=False, bias=True, device=None, dtype=None):
         super().__init__()
         _check_positive("TransformerEncoderLayer", d_model=d_model, nhead=nhead, dim_feedforward=dim_feedforward)
@@ -74,6 +87,10 @@ class TransformerEncoderLayer(Module):
         self.activation = _activation(activation, "TransformerEncoderLayer")
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
+
+    def export_args(self):
+        """Constructor arguments, so `learn.export` can rebuild this layer without pickle."""
+        return _layer_args(self)
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         x = src
@@ -102,7 +119,7 @@ class TransformerDecoderLayer(Module):
                     memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False)
     """
 
-    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation=F.relu, layer_norm_eps=1e-5,
+    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu", layer_norm_eps=1e-5,
                  batch_first=False, norm_first=False, bias=True, device=None, dtype=None):
         super().__init__()
         _check_positive("TransformerDecoderLayer", d_model=d_model, nhead=nhead, dim_feedforward=dim_feedforward)
@@ -121,6 +138,10 @@ class TransformerDecoderLayer(Module):
         self.activation = _activation(activation, "TransformerDecoderLayer")
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
+
+    def export_args(self):
+        """Constructor arguments, so `learn.export` can rebuild this layer without pickle."""
+        return _layer_args(self)
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal=False, memory_is_causal=False):
@@ -171,6 +192,11 @@ class TransformerEncoder(Module):
         self.enable_nested_tensor = enable_nested_tensor
         self.mask_check = mask_check
 
+    def export_args(self):
+        """Constructor arguments, so `learn.export` can rebuild this stack without pickle."""
+        return dict(encoder_layer=self.layers[0], num_layers=self.num_layers, norm=self.norm,
+                    enable_nested_tensor=self.enable_nested_tensor, mask_check=self.mask_check)
+
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
         output = src
         for layer in self.layers:
@@ -189,6 +215,10 @@ class TransformerDecoder(Module):
         self.layers = _clones(decoder_layer, num_layers, "TransformerDecoder")
         self.num_layers = num_layers
         self.norm = norm
+
+    def export_args(self):
+        """Constructor arguments, so `learn.export` can rebuild this stack without pickle."""
+        return dict(decoder_layer=self.layers[0], num_layers=self.num_layers, norm=self.norm)
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal=None, memory_is_causal=False):
@@ -212,7 +242,7 @@ class Transformer(Module):
     """
 
     def __init__(self, d_model=512, nhead=8, num_encoder_layers=6, num_decoder_layers=6, dim_feedforward=2048,
-                 dropout=0.1, activation=F.relu, custom_encoder=None, custom_decoder=None, layer_norm_eps=1e-5,
+                 dropout=0.1, activation="relu", custom_encoder=None, custom_decoder=None, layer_norm_eps=1e-5,
                  batch_first=False, norm_first=False, bias=True, device=None, dtype=None):
         super().__init__()
         if custom_encoder is not None:
@@ -235,6 +265,12 @@ class Transformer(Module):
         self.batch_first = batch_first
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
+
+    def export_args(self):
+        """Constructor arguments, so `learn.export` can rebuild this model without pickle (the
+        stacks are described in full; their weights come from the state dict)."""
+        return dict(d_model=self.d_model, nhead=self.nhead, custom_encoder=self.encoder, custom_decoder=self.decoder,
+                    batch_first=self.batch_first)
 
     def _reset_parameters(self):
         for p in self.parameters():

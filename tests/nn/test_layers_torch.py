@@ -305,3 +305,22 @@ def test_conv2d_in_many_batch_chunks(monkeypatch, groups, stride):
              torch.nn.Conv2d(6, 4, 3, stride=stride, padding=1, groups=groups), randn(5, 6, 7, 7), atol=1e-4)
     run_both(nn.Conv2d(4, 6, 3, stride=stride, padding=1, groups=groups),
              torch.nn.Conv2d(4, 6, 3, stride=stride, padding=1, groups=groups), randn(5, 4, 7, 7), atol=1e-4)
+
+
+def test_embedding_from_pretrained_and_padding_idx_like_torch():
+    table = randn(6, 3)
+    indices = np.array([[0, 2, 5], [2, 2, 1]], dtype=np.int64)
+    for freeze in (True, False):
+        ours = nn.Embedding.from_pretrained(ef.tensor(table), freeze=freeze, padding_idx=2)
+        theirs = torch.nn.Embedding.from_pretrained(torch.tensor(table), freeze=freeze, padding_idx=2)
+        assert ours.weight.requires_grad == theirs.weight.requires_grad == (not freeze)
+        np.testing.assert_array_equal(ours.weight.numpy(), theirs.weight.detach().numpy())  # row 2 kept
+        out, t_out = ours(ef.tensor(indices)), theirs(torch.tensor(indices))
+        np.testing.assert_array_equal(out.numpy(), t_out.detach().numpy())
+        if not freeze:
+            out.sum().backward()
+            t_out.sum().backward()
+            np.testing.assert_array_equal(ours.weight.grad.numpy(), theirs.weight.grad.numpy())
+    assert list(nn.Embedding(4, 2, sparse=True).state_dict()) == ["weight"]
+    with pytest.raises(ValueError, match="max_norm and scale_grad_by_freq are not implemented"):
+        nn.Embedding(4, 2, max_norm=1.0)

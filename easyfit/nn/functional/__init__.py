@@ -1,7 +1,7 @@
 """Functional forms of the layers and losses: `easyfit.nn.functional` (import as F).
 
 One module per family (linear, activation, conv, pooling, normalization, loss,
-distance, embedding, dropout, shape); the public names are re-exported here.
+distance, upsampling, embedding, dropout, shape); the public names are re-exported here.
 
 The ops that dominate training time are fused into single `Function`s whose backward
 is computed directly on arrays in first-order backward and, when a graph of the
@@ -21,12 +21,13 @@ so a stack of them never transposes activations back and forth.
 """
 from .linear import linear
 from .activation import erf, gelu, leaky_relu, log_softmax, logsumexp, relu, silu, softmax, softplus
-from .conv import conv2d
+from .conv import conv1d, conv2d, conv_transpose2d
 from .pooling import adaptive_avg_pool2d, avg_pool2d, max_pool2d
-from .normalization import batch_norm, layer_norm
+from .normalization import batch_norm, group_norm, layer_norm
 from .loss import (binary_cross_entropy, binary_cross_entropy_with_logits, cross_entropy, huber_loss, kl_div, l1_loss,
                    mse_loss, nll_loss, smooth_l1_loss)
 from .distance import cosine_similarity
+from .upsampling import interpolate
 from .embedding import embedding
 from .dropout import dropout
 from .shape import flatten, one_hot, pad
@@ -41,9 +42,9 @@ from .loss import BCEWithLogits, BinaryCrossEntropy, SoftmaxCrossEntropy
 from .embedding import EmbeddingGrad, EmbeddingLookup
 
 __all__ = [
-    "linear", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm",
+    "linear", "conv1d", "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm", "group_norm",
     "dropout", "embedding", "one_hot", "pad", "relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu", "softplus",
     "erf", "softmax", "log_softmax", "logsumexp", "flatten", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "smooth_l1_loss", "huber_loss", "kl_div",
-    "cosine_similarity",
+    "cosine_similarity", "interpolate",
 ]

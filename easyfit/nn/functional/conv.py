@@ -1,10 +1,15 @@
 """2-D convolution: strided windows (im2col) and one BLAS matmul, computed in
 channels-last memory; backward is one matmul for the weight and a col2im that loops
 only over the kernel offsets. Depthwise convs use shifted multiply-adds.
+
+conv1d is conv2d on a height-1 view (the same arithmetic, exactly); conv_transpose2d is
+conv2d's input gradient (Conv2dGradInput), whose own gradients are conv2d and its weight
+gradient.
 """
 from ...core.autograd import _grad_enabled
 from ...core.backend import get_array_module
-from ...core.tensor import _wrap, Function, sum
+from ...core.functions import concatenate
+from ...core.tensor import _wrap, Function, reshape, sum
 from ._arguments import _pair
 
 
@@ -402,3 +407,87 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                          f"kernel {(kh, kw)} with dilation {dilation}")
     fn = Conv2d(stride, padding, dilation, groups)
     return fn(x, weight, bias) if bias is not None else fn(x, weight)
+
+
+def _zeros_beside(t, shape):
+    """Zeros of `shape` with t's dtype and device, outside the graph."""
+    return _wrap(get_array_module(t.array).zeros(shape, dtype=t.dtype))
+
+
+def _single(value, name):
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise ValueError(f"{name} must be an int or a 1-tuple, got {value!r}")
+        return int(value[0])
+    return int(value)
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution of x (N, C, L) with weight (O, C/groups, K), PyTorch semantics.
+
+    `padding` is an int or 'valid' / 'same' (stride 1). Runs as conv2d on height-1 views.
+    """
+    if x.ndim != 3:
+        raise ValueError(f"conv1d expects a 3-D input (N, C, L), got shape {tuple(x.shape)}")
+    if weight.ndim != 3:
+        raise ValueError(f"conv1d expects a 3-D weight (out_channels, in_channels/groups, kernel), got shape "
+                         f"{tuple(weight.shape)}")
+    n, c, length = x.shape
+    o, cg, k = weight.shape
+    padding = padding if isinstance(padding, str) else (0, _single(padding, "padding"))
+    out = conv2d(reshape(x, (n, c, 1, length)), reshape(weight, (o, cg, 1, k)), bias,
+                 stride=(1, _single(stride, "stride")), padding=padding, dilation=(1, _single(dilation, "dilation")),
+                 groups=groups)
+    return reshape(out, (n, o, out.shape[3]))
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed 2-D convolution (the gradient of conv2d with respect to its input) of
+    x (N, C, H, W) with weight (C, O/groups, KH, KW), PyTorch's argument order and meaning.
+
+    The output is (N, O, (H-1)*stride - 2*padding + dilation*(K-1) + output_padding + 1, ...);
+    `output_padding` (< stride or dilation) keeps that many more rows and columns at the
+    bottom and right (resolving the output size that several input sizes share).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"conv_transpose2d expects a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
+    if weight.ndim != 4:
+        raise ValueError(f"conv_transpose2d expects a 4-D weight (in_channels, out_channels/groups, KH, KW), got "
+                         f"shape {tuple(weight.shape)}")
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    dilation, output_padding = _pair(dilation, "dilation"), _pair(output_padding, "output_padding")
+    n, c, h, w = x.shape
+    if c != weight.shape[0]:
+        raise ValueError(f"conv_transpose2d: input has {c} channels (shape {tuple(x.shape)}) but weight "
+                         f"{tuple(weight.shape)} expects {weight.shape[0]}")
+    if c % groups:
+        raise ValueError(f"conv_transpose2d: in_channels {c} is not divisible by groups={groups}")
+    for extra, s, d in zip(output_padding, stride, dilation):
+        if not 0 <= extra < max(s, d):
+            raise ValueError(f"conv_transpose2d: output_padding must be smaller than stride or dilation, got "
+                             f"output_padding={output_padding}, stride={stride}, dilation={dilation}")
+    kh, kw = weight.shape[2:]
+    out_channels = weight.shape[1] * groups
+    # the size of the conv2d input whose output has x's size
+    height = (h - 1) * stride[0] - 2 * padding[0] + dilation[0] * (kh - 1) + 1
+    width = (w - 1) * stride[1] - 2 * padding[1] + dilation[1] * (kw - 1) + 1
+    if height + output_padding[0] <= 0 or width + output_padding[1] <= 0:
+        raise ValueError(f"conv_transpose2d: input {tuple(x.shape)} with kernel {(kh, kw)}, stride {stride}, "
+                         f"padding {padding} and dilation {dilation} gives a non-positive output size")
+    if output_padding == (0, 0) and height > 0 and width > 0:
+        out = Conv2dGradInput((n, out_channels, height, width), stride, padding, dilation, groups)(x, weight)
+    else:
+        # output_padding reaches into the border that `padding` crops (and past it, where no
+        # input reaches): compute the uncropped output, extend it with zeros, then crop.
+        full_h, full_w = height + 2 * padding[0], width + 2 * padding[1]
+        out = Conv2dGradInput((n, out_channels, full_h, full_w), stride, (0, 0), dilation, groups)(x, weight)
+        extra_h, extra_w = max(0, output_padding[0] - padding[0]), max(0, output_padding[1] - padding[1])
+        if extra_h:
+            out = concatenate([out, _zeros_beside(out, (n, out_channels, extra_h, full_w))], axis=2)
+        if extra_w:
+            out = concatenate([out, _zeros_beside(out, (n, out_channels, out.shape[2], extra_w))], axis=3)
+        out = out[:, :, padding[0]:padding[0] + height + output_padding[0],
+                  padding[1]:padding[1] + width + output_padding[1]]
+    if bias is not None:
+        out = out + reshape(bias, (1, out_channels, 1, 1))
+    return out

@@ -1,4 +1,5 @@
-"""batch_norm and layer_norm: forward and closed-form backward in one op each."""
+"""batch_norm and layer_norm: forward and closed-form backward in one op each; group_norm
+as layer_norm over each group's features."""
 import numpy as np
 
 from ...core.autograd import _grad_enabled
@@ -323,3 +324,25 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     features = int(np.prod(normalized_shape))
     fn = LayerNormFunction(eps, weight is not None, bias is not None, features)
     return fn(*[t for t in (x, weight, bias) if t is not None])
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalize x (N, C, *) over each group of C/num_groups channels (and all positions),
+    then scale and shift per channel: batch-size independent, as PyTorch's group_norm."""
+    if input.ndim < 2:
+        raise ValueError(f"group_norm: expected an input (N, C, *), got shape {tuple(input.shape)}")
+    n, channels = input.shape[0], input.shape[1]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1 or channels % num_groups:
+        raise ValueError(f"group_norm: num_groups must be a positive integer dividing the {channels} channels, "
+                         f"got {num_groups!r}")
+    per_group = int(np.prod(input.shape[1:])) // num_groups
+    grouped = reshape(input, (n, num_groups, per_group))
+    normalized = reshape(layer_norm(grouped, (per_group,), None, None, eps), input.shape)
+    if weight is None and bias is None:
+        return normalized
+    channel_shape = (1, channels) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        normalized = normalized * reshape(weight, channel_shape)
+    if bias is not None:
+        normalized = normalized + reshape(bias, channel_shape)
+    return normalized
