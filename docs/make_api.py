@@ -53,6 +53,20 @@ def _public_names(module):
     return [n for n in names if not inspect.ismodule(getattr(module, n, None))]
 
 
+def _shared_function(cls, name, method):
+    """The easyfit function a Tensor method hands its arguments to (`def sum(self, *args, **kwargs)`)."""
+    import easyfit
+    parameters = list(inspect.signature(method).parameters.values())
+    passes_all = [p.kind for p in parameters[1:]] == [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]
+    function = getattr(easyfit, name, None)
+    return function if cls is easyfit.Tensor and passes_all and inspect.isfunction(function) else None
+
+
+def _signature_after_first(function):
+    parameters = list(inspect.signature(function).parameters.values())[1:]
+    return str(inspect.Signature(parameters))
+
+
 def _methods(cls):
     lines = []
     for name, member in sorted(vars(cls).items()):
@@ -61,7 +75,11 @@ def _methods(cls):
         if isinstance(member, (staticmethod, classmethod)):
             member = member.__func__
         if inspect.isfunction(member):
-            lines.append(f"  - `{name}{_signature(member)}`{_summary(member)}")
+            shared = _shared_function(cls, name, member)
+            if shared is not None:  # x.sum(...) is easyfit.sum(x, ...): show that signature
+                lines.append(f"  - `{name}{_signature_after_first(shared)}`: as `easyfit.{name}`, on this tensor")
+            else:
+                lines.append(f"  - `{name}{_signature(member)}`{_summary(member)}")
         elif isinstance(member, property):
             lines.append(f"  - `{name}` (property){_summary(member)}")
     return lines

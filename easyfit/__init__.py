@@ -11,35 +11,37 @@ tensor([2., 4., 6.])
 """
 __version__ = "0.1.0"
 
-from .core import (Tensor, Function, tensor, from_numpy, zeros, ones, full, empty, arange, linspace, eye, rand,
-                   randn, randint, randperm, multinomial, zeros_like, ones_like, full_like, empty_like, rand_like,
-                   randn_like, randint_like, manual_seed, no_grad, enable_grad, set_grad_enabled, is_grad_enabled,
-                   detect_anomaly, AnomalyError, grad, gradcheck, gradgradcheck, exp, log, sqrt, abs, tanh, sigmoid,
-                   relu, sin, cos, pow, maximum, minimum, where, clamp, clip, norm, mm, bmm, matmul, einsum, pad,
-                   softmax, log_softmax, cumsum, sum, mean, var, std, max, min, amax, amin, argmax, argmin, sort,
-                   argsort, topk, reshape, view, transpose, permute, t, swapaxes, expand_dims, unsqueeze, squeeze,
-                   expand, broadcast_to, repeat_interleave, tile, flip, roll, cat, concatenate, stack, split,
-                   chunk, narrow, flatten, unflatten, clone, tril, triu, gather, scatter, scatter_add,
-                   index_select, masked_fill, cuda, accelerator, float, double, half, float16, float32, float64,
-                   long, int, short, int8, int16, int32, int64, uint8, bool, bool_, device)
+from .core import (Tensor, Function, tensor, as_tensor, is_tensor, from_numpy, zeros, ones, full, empty, arange,
+                   linspace, eye, rand, randn, randint, randperm, multinomial, zeros_like, ones_like, full_like,
+                   empty_like, rand_like, randn_like, randint_like, manual_seed, no_grad, enable_grad,
+                   set_grad_enabled, is_grad_enabled, detect_anomaly, AnomalyError, grad, gradcheck, gradgradcheck,
+                   exp, log, sqrt, abs, tanh, sigmoid, relu, sin, cos, pow, maximum, minimum, where, clamp, clip,
+                   norm, eq, ne, lt, le, gt, ge, isnan, isinf, isfinite, equal, allclose, numel, mm, bmm, matmul,
+                   einsum, pad, softmax, log_softmax, cumsum, prod, sum, mean, var, std, max, min, amax, amin, argmax,
+                   argmin, sort, argsort, topk, reshape, view, transpose, permute, t, swapaxes, expand_dims,
+                   unsqueeze, squeeze, expand, broadcast_to, repeat_interleave, tile, flip, roll, cat, concatenate,
+                   stack, split, chunk, narrow, flatten, unflatten, clone, tril, triu, gather, scatter, scatter_add,
+                   index_select, masked_fill, device, cuda, accelerator, float, double, half, float16, float32,
+                   float64, long, int, short, int8, int16, int32, int64, uint8, bool, bool_)
 from .core.serialization import save, load
 from . import data, nn, optim, serialization, utils
 from .learner import Learner, load_learner
 
 __all__ = [
-    "Tensor", "Function", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "arange", "linspace", "eye",
-    "rand", "randn", "randint", "randperm", "multinomial", "zeros_like", "ones_like", "full_like", "empty_like",
-    "rand_like", "randn_like", "randint_like", "manual_seed", "no_grad", "enable_grad", "set_grad_enabled",
-    "is_grad_enabled", "detect_anomaly", "AnomalyError", "grad", "gradcheck", "gradgradcheck", "exp", "log",
-    "sqrt", "abs", "tanh", "sigmoid", "relu", "sin", "cos", "pow", "maximum", "minimum", "where", "clamp", "clip",
-    "norm", "mm", "bmm", "matmul", "einsum", "pad", "softmax", "log_softmax", "cumsum", "sum", "mean", "var",
+    "Tensor", "Function", "tensor", "as_tensor", "is_tensor", "from_numpy", "zeros", "ones", "full", "empty",
+    "arange", "linspace", "eye", "rand", "randn", "randint", "randperm", "multinomial", "zeros_like", "ones_like",
+    "full_like", "empty_like", "rand_like", "randn_like", "randint_like", "manual_seed", "no_grad", "enable_grad",
+    "set_grad_enabled", "is_grad_enabled", "detect_anomaly", "AnomalyError", "grad", "gradcheck", "gradgradcheck",
+    "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "sin", "cos", "pow", "maximum", "minimum", "where",
+    "clamp", "clip", "norm", "eq", "ne", "lt", "le", "gt", "ge", "isnan", "isinf", "isfinite", "equal", "allclose",
+    "numel", "mm", "bmm", "matmul", "einsum", "pad", "softmax", "log_softmax", "cumsum", "prod", "sum", "mean", "var",
     "std", "max", "min", "amax", "amin", "argmax", "argmin", "sort", "argsort", "topk", "reshape", "view",
     "transpose", "permute", "t", "swapaxes", "expand_dims", "unsqueeze", "squeeze", "expand", "broadcast_to",
-    "repeat_interleave", "tile", "flip", "roll", "cat", "concatenate", "stack", "split", "chunk", "narrow",
-    "flatten", "unflatten", "clone", "tril", "triu", "gather", "scatter", "scatter_add", "index_select",
-    "masked_fill", "cuda", "accelerator", "float", "double", "half", "float16", "float32", "float64", "long",
-    "int", "short", "int8", "int16", "int32", "int64", "uint8", "bool", "bool_", "device", "save", "load", "data",
-    "nn", "optim", "serialization", "utils", "Learner", "load_learner",
+    "repeat_interleave", "tile", "flip", "roll", "cat", "concatenate", "stack", "split", "chunk", "narrow", "flatten",
+    "unflatten", "clone", "tril", "triu", "gather", "scatter", "scatter_add", "index_select", "masked_fill", "device",
+    "cuda", "accelerator", "float", "double", "half", "float16", "float32", "float64", "long", "int", "short", "int8",
+    "int16", "int32", "int64", "uint8", "bool", "bool_", "save", "load", "data", "nn", "optim", "serialization",
+    "utils", "Learner", "load_learner",
 ]
 
 

@@ -1,9 +1,10 @@
 """`easyfit.accelerator`: PyTorch 2's torch.accelerator, for code that asks which device to use.
 
-easyfit's one accelerator is CUDA (through CuPy); devices are strings, so
-`current_accelerator()` is 'cuda' or None.
+easyfit's one accelerator is CUDA (through CuPy); `current_accelerator()` is
+`easyfit.device('cuda')` (the string 'cuda:0' with `.type == 'cuda'`) or None.
 """
 from .backend import cuda_is_available, cuda_device_count
+from .devices import Device
 
 
 def is_available():
@@ -12,8 +13,8 @@ def is_available():
 
 
 def current_accelerator():
-    """'cuda' when a GPU is usable, else None: `ef.accelerator.current_accelerator() or 'cpu'`."""
-    return "cuda" if cuda_is_available() else None
+    """device('cuda') when a GPU is usable, else None: `ef.accelerator.current_accelerator() or 'cpu'`."""
+    return Device("cuda") if cuda_is_available() else None
 
 
 def device_count():

@@ -32,6 +32,21 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     return _finish(array, device, requires_grad)
 
 
+def as_tensor(data, dtype=None, device=None):
+    """`data` as a tensor, sharing its memory when it already is one (or an array) of that
+    dtype and device; otherwise a converted copy."""
+    if isinstance(data, Tensor):
+        return data.to(device, dtype)
+    if is_array(data) and (dtype is None or np.dtype(dtype) == data.dtype):
+        return Tensor(data).to(device)
+    return tensor(data, dtype=dtype, device=device)
+
+
+def is_tensor(obj):
+    """True for an easyfit Tensor (and its subclasses, such as nn.Parameter)."""
+    return isinstance(obj, Tensor)
+
+
 def from_numpy(array):
     """A tensor sharing memory with a NumPy array (no copy)."""
     if not isinstance(array, np.ndarray):

@@ -253,6 +253,27 @@ def cumsum(x, dim=None):
     return CumSum(dim % builtins.max(x.ndim, 1))(x)
 
 
+@numpy_spellings
+def prod(x, dim=None, keepdim=False):
+    """Product over `dim` (all entries when None). Halves are multiplied pairwise (log2(n)
+    products), so gradients of every order are exact, zeros included, without a division."""
+    if dim is None:
+        out = prod(reshape(x, (-1,)), 0)
+        return reshape(out, (1,) * x.ndim) if keepdim else out
+    dim = dim % builtins.max(x.ndim, 1)
+    if x.shape[dim] == 0:
+        return sum(x, dim, keepdim) + 1
+    while x.shape[dim] > 1:
+        half = x.shape[dim] // 2
+        pairs = _along(x, dim, 0, half) * _along(x, dim, half, 2 * half)
+        x = cat([pairs, _along(x, dim, 2 * half, 2 * half + 1)], dim) if x.shape[dim] % 2 else pairs
+    return x if keepdim else reshape(x, x.shape[:dim] + x.shape[dim + 1:])
+
+
+def _along(x, dim, start, stop):
+    return x[(slice(None),) * dim + (slice(start, stop),)]
+
+
 def clamp(x, min=None, max=None):
     """x limited to [min, max] (either may be None, a number or a tensor); NumPy's clip."""
     if isinstance(min, Tensor) or isinstance(max, Tensor):
@@ -275,6 +296,66 @@ def norm(x, p="fro", dim=None, keepdim=False):
     if isinstance(p, (int, float)) and p > 0:
         return sum(abs(x) ** p, dim, keepdim) ** (1.0 / p)
     raise ValueError(f"norm: p must be 'fro', inf or a positive number, got {p!r}")
+
+
+def eq(a, b):
+    """Elementwise a == b (a bool tensor, no gradient)."""
+    return _as_tensor(a, b if isinstance(b, Tensor) else None) == b
+
+
+def ne(a, b):
+    """Elementwise a != b."""
+    return _as_tensor(a, b if isinstance(b, Tensor) else None) != b
+
+
+def lt(a, b):
+    """Elementwise a < b."""
+    return _as_tensor(a, b if isinstance(b, Tensor) else None) < b
+
+
+def le(a, b):
+    """Elementwise a <= b."""
+    return _as_tensor(a, b if isinstance(b, Tensor) else None) <= b
+
+
+def gt(a, b):
+    """Elementwise a > b."""
+    return _as_tensor(a, b if isinstance(b, Tensor) else None) > b
+
+
+def ge(a, b):
+    """Elementwise a >= b."""
+    return _as_tensor(a, b if isinstance(b, Tensor) else None) >= b
+
+
+def isnan(x):
+    """Where x is NaN (a bool tensor)."""
+    return x.isnan()
+
+
+def isinf(x):
+    """Where x is +inf or -inf (a bool tensor)."""
+    return x.isinf()
+
+
+def isfinite(x):
+    """Where x is neither NaN nor infinite (a bool tensor)."""
+    return x.isfinite()
+
+
+def equal(a, b):
+    """True when a and b have the same shape and elements."""
+    return a.equal(b)
+
+
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """True when every element of a is close to b's (NumPy's and PyTorch's test)."""
+    return a.allclose(b, rtol, atol, equal_nan)
+
+
+def numel(x):
+    """The number of elements of x."""
+    return x.numel()
 
 
 def mm(a, b):

@@ -7,7 +7,7 @@ import builtins
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import get_array_module, to_device
 from .functions import where
 from .tensor import Function, GetItem, IndexAdd, Tensor, _operand, _wrap, broadcast_to
 
@@ -18,9 +18,10 @@ def _dim(dim, ndim):
     return dim % builtins.max(ndim, 1)
 
 
-def _along(index, dim, source_shape, name):
+def _along(index, dim, source, name):
     """The advanced index that picks index[i, j, ...] along `dim` and position i, j, ... elsewhere."""
-    index = index.array if isinstance(index, Tensor) else np.asarray(index)
+    source_shape = source.shape
+    index = to_device(index.array if isinstance(index, Tensor) else np.asarray(index), source.device)
     if index.dtype.kind not in "iu":
         raise TypeError(f"{name}: index must hold integers, got dtype {index.dtype}")
     if index.ndim != len(source_shape):
@@ -44,7 +45,7 @@ def _along(index, dim, source_shape, name):
 def gather(x, dim, index):
     """out[i][j][k] = x[index[i][j][k]][j][k] for dim 0 (and so on): values picked along `dim`."""
     dim = _dim(dim, x.ndim)
-    return GetItem(_along(index, dim, x.shape, "gather"))(x)
+    return GetItem(_along(index, dim, x, "gather"))(x)
 
 
 def _source(src, index, like, name):
@@ -61,7 +62,7 @@ def _source(src, index, like, name):
 def scatter_add(x, dim, index, src):
     """x with src[i][j][k] added at [index[i][j][k]][j][k] (for dim 0); repeated indices accumulate."""
     dim = _dim(dim, x.ndim)
-    along = _along(index, dim, x.shape, "scatter_add")
+    along = _along(index, dim, x, "scatter_add")
     return x + IndexAdd(along, tuple(x.shape))(_source(src, index, x, "scatter_add").astype(x.dtype))
 
 
@@ -91,13 +92,13 @@ def scatter(x, dim, index, src=None, *, value=None):
     if (src is None) == (value is None):
         raise TypeError("scatter: give exactly one of src and value")
     dim = _dim(dim, x.ndim)
-    along = _along(index, dim, x.shape, "scatter")
+    along = _along(index, dim, x, "scatter")
     return Scatter(along)(x, _source(src if value is None else value, index, x, "scatter").astype(x.dtype))
 
 
 def index_select(x, dim, index):
     """The entries at the 1-D integer `index` along `dim`."""
-    index = index.array if isinstance(index, Tensor) else np.asarray(index)
+    index = to_device(index.array if isinstance(index, Tensor) else np.asarray(index), x.device)
     if index.ndim != 1:
         raise ValueError(f"index_select: index must be 1-D, got shape {index.shape}")
     return x[(slice(None),) * _dim(dim, x.ndim) + (index,)]

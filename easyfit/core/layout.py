@@ -79,19 +79,6 @@ def t(x):
     return transpose(x) if x.ndim == 2 else x
 
 
-def repeat(x, *sizes):
-    """PyTorch's repeat (NumPy's tile): the whole tensor repeated `sizes[i]` times along axis i."""
-    sizes = _sizes(sizes)
-    if len(sizes) < x.ndim:
-        raise ValueError(f"repeat: {len(sizes)} repeat counts for a tensor with {x.ndim} dimensions; "
-                         "give at least one per dimension")
-    shape = (1,) * (len(sizes) - x.ndim) + tuple(x.shape)
-    interleaved = tuple(n for size in shape for n in (1, size))
-    target = tuple(n for count, size in zip(sizes, shape) for n in (count, size))
-    tiled = broadcast_to(reshape(x, interleaved), target)
-    return reshape(tiled, tuple(count * size for count, size in zip(sizes, shape)))
-
-
 def tile(x, dims):
     """NumPy's and PyTorch's tile: `repeat`, with fewer counts than dimensions allowed."""
     dims = (1,) * (x.ndim - len(dims)) + tuple(dims)
@@ -122,6 +109,20 @@ def repeat_interleave(x, repeats, dim=None):
 def _numpy_repeat(x, repeats, axis=None):
     """NumPy's repeat (x.repeat(r, axis=k)): repeat_interleave."""
     return repeat_interleave(x, repeats, dim=axis)
+
+
+@numpy_spellings(numpy=_numpy_repeat)
+def repeat(x, *sizes):
+    """PyTorch's repeat (NumPy's tile): the whole tensor repeated `sizes[i]` times along axis i."""
+    sizes = _sizes(sizes)
+    if len(sizes) < x.ndim:
+        raise ValueError(f"repeat: {len(sizes)} repeat counts for a tensor with {x.ndim} dimensions; "
+                         "give at least one per dimension")
+    shape = (1,) * (len(sizes) - x.ndim) + tuple(x.shape)
+    interleaved = tuple(n for size in shape for n in (1, size))
+    target = tuple(n for count, size in zip(sizes, shape) for n in (count, size))
+    tiled = broadcast_to(reshape(x, interleaved), target)
+    return reshape(tiled, tuple(count * size for count, size in zip(sizes, shape)))
 
 
 class Flip(Function):

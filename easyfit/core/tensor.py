@@ -17,6 +17,7 @@ import numpy as np
 from . import autograd
 from .autograd import _grad_enabled, _anomaly_enabled, run_backward, user_frame_summary
 from .backend import get_array_module, device_of, parse_device, to_device, scatter_add, is_array
+from .devices import as_device
 from .random import default_generator
 from .spellings import numpy_spellings
 
@@ -27,8 +28,9 @@ class Tensor:
 
     `array` is the underlying NumPy/CuPy array (the engine's own handle), `data` is
     PyTorch's: a Tensor sharing that storage, cut from the graph. `grad` is the
-    accumulated gradient (a Tensor or None), `creator` the op that produced it (None
-    for leaves).
+    accumulated gradient (a Tensor or None), `creator` (`grad_fn`) the op that produced
+    it (None for leaves). A method that shares a function's name takes that function's
+    arguments with the tensor first: `x.sum(dim=1)` is `easyfit.sum(x, dim=1)`.
     """
     __slots__ = ("array", "grad", "requires_grad", "creator", "output_index", "__weakref__")
 
@@ -75,7 +77,8 @@ class Tensor:
 
     @property
     def device(self):
-        return device_of(self.array)
+        """'cpu' or 'cuda:N' (a string with PyTorch's `.type` and `.index`)."""
+        return as_device(device_of(self.array))
 
     @property
     def is_leaf(self):
@@ -209,6 +212,12 @@ class Tensor:
         return self
 
     def to(self, device=None, dtype=None):
+        """Moved and/or cast, as PyTorch's `to`: `x.to('cuda')`, `x.to(ef.double)`,
+        `x.to('cuda', ef.half)`, `x.to(other)` (other's device and dtype)."""
+        if isinstance(device, Tensor):
+            device, dtype = device.device, device.dtype
+        elif device is not None and not isinstance(device, str):
+            device, dtype = None, device  # a dtype given first, as x.to(torch.float64)
         out = self
         if device is not None:
             device = parse_device(device)
@@ -427,6 +436,15 @@ class Tensor:
     def ge(self, other):
         return self >= other
 
+    def isnan(self):
+        return _wrap(get_array_module(self.array).isnan(self.array))
+
+    def isinf(self):
+        return _wrap(get_array_module(self.array).isinf(self.array))
+
+    def isfinite(self):
+        return _wrap(get_array_module(self.array).isfinite(self.array))
+
     @numpy_spellings
     def all(self, dim=None, keepdim=False):
         return _wrap(get_array_module(self.array).all(self.array, axis=dim, keepdims=keepdim))
@@ -460,6 +478,9 @@ class Tensor:
 
     def argmin(self, *args, **kwargs):
         return argmin(self, *args, **kwargs)
+
+    def prod(self, *args, **kwargs):
+        return functions.prod(self, *args, **kwargs)
 
     def norm(self, *args, **kwargs):
         return functions.norm(self, *args, **kwargs)
@@ -545,6 +566,7 @@ class Tensor:
         return reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
 
     def view(self, *shape):
+        """The same memory in a new shape (an error where only a copy could do it: use reshape)."""
         return layout.view(self, *shape)
 
     def view_as(self, other):
@@ -554,12 +576,14 @@ class Tensor:
         return reshape(self, other.shape)
 
     def flatten(self, start_dim=0, end_dim=-1):
+        """Dims start_dim..end_dim merged into one (all of them by default)."""
         return layout.flatten(self, start_dim, end_dim)
 
     def unflatten(self, dim, sizes):
         return layout.unflatten(self, dim, sizes)
 
     def transpose(self, *dims, **kwargs):
+        """Two dims: swapped (PyTorch); a full permutation: reordered (NumPy); none: reversed."""
         return transpose(self, *dims, **kwargs)
 
     def permute(self, *dims):
@@ -587,9 +611,8 @@ class Tensor:
         return broadcast_to(self, shape)
 
     def repeat(self, *sizes, **kwargs):
-        if kwargs:  # x.repeat(r, axis=k): NumPy's repeat (docs/from-pytorch.md)
-            return layout._numpy_repeat(self, *sizes, **kwargs)
-        return layout.repeat(self, *sizes)
+        """PyTorch's repeat: the tensor tiled `sizes` times; `x.repeat(r, axis=d)` is NumPy's (each element)."""
+        return layout.repeat(self, *sizes, **kwargs)
 
     def repeat_interleave(self, *args, **kwargs):
         return layout.repeat_interleave(self, *args, **kwargs)
@@ -743,7 +766,7 @@ class Tensor:
         return self._write("fill_", lambda: _operand(value, self), value)
 
     def zero_(self):
-        return self._write("zero_", lambda: _wrap(self.array.dtype.type(0)))
+        return self._write("zero_", lambda: _operand(0, self))
 
     def normal_(self, mean=0.0, std=1.0):
         """Fill with draws from N(mean, std**2), from the generator that manual_seed seeds."""
@@ -758,8 +781,8 @@ class Tensor:
         if self.creator is not None:
             raise RuntimeError(
                 f"{name}() on a tensor computed in a graph (by {type(self.creator).__name__}): easyfit records "
-                f"no in-place ops, so its gradient would be wrong; write the out-of-place form (y = x.{name[:-1]}"
-                f"(...)), or change x.data, which is outside the graph")
+                f"no in-place ops, so its gradient would be wrong; write the out-of-place form (y = y * 2 "
+                f"rather than y.mul_(2)), or change y.data, which is outside the graph")
         if _grad_enabled[0] and (self.requires_grad or builtins.any(
                 isinstance(o, Tensor) and o.requires_grad for o in operands)):
             raise RuntimeError(
@@ -768,6 +791,8 @@ class Tensor:
                 f"`with easyfit.no_grad():` (as an optimizer step does) or on x.data")
         result = compute()
         values = result.array if isinstance(result, Tensor) else result
+        if isinstance(values, np.ndarray) and not isinstance(self.array, np.ndarray):
+            values = to_device(values, self.device)  # NumPy values into a CUDA tensor
         try:
             get_array_module(self.array).copyto(self.array, values, casting="same_kind")
         except (ValueError, TypeError) as error:

@@ -129,7 +129,7 @@ class LBFGS(Optimizer):
             state["func_evals"] += 1
             flat_grad = self._flat_grad()
             xp = get_array_module(flat_grad)
-            if xp.abs(flat_grad).max() <= tolerance_grad:
+            if _abs_max(xp, flat_grad) <= tolerance_grad:
                 return first_loss
 
             direction, step_length = state.get("d"), state.get("t")
@@ -174,7 +174,7 @@ class LBFGS(Optimizer):
 
                 # the step length
                 if state["n_iter"] == 1:
-                    step_length = min(1.0, 1.0 / xp.abs(flat_grad).sum()) * lr
+                    step_length = min(1.0, 1.0 / flat_grad.dtype.type(xp.abs(flat_grad).sum())) * lr
                 else:
                     step_length = lr
                 slope = _dot(xp, flat_grad, direction)
@@ -190,7 +190,7 @@ class LBFGS(Optimizer):
                         along, step_length, direction, loss, flat_grad, slope, tolerance_change,
                         max_searches=max_eval - evaluations)
                     self._move(step_length, direction)
-                    converged = xp.abs(flat_grad).max() <= tolerance_grad
+                    converged = _abs_max(xp, flat_grad) <= tolerance_grad
                 else:
                     self._move(step_length, direction)
                     used = 0
@@ -198,13 +198,13 @@ class LBFGS(Optimizer):
                     if iteration != max_iter:  # the last iteration's loss would go unused
                         loss = _as_float(self._evaluate(closure))
                         flat_grad = self._flat_grad()
-                        converged = xp.abs(flat_grad).max() <= tolerance_grad
+                        converged = _abs_max(xp, flat_grad) <= tolerance_grad
                         used = 1
                 evaluations += used
                 state["func_evals"] += used
 
                 if (iteration == max_iter or evaluations >= max_eval or converged
-                        or xp.abs(direction * step_length).max() <= tolerance_change
+                        or _abs_max(xp, direction * step_length) <= tolerance_change
                         or abs(loss - prev_loss) < tolerance_change):
                     break
 
@@ -258,8 +258,12 @@ def _as_float(loss):
 
 
 def _dot(xp, a, b):
-    """A dot product as a scalar of the arrays' dtype (PyTorch's 0-d tensor)."""
+    """A dot product as a scalar of the arrays' dtype (PyTorch's 0-d tensor), on the host."""
     return a.dtype.type(xp.dot(a, b))
+
+
+def _abs_max(xp, a):
+    return a.dtype.type(xp.abs(a).max())
 
 
 def _saved(value):
@@ -321,7 +325,7 @@ def _strong_wolfe(along, step, direction, loss, flat_grad, slope, tolerance_chan
     interpolation ("zoom"). Returns (loss, flat gradient, step, evaluations used).
     """
     xp = get_array_module(direction)
-    direction_size = xp.abs(direction).max()
+    direction_size = _abs_max(xp, direction)
     flat_grad = flat_grad.copy()
     new_loss, new_grad = along(step)
     evaluations = 1

@@ -210,3 +210,13 @@ def test_dtype_names_as_in_pytorch():
     assert x.type() == "easyfit.FloatTensor" and x.long().type() == "easyfit.LongTensor"
     with pytest.raises(AttributeError, match="NumPy, which holds easyfit's arrays, has no bfloat16"):
         ef.bfloat16
+
+
+def test_as_tensor_shares_memory_when_it_can_and_to_takes_a_dtype_first():
+    a = np.arange(3.0)
+    t = ef.as_tensor(a)
+    assert t.array is a and ef.as_tensor(t) is t and ef.is_tensor(t) and not ef.is_tensor(a)
+    assert ef.as_tensor(a, dtype=ef.float).dtype == np.float32 and ef.as_tensor([1, 2]).dtype == np.int64
+    x = ef.ones(2)
+    assert x.to(ef.double).dtype == np.float64 and x.to("cpu", ef.half).dtype == np.float16
+    assert x.to(ef.zeros(1, dtype=ef.long)).dtype == np.int64 and x.to("cpu") is x

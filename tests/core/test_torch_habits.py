@@ -123,8 +123,9 @@ def test_flatten_and_squeeze_follow_pytorch():
 
 def test_conflicting_names_are_listed_in_the_docs():
     page = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "from-pytorch.md").read_text(encoding="utf-8")
+    table = "\n".join(line.split("|")[1] for line in page.splitlines() if line.startswith("| `"))
     for name in ["size", "transpose", "view", "repeat", "split", "max", "sort", "flatten", "var", "squeeze"]:
-        assert f"`{name}" in page, name
+        assert f".{name}" in table, name
 
 
 def test_no_torch_name_is_a_pointer_any_more():
@@ -221,6 +222,14 @@ def test_comparison_methods_and_reductions_to_bool():
     assert x.eq(y).any(1, keepdim=True).tolist() == tx.eq(ty).any(1, keepdim=True).tolist()
     assert x.equal(ef.tensor(a)) and not x.equal(y) and x.allclose(x + 1e-9) and not x.allclose(y)
     assert x.sum().item() == 10.0 and x.tolist() == a.tolist() and x.numel() == 4 and x.dim() == 2
+    for name in ("eq", "ne", "lt", "le", "gt", "ge"):
+        np.testing.assert_array_equal(getattr(ef, name)(x, 2.0).numpy(), getattr(torch, name)(tx, 2.0).numpy())
+        np.testing.assert_array_equal(getattr(ef, name)(x, y).numpy(), getattr(torch, name)(tx, ty).numpy())
+    z, tz = ef.tensor([1.0, np.nan, -np.inf]), torch.tensor([1.0, np.nan, -np.inf])
+    for name in ("isnan", "isinf", "isfinite"):
+        np.testing.assert_array_equal(getattr(ef, name)(z).numpy(), getattr(torch, name)(tz).numpy())
+        np.testing.assert_array_equal(getattr(z, name)().numpy(), getattr(tz, name)().numpy())
+    assert ef.equal(x, ef.tensor(a)) and ef.allclose(x, x) and ef.numel(x) == 4
 
 
 def test_import_easyfit_reaches_the_packages_and_pytorch_paths():
@@ -232,7 +241,7 @@ def test_import_easyfit_reaches_the_packages_and_pytorch_paths():
             "assert easyfit.nn.Linear and easyfit.optim.SGD and easyfit.data.Dataset\n"
             "assert easyfit.accelerator.is_available() == easyfit.cuda.is_available()\n"
             "assert easyfit.accelerator.device_count() == easyfit.cuda.device_count()\n"
-            "assert easyfit.accelerator.current_accelerator() in (None, 'cuda')\n")
+            "assert easyfit.accelerator.current_accelerator() in (None, 'cuda:0')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -253,3 +262,16 @@ def test_tensor_dataset_and_random_split_as_in_pytorch():
     assert [len(s) for s in random_split(ds, [0.5, 0.5])] == [5, 5]
     with pytest.raises(ValueError, match="add up to 9"):
         random_split(ds, [4, 5])
+
+
+def test_device_objects_are_device_strings():
+    d = ef.device("cpu")
+    assert d == "cpu" and d.type == "cpu" and d.index is None and repr(d) == "device(type='cpu')"
+    cuda = ef.device("cuda", 1)
+    assert cuda == "cuda:1" and cuda.type == "cuda" and cuda.index == 1
+    assert ef.device("cuda") == "cuda:0"
+    x = ef.ones(2).to(d)
+    assert x.device == "cpu" and x.device.type == "cpu" and ef.zeros(2, device=d).device == "cpu"
+    assert ef.nn.Linear(2, 2).to(d).weight.device == "cpu"
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        ef.device("tpu")

@@ -80,7 +80,7 @@ def test_classification_batches_are_padded_and_length_sorted():
         lengths = (x != pad).sum(1)
         assert lengths.max() == x.shape[1]  # padded to the longest in the batch, no more
         total_padding += (x == pad).sum()
-        total += x.numel()
+        total += x.size
     assert total_padding / total < 0.15  # similar lengths together
     xv, _ = next(iter(dls.valid))
     lengths = (xv.numpy() != pad).sum(1)

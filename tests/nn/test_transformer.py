@@ -11,7 +11,8 @@ from easyfit import nn
 D, HEADS, FF, S, T, N = 8, 2, 16, 5, 4, 3
 
 # PyTorch warns when a boolean padding mask meets a float attention mask; both are supported.
-pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched")
+pytestmark = [pytest.mark.filterwarnings("ignore:Support for mismatched"),
+              pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")]
 
 
 def load_from_torch(mine, theirs):
@@ -179,3 +180,58 @@ def test_custom_callable_activation_and_errors():
     with pytest.raises(ValueError, match="batch sizes of src"):
         nn.Transformer(d_model=D, nhead=HEADS, num_encoder_layers=1, num_decoder_layers=1)(
             ef.randn(S, 2, D), ef.randn(T, 3, D))
+
+
+def test_word_language_model_transformer_idiom_matches_torch():
+    """The TransformerModel of PyTorch's word_language_model example: a subclass of
+    nn.Transformer whose `decoder` is replaced by a Linear, a positional-encoding buffer and a
+    log(tril(ones)) causal mask; written for both frameworks, weights copied across."""
+    torch = pytest.importorskip("torch")
+    ntoken, ninp, nhead, nhid, nlayers, length, batch = 11, 8, 2, 16, 2, 6, 3
+    position = np.arange(20, dtype=np.float32)[:, None]
+    div_term = np.exp(np.arange(0, ninp, 2, dtype=np.float32) * (-np.log(10000.0) / ninp))
+    table = np.zeros((20, 1, ninp), dtype=np.float32)
+    table[:, 0, 0::2], table[:, 0, 1::2] = np.sin(position * div_term), np.cos(position * div_term)
+    log_mask = np.where(np.tril(np.ones((length, length))) > 0, 0.0, -np.inf).astype(np.float32)
+
+    class OurModel(nn.Transformer):
+        def __init__(self):
+            super().__init__(d_model=ninp, nhead=nhead, dim_feedforward=nhid, num_encoder_layers=nlayers,
+                             dropout=0.0)
+            self.input_emb = nn.Embedding(ntoken, ninp)
+            self.register_buffer("pe", ef.tensor(table))
+            self.decoder = nn.Linear(ninp, ntoken)
+
+        def forward(self, src):
+            x = self.input_emb(src) * np.sqrt(ninp) + self.pe[:src.shape[0]]
+            return nn.functional.log_softmax(self.decoder(self.encoder(x, mask=ef.tensor(log_mask))), dim=-1)
+
+    class TheirModel(torch.nn.Transformer):
+        def __init__(self):
+            super().__init__(d_model=ninp, nhead=nhead, dim_feedforward=nhid, num_encoder_layers=nlayers,
+                             dropout=0.0)
+            self.input_emb = torch.nn.Embedding(ntoken, ninp)
+            self.register_buffer("pe", torch.tensor(table))
+            self.decoder = torch.nn.Linear(ninp, ntoken)
+
+        def forward(self, src):
+            x = self.input_emb(src) * np.sqrt(ninp) + self.pe[:src.size(0)]
+            mask = torch.log(torch.tril(torch.ones(length, length)))
+            return torch.nn.functional.log_softmax(self.decoder(self.encoder(x, mask=mask)), dim=-1)
+
+    theirs, ours = TheirModel(), OurModel()
+    assert sorted(ours.state_dict()) == sorted(theirs.state_dict())
+    assert not any(key.startswith("decoder.layers") for key in ours.state_dict())  # the stack was replaced
+    ours.load_state_dict({k: v.detach().numpy().copy() for k, v in theirs.state_dict().items()})
+    tokens = np.random.default_rng(5).integers(0, ntoken, (length, batch))
+    targets = np.random.default_rng(6).integers(0, ntoken, (length * batch,))
+    out, t_out = ours(ef.tensor(tokens)), theirs(torch.tensor(tokens))
+    np.testing.assert_allclose(out.numpy(), t_out.detach().numpy(), rtol=1e-5, atol=1e-5)
+    loss = nn.functional.nll_loss(out.reshape(-1, ntoken), ef.tensor(targets))
+    t_loss = torch.nn.functional.nll_loss(t_out.reshape(-1, ntoken), torch.tensor(targets))
+    loss.backward()
+    t_loss.backward()
+    t_params = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), t_params[name].grad.numpy(), rtol=1e-4, atol=1e-6,
+                                   err_msg=name)

@@ -118,7 +118,10 @@ def lbfgs_torch(torch, dtype, steps, **kwargs):
     dict(lr=1, max_iter=6, line_search_fn="strong_wolfe"),
     dict(lr=0.8, max_iter=4, history_size=3, line_search_fn="strong_wolfe"),
     dict(lr=0.3, max_iter=3, history_size=2),
-], ids=["fixed", "wolfe", "wolfe-short-history", "fixed-short-history"])
+    dict(lr=2.0, max_iter=10, max_eval=7, line_search_fn="strong_wolfe"),
+    dict(lr=1, max_iter=8, tolerance_change=1e-3, line_search_fn="strong_wolfe"),
+], ids=["fixed", "wolfe", "wolfe-short-history", "fixed-short-history", "wolfe-few-evaluations",
+        "wolfe-tolerance-change"])
 def test_lbfgs_follows_torch(dtype, rtol, steps, kwargs):
     torch = pytest.importorskip("torch")
     ours, our_params, opt = lbfgs_easyfit(dtype, steps, **kwargs)
@@ -200,3 +203,30 @@ def test_lbfgs_state_dict_resumes_exactly(tmp_path):
         opt2.step(closure2)
     for a, b in zip(params, params2):
         np.testing.assert_array_equal(a.array, b.array)
+
+
+@pytest.mark.parametrize("name, kwargs", [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", {}), ("AdamW", {}),
+                                          ("RMSprop", {}), ("Adagrad", {}), ("Adadelta", {}), ("LBFGS", {})])
+def test_step_with_closure_returns_its_loss_like_torch(name, kwargs):
+    """PyTorch's contract: step(closure) calls the closure with gradients on and returns its loss."""
+    torch = pytest.importorskip("torch")
+    import easyfit.optim
+    start = np.array([1.5, -0.5])
+    results = []
+    for framework, make, optim in ((ef, lambda a: ef.tensor(a, requires_grad=True), easyfit.optim),
+                                   (torch, lambda a: torch.tensor(a, requires_grad=True), torch.optim)):
+        w = make(start)
+        opt = getattr(optim, name)([w], **kwargs)
+
+        def closure():
+            opt.zero_grad()
+            loss = ((w - 1.0) ** 2).sum() + (w * w * w).sum() * 0.1
+            loss.backward()
+            return loss
+
+        with framework.no_grad():
+            losses = [opt.step(closure).item() for _ in range(3)]
+        results.append((losses, w.detach().numpy().copy()))
+    (ours, our_w), (theirs, their_w) = results
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10)
+    np.testing.assert_allclose(our_w, their_w, rtol=1e-10)

@@ -42,7 +42,8 @@ from .loss import BCEWithLogits, BinaryCrossEntropy, SoftmaxCrossEntropy
 from .embedding import EmbeddingGrad, EmbeddingLookup
 
 __all__ = [
-    "linear", "conv1d", "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "batch_norm", "layer_norm", "group_norm",
+    "linear", "conv1d", "conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+    "batch_norm", "layer_norm", "group_norm",
     "dropout", "embedding", "one_hot", "pad", "relu", "gelu", "tanh", "sigmoid", "leaky_relu", "silu", "softplus",
     "erf", "softmax", "log_softmax", "logsumexp", "flatten", "cross_entropy", "nll_loss", "mse_loss", "l1_loss",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "smooth_l1_loss", "huber_loss", "kl_div",
