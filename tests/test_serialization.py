@@ -72,7 +72,7 @@ def test_colliding_names_and_bad_values_are_refused_before_writing(tmp_path):
         ef.save({"a": {"b": np.ones(1)}, "a.b": np.ones(1)}, path)
     with pytest.raises(TypeError, match=r"cannot store 'opt.fn' of type function"):
         ef.save({"opt": {"fn": lambda x: x}}, path)
-    with pytest.raises(TypeError, match="expected a dict"):
+    with pytest.raises(TypeError, match="expected a dict .* a single array or Tensor, or an object such as a Module, got list"):
         ef.save([np.ones(1)], path)
     with pytest.raises(ValueError, match="reserved"):
         ef.save({"a": np.ones(1)}, path, metadata={serialization.STRUCTURE_KEY: "x"})
@@ -229,6 +229,19 @@ def test_torch_bfloat16_tensors_load_as_float32(tmp_path):
     assert loaded["w"].dtype == np.float32 and loaded["w"].shape == (2, 2)
     np.testing.assert_array_equal(loaded["w"], values.float().numpy())
     np.testing.assert_array_equal(loaded["b"], np.ones(2, np.float32))
+
+
+@pytest.mark.parametrize("make", [lambda a: a, ef.from_numpy], ids=["ndarray", "Tensor"])
+def test_a_single_array_round_trips_as_a_numpy_array(make, tmp_path):
+    data = np.sin(np.arange(12.0).reshape(3, 4) / 7)  # float64, as PyTorch's sine-wave example saves
+    path = tmp_path / "traindata.pt"
+    ef.save(make(data), path)
+    loaded = ef.load(path)
+    assert isinstance(loaded, np.ndarray) and loaded.dtype == np.float64
+    np.testing.assert_array_equal(loaded, data)
+    scalar = tmp_path / "scalar.pt"
+    ef.save(np.array(2.5, dtype=np.float32), scalar)
+    assert ef.load(scalar).shape == () and ef.load(scalar) == np.float32(2.5)
 
 
 def test_save_writes_to_an_open_binary_file(tmp_path):

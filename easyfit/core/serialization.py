@@ -4,12 +4,23 @@ A safetensors file is a JSON header plus raw array bytes, so loading one never r
 code, and PyTorch reads the same files (`safetensors.torch.load_file`). `obj` is a
 dict whose values are arrays or Tensors (a model's `state_dict()`), or nested dicts,
 lists and tuples of those mixed with JSON-able values (an optimizer's `state_dict()`,
-a training checkpoint). Arrays are stored under their dotted path ('opt.state.0.exp_avg');
+a training checkpoint), or a single array or Tensor (as PyTorch programs save a NumPy
+array of data with torch.save; it loads back as a NumPy array). Arrays are stored under their dotted path ('opt.state.0.exp_avg');
 the nesting and the plain values are kept as JSON in the file's metadata header, so
 `load` gives back the same structure. A file written by another program loads as a
 flat dict of NumPy arrays.
 
-Writes are atomic: the file is written to a temporary file in the same folder,
+Whole objects (PyTorch's `torch.save(model, f)`): an object that is none of the above
+(a Module, say) is stored as its class's name and its attributes, recursively; arrays
+stay arrays, shared objects (tied weights) stay shared. `load` rebuilds such an object
+only from classes it may trust: easyfit's own, and those the caller lists with
+`safe_globals([...])` or `add_safe_globals([...])`, as PyTorch's `weights_only` loading
+asks. It creates each object without calling its `__init__` and sets its attributes, so
+loading runs no code of the file's choosing. Lambdas and local classes cannot be stored.
+
+`path` may also be an open binary file (`open(name, 'wb')` for save, `'rb'` for load).
+
+Writes to a path are atomic: the file is written to a temporary file in the same folder,
 flushed to disk (fsync), renamed over the target (os.replace), and the folder is
 fsynced; a failed save removes the temporary file and leaves an existing file as it
 was. A temporary file left by a killed save (`.NAME.PID.XXXXXXXX.tmp`, PID no longer
@@ -19,14 +30,17 @@ Integrity: `save` stores the SHA-256 of the arrays (names, dtypes, shapes, bytes
 of the other metadata under `easyfit.sha256`; `load` recomputes it and refuses a file
 whose contents changed since (a flipped bit, a truncated copy) with an error naming
 the file. Files from other writers carry no checksum and load unchecked.
+A write to an open file object is as durable as that file object.
 """
 import errno
 import hashlib
+import importlib
 import io
 import json
 import os
 import re
 import tempfile
+import types
 
 import numpy as np
 
@@ -35,12 +49,13 @@ from .tensor import Tensor
 
 STRUCTURE_KEY = "easyfit.structure"  # metadata entry holding the nesting and the plain values
 CHECKSUM_KEY = "easyfit.sha256"      # metadata entry holding the SHA-256 of everything else
+SINGLE_ARRAY_NAME = "array"  # the tensor name of a file that holds one bare array
 _FORMAT_VERSION = 1
 MAX_JSON_DEPTH = 200                 # deeper JSON in a file's metadata is refused before parsing
 
 
 def save(obj, path, metadata=None):
-    """Write `obj` (a dict of arrays/Tensors, possibly nested) to `path` as safetensors.
+    """Write `obj` (a dict of arrays/Tensors, possibly nested; one array; or an object) to `path` as safetensors.
 
     `path` may also be a file opened for binary writing (as torch.save takes one); the
     bytes are then written to it at its position, and the atomic rename is the caller's
@@ -55,10 +70,12 @@ def save(obj, path, metadata=None):
         raise TypeError(f"easyfit.save: {getattr(file, 'name', 'the file')} is open in text mode; open it with 'wb'")
     path = str(getattr(file, "name", "<file object>")) if file is not None else os.fspath(path)
     # --
-    if not isinstance(obj, dict):
-        raise TypeError(f"easyfit.save({path!r}): expected a dict (e.g. model.state_dict()), got {type(obj).__name__}")
+    single = isinstance(obj, Tensor) or is_array(obj)
+    if isinstance(obj, (list, tuple, set, str, int, float, bool, type(None))):
+        raise TypeError(f"easyfit.save({path!r}): expected a dict (e.g. model.state_dict()), a single array "
+                        f"or Tensor, or an object such as a Module, got {type(obj).__name__}")
     tensors = {}
-    tree = _encode(obj, "", tensors, path)
+    tree = _encode(obj, SINGLE_ARRAY_NAME if single else "", tensors, path, memo={})
     header = {}
     if metadata is not None:
         for key, value in metadata.items():
@@ -92,6 +109,12 @@ def load_with_metadata(path, device=None, caller="easyfit.load"):
     """(`load(path)`, the file's metadata dict of str -> str), read once and checked."""
     from safetensors import safe_open
 
+    if _is_readable_file(path):
+        with tempfile.TemporaryDirectory(prefix="easyfit-load-") as folder:
+            temporary = os.path.join(folder, os.path.basename(str(getattr(path, "name", "file"))) or "file")
+            with open(temporary, "wb") as copy:
+                copy.write(path.read())
+            return load_with_metadata(temporary, device, caller)
     path = os.fspath(path)
     device = parse_device(device)
     remove_stale_temporaries(path)
@@ -121,7 +144,9 @@ def load_with_metadata(path, device=None, caller="easyfit.load"):
             raise ValueError("unknown format")
         if description.get("version", 0) > _FORMAT_VERSION:
             raise ValueError(f"written by a newer easyfit (format version {description['version']})")
-        return _decode(description["tree"], arrays), header
+        return _decode(description["tree"], arrays, memo={}, path=path), header
+    except UntrustedGlobalError:
+        raise
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
         raise ValueError(f"{caller}: {path} has a damaged {STRUCTURE_KEY!r} header ({error})") from None
 
@@ -150,10 +175,21 @@ def _read_bfloat16(path, entry, data_start):
 
 # ----- nesting ----------------------------------------------------------------------------
 
-def _encode(value, name, tensors, path):
-    """A JSON description of `value`; its arrays go to `tensors` under their dotted names."""
+def _encode(value, name, tensors, path, memo, in_object=False):
+    """A JSON description of `value`; its arrays go to `tensors` under their dotted names.
+
+    Inside an object (`in_object`), Tensors keep their class and `requires_grad`, and an
+    object or Tensor met again (tied weights) is stored as a reference to its first name.
+    """
+    if _is_object(value) or (in_object and isinstance(value, Tensor)):
+        if id(value) in memo:
+            return {"ref": memo[id(value)][0]}
+        memo[id(value)] = (name, value)  # keep `value` alive so its id is not reused
     if isinstance(value, Tensor):
-        value = value.array
+        node = _encode(value.array, name, tensors, path, memo)
+        if in_object:
+            node.update({"class": _global_name(type(value), name, path), "requires_grad": value.requires_grad})
+        return node
     if is_array(value) or isinstance(value, np.generic):
         if name in tensors:
             raise ValueError(f"easyfit.save({path!r}): two entries are both stored as {name!r}; "
@@ -170,32 +206,159 @@ def _encode(value, name, tensors, path):
             if isinstance(key, bool) or not isinstance(key, (str, int)):
                 raise TypeError(f"easyfit.save({path!r}): keys must be str or int, got {key!r} "
                                 f"({type(key).__name__}) under {name or 'the top level'!r}")
-            items.append([key, _encode(item, f"{name}.{key}" if name else str(key), tensors, path)])
+            items.append([key, _encode(item, f"{name}.{key}" if name else str(key), tensors, path, memo, in_object)])
         return {"dict": items}
-    if isinstance(value, (list, tuple)):
-        encoded = [_encode(item, f"{name}.{index}" if name else str(index), tensors, path)
-                   for index, item in enumerate(value)]
-        return {"tuple" if isinstance(value, tuple) else "list": encoded}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        encoded = [_encode(item, f"{name}.{index}" if name else str(index), tensors, path, memo, in_object)
+                   for index, item in enumerate(items)]
+        kind = "tuple" if isinstance(value, tuple) else "list" if isinstance(value, list) else "set"
+        return {kind: encoded}
     if value is None or isinstance(value, (bool, int, float, str)):
         return {"value": value}
+    if in_object and isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)):
+        return {"global": _global_name(value, name, path)}
+    if _is_object(value):
+        state = _encode(vars(value), name, tensors, path, memo, in_object=True)
+        return {"object": _global_name(type(value), name, path), "name": name, "state": state}
     raise TypeError(f"easyfit.save({path!r}): cannot store {name!r} of type {type(value).__name__}; "
-                    f"values must be arrays, Tensors, numbers, strings, None, or dicts/lists of those")
+                    f"values must be arrays, Tensors, numbers, strings, None, dicts/lists of those, "
+                    f"or objects made of them")
 
 
-def _decode(node, arrays):
+def _is_object(value):
+    """An instance of an ordinary class, stored as its class name and its attributes."""
+    return (hasattr(value, "__dict__") and not isinstance(value, (type, types.FunctionType, types.ModuleType,
+                                                                 types.BuiltinFunctionType, types.MethodType))
+            and type(value).__reduce_ex__ is object.__reduce_ex__)
+
+
+def _global_name(thing, name, path):
+    """'module:qualname' of a class or function, refusing what cannot be found again by that name."""
+    module, qualname = getattr(thing, "__module__", None), getattr(thing, "__qualname__", "")
+    if not module or "<" in qualname:
+        raise TypeError(f"easyfit.save({path!r}): cannot store {name or 'the object'!r}: {thing!r} has no "
+                        f"importable name (a lambda or a class/function defined inside a function)")
+    return f"{module}:{qualname}"
+
+
+def _decode(node, arrays, memo, path):
     if not isinstance(node, dict):
         raise TypeError(f"a node of the tree is a {type(node).__name__}, expected an object")
+    if "ref" in node:
+        return memo[node["ref"]]
     if "tensor" in node:
         if node["tensor"] not in arrays:
             raise KeyError(f"the tree names a tensor {node['tensor']!r} that the file does not hold")
-        return arrays[node["tensor"]]
+        array = arrays[node["tensor"]]
+        if "class" not in node:
+            return array
+        cls = _trusted(node["class"], path, "tensor class")
+        if not (isinstance(cls, type) and issubclass(cls, Tensor)):
+            raise ValueError(f"{node['class']} is not a Tensor class")
+        tensor = cls(array, requires_grad=bool(node.get("requires_grad", False)))
+        memo[node["tensor"]] = tensor
+        return tensor
     if "dict" in node:
-        return {key: _decode(item, arrays) for key, item in node["dict"]}
+        return {key: _decode(item, arrays, memo, path) for key, item in node["dict"]}
     if "list" in node:
-        return [_decode(item, arrays) for item in node["list"]]
+        return [_decode(item, arrays, memo, path) for item in node["list"]]
     if "tuple" in node:
-        return tuple(_decode(item, arrays) for item in node["tuple"])
+        return tuple(_decode(item, arrays, memo, path) for item in node["tuple"])
+    if "set" in node:
+        return {_decode(item, arrays, memo, path) for item in node["set"]}
+    if "global" in node:
+        return _trusted(node["global"], path, "function or class")
+    if "object" in node:
+        cls = _trusted(node["object"], path, "class")
+        if not isinstance(cls, type):
+            raise ValueError(f"{node['object']} is not a class")
+        made = cls.__new__(cls)
+        memo[node["name"]] = made
+        made.__dict__.update(_decode(node["state"], arrays, memo, path))
+        return made
     return node["value"]
+
+
+# ----- which classes and functions `load` may rebuild --------------------------------------
+
+class UntrustedGlobalError(ValueError):
+    """A file names a class or function that `load` has not been allowed to rebuild."""
+
+
+_ALLOWED = []          # add_safe_globals
+_ALLOWED_SCOPES = []   # one list per active `with safe_globals(...)`
+
+
+def add_safe_globals(safe_globals):
+    """Allow `load` to rebuild objects of these classes (and to restore these functions), from now on."""
+    _ALLOWED.extend(_checked_globals(safe_globals))
+
+
+def get_safe_globals():
+    """The classes and functions allowed by `add_safe_globals` and active `safe_globals` blocks."""
+    return list(_ALLOWED) + [entry for scope in _ALLOWED_SCOPES for entry in scope]
+
+
+def clear_safe_globals():
+    """Forget everything `add_safe_globals` allowed."""
+    _ALLOWED.clear()
+
+
+class safe_globals:
+    """`with safe_globals([MyModel, ...]): load(f)`: allow these classes and functions inside the block.
+
+    easyfit's own classes and functions are always allowed; a program's own classes (a
+    model defined in its script) must be listed, as in PyTorch's `weights_only` loading.
+    """
+
+    def __init__(self, safe_globals):
+        self.entries = _checked_globals(safe_globals)
+
+    def __enter__(self):
+        _ALLOWED_SCOPES.append(self.entries)
+        return self
+
+    def __exit__(self, *exception):
+        _ALLOWED_SCOPES.remove(self.entries)
+        return False
+
+
+def _checked_globals(entries):
+    entries = [entry[0] if isinstance(entry, tuple) else entry for entry in entries]
+    for entry in entries:
+        if not hasattr(entry, "__qualname__") or not hasattr(entry, "__module__"):
+            raise TypeError(f"safe_globals takes classes and functions, got {entry!r}")
+    return entries
+
+
+def _trusted(global_name, path, what):
+    """The class or function `module:qualname`, when it is easyfit's own or allowed; else a clear error."""
+    for entry in get_safe_globals():
+        if f"{entry.__module__}:{entry.__qualname__}" == global_name:
+            return entry
+    module_name, _, qualname = global_name.partition(":")
+    if module_name == "easyfit" or module_name.startswith("easyfit."):
+        try:
+            found = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                found = getattr(found, part)
+                if isinstance(found, types.ModuleType):
+                    raise AttributeError(part)
+        except (ImportError, AttributeError):
+            found = None
+        if found is not None and getattr(found, "__module__", "") == module_name and \
+                getattr(found, "__qualname__", "") == qualname:
+            return found
+    raise UntrustedGlobalError(
+        f"easyfit.load: {path} holds a {what} {global_name.replace(':', '.')}, which load does not rebuild "
+        f"unless allowed. If you trust this file, allow it: "
+        f"`with easyfit.serialization.safe_globals([{qualname}]): easyfit.load(...)` "
+        f"(or easyfit.serialization.add_safe_globals([...]))")
+
+
+def _is_readable_file(source):
+    return hasattr(source, "read") and not isinstance(source, (str, bytes, os.PathLike))
 
 
 # ----- files ------------------------------------------------------------------------------

@@ -426,6 +426,11 @@ class DataLoader:
             are spawned rather than forked).
         prefetch: batches kept in flight per worker.
         timeout: seconds to wait for one batch before raising (None waits for ever).
+        pin_memory: PyTorch's flag for page-locked host batches; accepted so PyTorch code
+            runs, with no effect: easyfit copies each batch to `device` in the workers.
+        persistent_workers: keep the workers between passes over the data instead of
+            starting them for each pass (needs num_workers > 0, as in PyTorch); call
+            `close()` to stop them early.
 
     Iterating yields what the collate function builds with arrays turned into
     Tensors on `device`: `(xb, yb)` for `(x, y)` samples.
@@ -433,7 +438,8 @@ class DataLoader:
 
     def __init__(self, dataset, batch_size=64, shuffle=False, drop_last=False, num_workers=None,
                  collate_fn=None, seed=None, device=None, item_tfms=None, batch_tfms=None,
-                 batch_sampler=None, worker_type="thread", prefetch=2, timeout=None):
+                 batch_sampler=None, worker_type="thread", prefetch=2, timeout=None, pin_memory=False,
+                 persistent_workers=False):
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise TypeError(f"DataLoader needs a dataset with __len__ and __getitem__, got {type(dataset).__name__}")
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
@@ -448,6 +454,8 @@ class DataLoader:
             raise ValueError(f"prefetch must be a positive integer, got {prefetch!r}")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be positive seconds or None, got {timeout!r}")
+        if persistent_workers and num_workers == 0:
+            raise ValueError("DataLoader: persistent_workers=True needs num_workers > 0 (there are no workers to keep)")
         seed = resolve_seed(seed)
         self.dataset = dataset
         self.batch_size = int(batch_size)
@@ -463,6 +471,9 @@ class DataLoader:
         self.worker_type = worker_type
         self.prefetch = int(prefetch)
         self.timeout = timeout
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers)
+        self._kept_executor = None  # the workers kept between passes (persistent_workers)
         self.skipped = {}           # index -> reason, for samples left out (SkipSample)
         self._epoch = 0             # epoch of the current (or last) iteration
         self._batch_index = 0       # batches of that epoch already handed out
@@ -542,7 +553,9 @@ class DataLoader:
                 if batch is not None:
                     yield batch
             return
-        executor = self._make_executor(fetcher)
+        executor = self._kept_executor or self._make_executor(fetcher)
+        if self.persistent_workers:
+            self._kept_executor = executor
         call = fetcher if self.worker_type == "thread" else _fetch_in_worker
         pending = collections.deque()
         next_number = start
@@ -565,7 +578,8 @@ class DataLoader:
         finally:
             for _, future in pending:
                 future.cancel()
-            _abandon(executor, stop_workers=bool(pending))
+            if executor is not self._kept_executor:  # persistent workers outlive a pass
+                _abandon(executor, stop_workers=bool(pending))
 
     def _submit(self, executor, call, epoch, number, indices):
         try:
@@ -573,6 +587,12 @@ class DataLoader:
         except BrokenProcessPool as error:
             raise DataLoaderError(f"DataLoader: a worker process died unexpectedly before batch {number} of epoch "
                                   f"{epoch} (killed, out of memory, or os._exit in the dataset)") from error
+
+    def close(self):
+        """Stop the workers kept by persistent_workers=True (they also stop with the program)."""
+        executor, self._kept_executor = self._kept_executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
     def _make_executor(self, fetcher):
         if self.worker_type == "thread":

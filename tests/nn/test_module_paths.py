@@ -48,3 +48,10 @@ def test_pytorch_style_custom_loss_subclassing_loss_base():
     np.testing.assert_allclose(ScaledMSE(1.0, reduction="sum")(x, y).numpy(), 5.0)
     assert issubclass(nn.BatchNorm2d, _BatchNorm)
     assert nn.modules.linear.Linear is nn.Linear and ef.nn.modules.transformer.Transformer is nn.Transformer
+
+
+def test_multihead_attentions_linear_has_pytorchs_name():
+    # PyTorch's word-language-model example lists it in safe_globals when it reloads its Transformer
+    from easyfit.nn.modules.linear import NonDynamicallyQuantizableLinear
+    assert NonDynamicallyQuantizableLinear is nn.Linear
+    assert isinstance(nn.MultiheadAttention(4, 2).out_proj, NonDynamicallyQuantizableLinear)

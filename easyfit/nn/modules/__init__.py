@@ -8,7 +8,7 @@ from . import (activation, batchnorm, container, conv, distance, dropout, flatte
                normalization, pooling, rnn, sparse, transformer, upsampling)
 from .module import Module
 from .container import Sequential, ModuleList, ModuleDict
-from .linear import Linear, Identity
+from .linear import Linear, Identity, NonDynamicallyQuantizableLinear
 from .flatten import Flatten
 from .conv import Conv1d, Conv2d, ConvTranspose2d
 from .activation import ReLU, GELU, Tanh, Sigmoid, Softmax, LogSoftmax, LeakyReLU, SiLU, MultiheadAttention
@@ -26,8 +26,8 @@ from .transformer import (Transformer, TransformerEncoder, TransformerDecoder, T
 from .upsampling import Upsample, UpsamplingNearest2d, UpsamplingBilinear2d
 
 __all__ = [
-    "Module", "Sequential", "ModuleList", "ModuleDict", "Linear", "Identity", "Flatten", "Conv1d", "Conv2d",
-    "ConvTranspose2d", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "LeakyReLU", "SiLU",
+    "Module", "Sequential", "ModuleList", "ModuleDict", "Linear", "Identity", "NonDynamicallyQuantizableLinear",
+    "Flatten", "Conv1d", "Conv2d", "ConvTranspose2d", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "LeakyReLU", "SiLU",
     "MultiheadAttention", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss",
     "KLDivLoss", "BCEWithLogitsLoss", "BCELoss", "CosineSimilarity", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
     "GroupNorm", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Dropout", "Embedding", "RNNBase", "RNN", "LSTM",
