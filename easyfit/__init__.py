@@ -19,6 +19,7 @@ from .core import (Tensor, Function, tensor, from_numpy, zeros, ones, full, empt
                    int64, bool_)
 from .core.serialization import save, load
 from .learner import Learner, load_learner
+from . import distributed  # registers Learner.distrib_ctx's context; MPI itself loads only under mpiexec
 
 __all__ = [
     "Tensor", "Function", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "arange", "eye", "rand",

@@ -2,6 +2,7 @@
 
     easyfit recipes                          list the recipes and their default data
     easyfit train RECIPE [options]           train, log to TensorBoard, checkpoint, export
+                                             (--nprocs N: data-parallel over N processes)
     easyfit lr-find RECIPE [options]         suggest learning rates
     easyfit predict OUT_DIR INPUTS...        classify images or texts with a trained run
     easyfit generate OUT_DIR --prompt TEXT   sample text from a trained char-RNN run
@@ -12,6 +13,8 @@ folder not found. Errors are one line on stderr; set EASYFIT_DEBUG=1 for a trace
 """
 import argparse
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -56,6 +59,8 @@ def build_parser():
     train.add_argument("--logdir", metavar="DIR", help="TensorBoard log folder (default: OUT/tensorboard)")
     train.add_argument("--resume", metavar="RUN", help="continue the interrupted run in this output folder "
                                                        "(or from this checkpoint file inside it)")
+    train.add_argument("--nprocs", type=int, default=1, metavar="N",
+                       help="train data-parallel over N processes (runs mpiexec -n N itself; --bs is per process)")
 
     finder = verbs.add_parser("lr-find", help="suggest learning rates for a recipe")
     _add_config_options(finder)
@@ -92,8 +97,54 @@ def _resume_folder(value):
     return path
 
 
-def run_command(args):
+def _mpiexec():
+    """The mpiexec beside this Python (pip's mpich puts it there), else the one on PATH."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("mpiexec")
+    if found is None:
+        raise UsageError("--nprocs needs MPI's mpiexec, which was not found; install the MPI extra: "
+                         "pip install 'easyfit[mpi]' (or run: mpiexec -n N easyfit train ...)")
+    return found
+
+
+def launch_processes(nprocs, argv):
+    """Run this same command line in `nprocs` processes under mpiexec; returns their exit code."""
+    if nprocs < 1:
+        raise UsageError(f"--nprocs must be at least 1, got {nprocs}")
+    try:
+        import mpi4py  # noqa: F401  (checked here: the children need it)
+    except ImportError:
+        raise UsageError("--nprocs needs mpi4py, which is not installed; install the MPI extra: "
+                         "pip install 'easyfit[mpi]'") from None
+    command = [_mpiexec(), "-n", str(nprocs), sys.executable, "-m", "recipes.cli"] + list(argv)
+    try:
+        return subprocess.run(command).returncode
+    except KeyboardInterrupt:  # mpiexec got the Ctrl-C too and ends its processes
+        return EXIT_FAILURE
+
+
+def _without_nprocs(argv):
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nprocs":
+            skip = True
+        elif not item.startswith("--nprocs="):
+            out.append(item)
+    return out
+
+
+def run_command(args, argv=None):
     from . import run
+    if args.verb == "train" and args.nprocs != 1:
+        from easyfit import distributed
+        if distributed.launched_by_mpi():
+            raise UsageError("--nprocs starts mpiexec itself; under mpiexec leave it out "
+                             "(mpiexec -n N easyfit train RECIPE)")
+        return launch_processes(args.nprocs, _without_nprocs(sys.argv[1:] if argv is None else argv))
     if args.verb == "recipes":
         for name in available():
             recipe = get_recipe(name)
@@ -146,7 +197,7 @@ def main(argv=None):
         parser.print_help()
         return EXIT_USAGE
     try:
-        return run_command(args)
+        return run_command(args, argv)
     except KeyboardInterrupt:
         print("easyfit: interrupted (resume with: easyfit train RECIPE --resume OUT_DIR)", file=sys.stderr)
         return EXIT_FAILURE
@@ -158,6 +209,10 @@ def main(argv=None):
             code = EXIT_USAGE
         elif isinstance(error, (FileNotFoundError, ImportError)):
             code = EXIT_NOT_FOUND
+        from easyfit import distributed
+        if distributed.launched_by_mpi() and distributed.world_size() > 1:
+            # the other processes may be waiting for this one: end them all
+            distributed.abort(f"easyfit: error (rank {distributed.rank()}): {error}", code)
         print(f"easyfit: error: {error}", file=sys.stderr)
         return code
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import easyfit
+from easyfit import distributed
 from easyfit.learner import SaveModelCallback, TensorBoardCallback, load_learner
 
 from . import get_recipe
@@ -65,7 +66,11 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
 
     With `resume=True`, continue the interrupted run in `out_dir` from its last
     checkpoint (the same call, the same schedule: the result equals an uninterrupted run).
+    Under `mpiexec -n N` it trains data-parallel (`Learner.distrib_ctx`; `config.bs` is
+    per process) and rank 0 alone logs and writes files.
     """
+    if not distributed.is_main():
+        log = _silent
     out_dir = Path(out_dir)
     resume_name = None
     if resume:
@@ -73,7 +78,8 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
         if not checkpoint.is_file():
             raise FileNotFoundError(f"nothing to resume: {checkpoint} does not exist")
         resume_name = RESUMABLE
-    write_config(recipe, config, out_dir)
+    if distributed.is_main():
+        write_config(recipe, config, out_dir)
     easyfit.manual_seed(config.seed)
     learn = recipe.build_learner(config, out_dir)
     logdir = Path(logdir) if logdir else out_dir / "tensorboard"
@@ -87,9 +93,12 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
         log(f"lr_find: valley {suggestions.valley:.2e}, slide {suggestions.slide:.2e}, "
             f"minimum {suggestions.minimum:.2e}, steep {suggestions.steep:.2e}; training with lr {lr:.2e}")
     start = time.perf_counter()
-    learn.fit_one_cycle(config.epochs, lr_max=lr, cbs=callbacks, resume=resume_name)
-    seconds = time.perf_counter() - start
-    values = learn.validate()
+    with learn.distrib_ctx():
+        learn.fit_one_cycle(config.epochs, lr_max=lr, cbs=callbacks, resume=resume_name)
+        seconds = time.perf_counter() - start
+        values = learn.validate()
+    if not distributed.is_main():
+        return None  # rank 0 exports and reports
     names = ["valid_loss"] + [m.name for m in learn.metrics]
     results = {"recipe": recipe.NAME, **{n: float(v) for n, v in zip(names, values)},
                "epochs": config.epochs, "lr": lr, "train_seconds": round(seconds, 2),
@@ -101,6 +110,10 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
     log(f"model: {out_dir / MODEL_FILE}; checkpoints: {out_dir / 'models'}")
     log(f"TensorBoard logs: {logdir}  (view them with: tensorboard --logdir {logdir})")
     return results
+
+
+def _silent(*args, **kwargs):
+    pass
 
 
 def find_lr(recipe, config, out_dir, log=print):

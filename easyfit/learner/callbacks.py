@@ -221,6 +221,7 @@ class GradientAccumulation(Callback):
 class CSVLogger(Callback):
     """Appends the epoch table (the columns `Recorder` prints) to `path/fname` as CSV."""
     order = 60
+    main_process_only = True  # data-parallel: rank 0 alone prints / writes
     run_lr_find = False
 
     def __init__(self, fname="history.csv", append=False):

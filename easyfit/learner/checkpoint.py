@@ -25,6 +25,7 @@ import numpy as np
 
 from ..core.random import get_rng_state, set_rng_state
 from ..core.serialization import save as _save_arrays, load as _load_arrays
+from .parallel import is_main_process, wait_for_main
 
 FORMAT = "easyfit-learner-checkpoint"
 VERSION = 1
@@ -46,6 +47,8 @@ def save_learner(learn, name, with_opt=True):
         raise RuntimeError(f"save({name!r}) was called in the middle of training batch {learn.iter} (before its "
                            "step finished); a checkpoint there cannot be resumed exactly. Save from after_batch, "
                            "after_train or after_epoch.")
+    if not is_main_process(learn):
+        return weights_path  # data-parallel: rank 0 writes the checkpoint
     arrays = {"model": dict(learn.model.state_dict())}
     if with_opt and learn.opt is not None:
         arrays["opt"] = learn.opt.state_dict()
@@ -117,6 +120,7 @@ def _set_data_state(learn, state):
 
 def read_checkpoint(learn, name):
     """(arrays, sidecar) of checkpoint `name`, after checking the pair belongs together."""
+    wait_for_main(learn)  # data-parallel: rank 0 may still be writing it
     weights_path, sidecar_path = checkpoint_paths(learn, name)
     if not weights_path.exists():
         raise FileNotFoundError(f"checkpoint {str(name)!r} not found: {weights_path} does not exist")

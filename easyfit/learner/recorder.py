@@ -4,6 +4,7 @@ import sys
 import time
 
 from .callback import Callback
+from .parallel import batch_items
 
 
 def _hyper(learn, names):
@@ -71,7 +72,7 @@ class Recorder(Callback):
         if math.isfinite(loss):
             self._smooth = self.beta * self._smooth + (1 - self.beta) * loss
             self._smooth_count += 1
-            count = int(learn.yb.size) if learn.yb is not None and learn.yb.shape else 1
+            count = batch_items(learn, int(learn.yb.size) if learn.yb is not None and learn.yb.shape else 1)
             self._train_total += loss * count
             self._train_count += count
         self.smooth_losses.append(self.smooth_loss)
