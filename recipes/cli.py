@@ -210,7 +210,7 @@ def main(argv=None):
         elif isinstance(error, (FileNotFoundError, ImportError)):
             code = EXIT_NOT_FOUND
         from easyfit import distributed
-        if distributed.launched_by_mpi() and distributed.world_size() > 1:
+        if distributed.is_initialized() and distributed.world_size() > 1:
             # the other processes may be waiting for this one: end them all
             distributed.abort(f"easyfit: error (rank {distributed.rank()}): {error}", code)
         print(f"easyfit: error: {error}", file=sys.stderr)

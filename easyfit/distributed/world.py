@@ -61,16 +61,29 @@ def init():
 
     Under `mpiexec` this imports mpi4py and uses MPI_COMM_WORLD; otherwise it is a
     world of one. Every other function here calls it when needed, so calling it
-    yourself only makes the moment explicit.
+    yourself only makes the moment explicit. With more than one process, an
+    uncaught exception in any of them is printed with its rank and ends the whole
+    job (MPI_Abort), so the others never wait for ever in a collective.
     """
     global _world, _mpi
     if _world is None:
         if launched_by_mpi():
             _mpi = _import_mpi()
             _world = _mpi.COMM_WORLD
+            if _world.size > 1:
+                sys.excepthook = _abort_on_uncaught
         else:
             _world = _SingleProcess()
     return _world.size
+
+
+def is_initialized():
+    """Whether `init()` has run in this process (PyTorch's name)."""
+    return _world is not None
+
+
+def _abort_on_uncaught(kind, error, trace):
+    report_and_abort(error.with_traceback(trace) if error is not None else kind())
 
 
 def _comm():
@@ -110,6 +123,7 @@ def abort(message=None, code=1):
     sys.stderr.flush()
     sys.stdout.flush()
     _comm().Abort(code)
+    os._exit(code)  # MPI_Abort may return in the calling process before the launcher ends it
 
 
 def report_and_abort(error, code=1):
@@ -192,9 +206,12 @@ def broadcast(x, root=0):
         return comm.bcast(x, root=root)
     array, back = _host_array(x)
     shape, dtype = comm.bcast((array.shape, array.dtype.str), root=root)
-    if (array.shape, array.dtype.str) != (shape, dtype):
-        raise ValueError(f"easyfit.distributed.broadcast: rank {comm.rank} has an array of shape {array.shape} "
-                         f"and dtype {array.dtype}, rank {root} one of shape {shape} and dtype {np.dtype(dtype)}")
+    mismatched = comm.allgather((array.shape, array.dtype.str) != (shape, dtype))
+    if any(mismatched):  # every rank raises, so none is left waiting in Bcast
+        ranks = [r for r, bad in enumerate(mismatched) if bad]
+        raise ValueError(f"easyfit.distributed.broadcast: rank {root} sends an array of shape {shape} and dtype "
+                         f"{np.dtype(dtype)}, but rank(s) {ranks} passed a different shape or dtype "
+                         f"(rank {comm.rank}: shape {array.shape}, dtype {array.dtype})")
     out = array.copy()
     comm.Bcast(out, root=root)
     return back(out)
