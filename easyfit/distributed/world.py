@@ -129,6 +129,9 @@ def abort(message=None, code=1):
 def report_and_abort(error, code=1):
     """Print `error` with this process's rank and its traceback, then end every process."""
     comm = _comm()
+    if isinstance(error, KeyboardInterrupt):
+        abort(f"easyfit.distributed: rank {comm.rank} of {comm.size} interrupted; ending all {comm.size} "
+              "processes (checkpoints are written atomically: the last complete one is intact)", code)
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     abort(f"easyfit.distributed: rank {comm.rank} of {comm.size} failed; ending all {comm.size} processes.\n"
           f"{text}", code)
