@@ -28,6 +28,7 @@ BatchNorm keeps per-process statistics (as in PyTorch DDP); use
 import numpy as np
 
 from ..core.tensor import Tensor
+from ..data.loader import DataLoader
 from ..learner.callback import Callback
 from ..learner import parallel as learner_parallel
 from ..learner.metrics import Metric
@@ -98,6 +99,13 @@ class DataParallel(Callback):
             metric.sync(world.all_gather)
 
 
+def _shardable(dl):
+    """A DataLoader whose batches come from DataLoader's plan (a subclass with its own plan would ignore shard)."""
+    cls = type(dl)
+    return isinstance(dl, DataLoader) and all(getattr(cls, name) is getattr(DataLoader, name)
+                                              for name in ("batches_for_epoch", "__len__", "__iter__"))
+
+
 def _item_count(target):
     return int(np.prod(target.shape)) if target.shape else 1
 
@@ -120,16 +128,16 @@ class DistribContext:
                 raise TypeError(f"Learner.distrib_ctx: metric {metric.name!r} ({type(metric).__name__}) has no "
                                 "sync(all_gather), so its value cannot cover every process's share; define it")
         size, rank = world.world_size(), world.rank()
-        for split in ("train", "valid"):
-            dl = getattr(learn.dls, split, None)
-            if dl is None:
-                continue
-            if not hasattr(dl, "shard"):
+        loaders = [(split, getattr(learn.dls, split, None)) for split in ("train", "valid")]
+        for split, dl in loaders:  # check them all before changing any
+            if dl is not None and not _shardable(dl):
                 raise TypeError(f"Learner.distrib_ctx: the {split} loader ({type(dl).__name__}) cannot be sharded "
-                                "between processes (it has no shard(rank, num_shards) method); use "
-                                "easyfit.data.DataLoader")
-            self.sharded.append((dl, (dl.shard_rank, dl.num_shards, dl.shard_equal_counts)))
-            dl.shard(rank, size, equal_counts=(split == "train"))
+                                "between processes: only an easyfit.data.DataLoader that plans its batches with "
+                                "DataLoader's own batches_for_epoch can (a language-model stream cannot yet)")
+        for split, dl in loaders:
+            if dl is not None:
+                self.sharded.append((dl, (dl.shard_rank, dl.num_shards, dl.shard_equal_counts)))
+                dl.shard(rank, size, equal_counts=(split == "train"))
         learn.parallel = self.callback
         learn.add_cb(self.callback)  # also rebuilds the hooks: rank > 0 drops main-process-only callbacks
         return learn

@@ -206,6 +206,16 @@ def test_distrib_ctx_refuses_a_metric_that_cannot_be_synced(tmp_path):
     assert learn.parallel is None
 
 
+def test_distrib_ctx_refuses_a_loader_it_cannot_shard(tmp_path):
+    from easyfit.data import DataLoaders, LMDataLoader
+    learn = _worker.make_learner(8, tmp_path)
+    learn.dls = DataLoaders(LMDataLoader(np.arange(500), batch_size=4, bptt=8), learn.dls.valid)
+    with pytest.raises(TypeError, match="train loader \\(LMDataLoader\\) cannot be sharded"):
+        with learn.distrib_ctx():
+            pass
+    assert learn.parallel is None and learn.dls.valid.num_shards == 1
+
+
 class _NotMain:
     """Stands in for the data-parallel object of a rank other than 0."""
     is_main, rank, world_size, batch_items = False, 1, 2, None
