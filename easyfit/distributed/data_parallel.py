@@ -53,30 +53,37 @@ class DataParallel(Callback):
 
     @property
     def name(self):
+        """Inside the block the learner holds this callback as `learn.data_parallel` (and `learn.parallel`)."""
         return "data_parallel"
 
     # what the learner layer asks of `learn.parallel`
     @property
     def rank(self):
+        """This process's rank."""
         return world.rank()
 
     @property
     def world_size(self):
+        """The number of processes."""
         return world.world_size()
 
     @property
     def is_main(self):
+        """True in rank 0, which alone prints and writes files."""
         return world.is_main()
 
     def barrier(self):
+        """Wait for every process (the learner calls it before reading a checkpoint)."""
         world.barrier()
 
     # events
     def before_fit(self):
+        """Every process starts the fit from rank 0's parameters and buffers."""
         broadcast_parameters(self.learner.model)
         self.averager = GradientAverager(self.learner.model, self.bucket_bytes)
 
     def before_backward(self):
+        """Global item count and mean loss; scale this process's loss by its share of the items."""
         learn = self.learner
         count = _item_count(learn.yb)
         loss = float(learn.loss.item())
@@ -87,9 +94,11 @@ class DataParallel(Callback):
             learn.loss_grad = learn.loss_grad * (count / total)
 
     def after_backward(self):
+        """Sum the (share-scaled) gradients over processes."""
         self.averager.reduce(average=False)
 
     def after_validate(self):
+        """Combine the validation loss and the metrics of every process's share."""
         learn = self.learner
         if getattr(learn.dl, "num_shards", 1) != world.world_size():
             return  # a loader that is not sharded: every rank saw everything already

@@ -72,6 +72,7 @@ class GradientAverager:
         return self.buckets
 
     def reduce(self, weight=1.0, average=True):
+        """Reduce the parameters' current gradients in place (see the class); returns the sum of the weights."""
         buckets = self._layout()
         n_params = sum(len(b) for b in buckets)
         # header: [weight, has-grad flag per parameter], reduced in float64

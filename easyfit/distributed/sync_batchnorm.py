@@ -43,6 +43,7 @@ class SyncBatchNorm(_BatchNorm):
     expected_ndims = (2, 3, 4)
 
     def forward(self, x):
+        """Normalise with the global batch's statistics in training, the running ones in eval."""
         if not self.training or world.world_size() == 1:
             return super().forward(x)
         if x.ndim not in self.expected_ndims or x.shape[1] != self.num_features:
