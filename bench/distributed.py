@@ -127,6 +127,7 @@ def main():
     parser.add_argument("--model", choices=list(STEPS))
     parser.add_argument("--nprocs", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="processes per configuration (best median kept)")
+    parser.add_argument("--part", choices=["all", "allreduce", "step"], default="all", help="which benchmark to run")
     args = parser.parse_args()
     if args.worker == "allreduce":
         return worker_allreduce()
@@ -137,7 +138,15 @@ def main():
         sys.exit("bench/distributed.py needs mpiexec: pip install 'easyfit[mpi]'")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     me = [sys.executable, str(Path(__file__).resolve())]
-    rounds = [_run([mpiexec, "-n", "2", *me, "--worker", "allreduce"], 1) for _ in range(args.rounds)]
+    if args.part in ("all", "allreduce"):
+        bench_allreduce(mpiexec, me, args.rounds)
+    if args.part in ("all", "step"):
+        bench_steps(mpiexec, me, args.rounds)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def bench_allreduce(mpiexec, me, n_rounds):
+    rounds = [_run([mpiexec, "-n", "2", *me, "--worker", "allreduce"], 1) for _ in range(n_rounds)]
     print("allreduce of float32 over 2 processes (best of the rounds' medians)")
     print(f"{'size':>8} {'raw MPI':>10} {'all_reduce_':>12} {'overhead':>9} {'all_reduce':>11} {'overhead':>9} "
           f"{'GB/s raw':>9}")
@@ -148,20 +157,22 @@ def main():
         size = f"{nbytes // 2**20} MB" if nbytes >= 2**20 else f"{nbytes // 2**10} KB"
         print(f"{size:>8} {raw * 1e6:>8.1f}us {inplace * 1e6:>10.1f}us {inplace / raw - 1:>8.1%} "
               f"{copy * 1e6:>9.1f}us {copy / raw - 1:>8.1%} {nbytes / raw / 1e9:>9.2f}")
+
+
+def bench_steps(mpiexec, me, n_rounds):
     print("\ntraining step, same global batch: 1 process x 2 BLAS threads vs 2 processes x 1 thread")
     print(f"{'model':>6} {'params':>9} {'1x1 step':>10} {'1x2 step':>10} {'2x1 step':>10} "
           f"{'throughput 2x1/1x2':>19} {'comm share':>11}")
     for model in STEPS:
         single = min((_run([*me, "--worker", "step", "--model", model, "--nprocs", "1"], 1)
-                      for _ in range(args.rounds)), key=lambda r: r["step"])
-        one = min((_run([*me, "--worker", "step", "--model", model, "--nprocs", "1"], 2) for _ in range(args.rounds)),
+                      for _ in range(n_rounds)), key=lambda r: r["step"])
+        one = min((_run([*me, "--worker", "step", "--model", model, "--nprocs", "1"], 2) for _ in range(n_rounds)),
                   key=lambda r: r["step"])
         two = min((_run([mpiexec, "-n", "2", *me, "--worker", "step", "--model", model, "--nprocs", "2"], 1)
-                   for _ in range(args.rounds)), key=lambda r: r["step"])
+                   for _ in range(n_rounds)), key=lambda r: r["step"])
         print(f"{model:>6} {one['params']:>9,} {single['step'] * 1e3:>8.1f}ms {one['step'] * 1e3:>8.1f}ms "
               f"{two['step'] * 1e3:>8.1f}ms "
               f"{one['step'] / two['step']:>19.2f} {two['comm'] / two['step']:>10.1%}")
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

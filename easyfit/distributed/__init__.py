@@ -11,12 +11,13 @@ In a hand-written loop: `broadcast_parameters(model)` once, then
 mpi4py is imported only under an MPI launcher (`pip install 'easyfit[mpi]'`), so a
 plain `python script.py` is a world of one and needs no MPI at all.
 """
-from .world import (init, is_initialized, rank, world_size, is_main, barrier, abort, all_reduce, broadcast, all_gather,
-                    launched_by_mpi)
+from .world import (init, is_initialized, rank, world_size, is_main, barrier, abort, all_reduce, all_reduce_,
+                    broadcast, broadcast_, all_gather, launched_by_mpi)
 from .gradients import GradientAverager, average_gradients, broadcast_parameters
 from .data_parallel import DataParallel
 from .sync_batchnorm import SyncBatchNorm, all_reduce_sum
 
-__all__ = ["init", "is_initialized", "rank", "world_size", "is_main", "barrier", "abort", "all_reduce", "broadcast", "all_gather",
+__all__ = ["init", "is_initialized", "rank", "world_size", "is_main", "barrier", "abort", "all_reduce", "all_reduce_",
+           "broadcast", "broadcast_", "all_gather",
            "launched_by_mpi", "GradientAverager", "average_gradients", "broadcast_parameters", "DataParallel",
            "SyncBatchNorm", "all_reduce_sum"]

@@ -126,12 +126,15 @@ class DistribContext:
         self.learn = learn
         self.callback = DataParallel(**options)
         self.sharded = []
+        self.entered = False
 
     def __enter__(self):
         learn = self.learn
-        world.init()
-        if learn.parallel is not None:
+        if learn.parallel is not None or self.entered:
             raise RuntimeError("Learner.distrib_ctx: already inside a distrib_ctx block")
+        self.entered = True
+        if world.init() == 1:
+            return learn  # a world of one: the block trains exactly as without it
         for metric in learn.metrics:
             if type(metric).sync is Metric.sync:
                 raise TypeError(f"Learner.distrib_ctx: metric {metric.name!r} ({type(metric).__name__}) has no "
@@ -153,6 +156,9 @@ class DistribContext:
 
     def __exit__(self, kind, error, trace):
         learn = self.learn
+        self.entered = False
+        if learn.parallel is not self.callback:
+            return False  # a world of one: nothing was changed
         try:
             learn.remove_cb(self.callback)
         finally:

@@ -13,6 +13,7 @@ world of one, it is plain BatchNorm.
 """
 import numpy as np
 
+from ..core.backend import to_device
 from ..core.tensor import Function, Tensor
 from ..core import functions as _ops
 from ..nn.normalization import _BatchNorm
@@ -50,7 +51,7 @@ class SyncBatchNorm(_BatchNorm):
             raise ValueError(f"{self!r}: expected input of shape (N, {self.num_features}, ...); got {tuple(x.shape)}")
         axes = (0,) + tuple(range(2, x.ndim))
         local_count = x.size // x.shape[1] if x.size else 0
-        counts = Tensor(np.full(1, local_count, dtype=x.dtype))
+        counts = Tensor(to_device(np.full(1, local_count, dtype=x.dtype), x.device))
         local = _ops.concatenate([x.sum(axis=axes), (x * x).sum(axis=axes), counts], axis=0)
         total = all_reduce_sum(local)
         channels = self.num_features

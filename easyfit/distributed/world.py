@@ -69,6 +69,7 @@ def init():
     if _world is None:
         if launched_by_mpi():
             _mpi = _import_mpi()
+            _mpi_ops.update(sum=_mpi.SUM, mean=_mpi.SUM, max=_mpi.MAX, min=_mpi.MIN, prod=_mpi.PROD)
             _world = _mpi.COMM_WORLD
             if _world.size > 1:
                 sys.excepthook = _abort_on_uncaught
@@ -159,10 +160,15 @@ def _host_array(x):
     raise TypeError(f"easyfit.distributed: expected a Tensor, an array or a number, got {type(x).__name__}")
 
 
+_mpi_ops = {}  # op name -> MPI.Op, filled when MPI is initialised
+
+
 def _mpi_op(op):
-    if op not in _OPS:
-        raise ValueError(f"easyfit.distributed.all_reduce: op must be one of {', '.join(map(repr, _OPS))}, got {op!r}")
-    return {"sum": _mpi.SUM, "mean": _mpi.SUM, "max": _mpi.MAX, "min": _mpi.MIN, "prod": _mpi.PROD}[op]
+    try:
+        return _mpi_ops[op]
+    except KeyError:
+        raise ValueError(f"easyfit.distributed.all_reduce: op must be one of {', '.join(map(repr, _OPS))}, "
+                         f"got {op!r}") from None
 
 
 def all_reduce(x, op="sum"):
@@ -175,19 +181,20 @@ def all_reduce(x, op="sum"):
     if op not in _OPS:
         raise ValueError(f"easyfit.distributed.all_reduce: op must be one of {', '.join(map(repr, _OPS))}, got {op!r}")
     array, back = _host_array(x)
-    out = array.copy()
-    if comm.size > 1:
-        comm.Allreduce(_mpi.IN_PLACE, out, op=_mpi_op(op))
-        if op == "mean":
-            out = out / comm.size
+    if comm.size == 1:
+        return back(array.copy())
+    out = np.empty_like(array)
+    comm.Allreduce(array, out, op=_mpi_op(op))  # MPI writes the result straight into the new array
+    if op == "mean":
+        out = out / comm.size
     return back(out)
 
 
 def all_reduce_(array, op="sum"):
-    """In place on a contiguous NumPy array (the fast path the gradient buckets use); returns it."""
-    comm = _comm()
+    """`all_reduce` in place on a C-contiguous NumPy array: no new array (the gradient buckets' fast path)."""
+    comm = _world if _world is not None else _comm()
     if comm.size > 1:
-        if not (isinstance(array, np.ndarray) and array.flags.c_contiguous):
+        if type(array) is not np.ndarray or not array.flags.c_contiguous:
             raise TypeError("easyfit.distributed.all_reduce_: needs a C-contiguous NumPy array")
         comm.Allreduce(_mpi.IN_PLACE, array, op=_mpi_op(op))
         if op == "mean":
@@ -221,7 +228,7 @@ def broadcast(x, root=0):
 
 
 def broadcast_(array, root=0):
-    """In place on a contiguous NumPy array whose shape and dtype every process agrees on; returns it."""
+    """`broadcast` in place on a C-contiguous NumPy array of the same shape and dtype everywhere (unchecked)."""
     comm = _comm()
     if comm.size > 1:
         comm.Bcast(array, root=root)

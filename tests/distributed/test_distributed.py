@@ -179,14 +179,21 @@ def test_distrib_ctx_in_a_world_of_one_trains_as_usual(tmp_path):
     plain.fit(1)
     inside = _worker.make_learner(16, tmp_path)
     with inside.distrib_ctx() as learn:
-        assert learn is inside and inside.parallel is not None and inside.data_parallel.is_main
+        assert learn is inside and inside.parallel is None  # nothing to shard or reduce
         inside.fit(1)
     assert inside.parallel is None and not hasattr(inside, "data_parallel")
     for key, value in plain.model.state_dict().items():
         assert np.array_equal(value.numpy(), inside.model.state_dict()[key].numpy()), key
 
 
-def test_distrib_ctx_refuses_a_metric_that_cannot_be_synced(tmp_path):
+def _two_process_world(monkeypatch):
+    """Make distrib_ctx's checks see a world of 2 (they run before any collective)."""
+    from easyfit.distributed import world
+    monkeypatch.setattr(world, "world_size", lambda: 2)
+    monkeypatch.setattr(world, "init", lambda: 2)
+
+
+def test_distrib_ctx_refuses_a_metric_that_cannot_be_synced(tmp_path, monkeypatch):
     class Median(ef.learner.Metric):
         def reset(self):
             pass
@@ -198,6 +205,7 @@ def test_distrib_ctx_refuses_a_metric_that_cannot_be_synced(tmp_path):
         def value(self):
             return 0.0
 
+    _two_process_world(monkeypatch)
     learn = _worker.make_learner(8, tmp_path)
     learn.metrics.append(Median())
     with pytest.raises(TypeError, match="'median'.*sync"):
@@ -206,8 +214,9 @@ def test_distrib_ctx_refuses_a_metric_that_cannot_be_synced(tmp_path):
     assert learn.parallel is None
 
 
-def test_distrib_ctx_refuses_a_loader_it_cannot_shard(tmp_path):
+def test_distrib_ctx_refuses_a_loader_it_cannot_shard(tmp_path, monkeypatch):
     from easyfit.data import DataLoaders, LMDataLoader
+    _two_process_world(monkeypatch)
     learn = _worker.make_learner(8, tmp_path)
     learn.dls = DataLoaders(LMDataLoader(np.arange(500), batch_size=4, bptt=8), learn.dls.valid)
     with pytest.raises(TypeError, match="train loader \\(LMDataLoader\\) cannot be sharded"):
