@@ -454,8 +454,10 @@ class DataLoader:
         in every process, cut into global batches of `num_shards * batch_size`, and
         rank r takes positions r, r+N, r+2N, ... of each; so the union of the ranks'
         k-th batches is exactly the k-th batch of one process with batch size
-        N * batch_size (with a `batch_sampler`, the sampler's batches are the global
-        batches). `batch_size` stays the per-process size.
+        N * batch_size. `batch_size` stays the per-process size. With a `batch_sampler`
+        (e.g. length-sorted text batches) rank r takes the sampler's batches r, r+N,
+        r+2N, ... whole, so each process's batches keep the sampler's size and shape;
+        with `equal_counts` the last incomplete group of fewer than N batches is dropped.
 
         A last global batch of m < N * batch_size samples is split the same way (shares
         differ by at most one sample). With `equal_counts` (training: every process must
@@ -473,6 +475,11 @@ class DataLoader:
 
     def _shard_batches(self, epoch):
         rank, n_shards = self.shard_rank, self.num_shards
+        if self.batch_sampler is not None:
+            batches = self._global_batches(epoch, self.batch_size)
+            if self.shard_equal_counts:
+                batches = batches[:len(batches) - len(batches) % n_shards]
+            return batches[rank::n_shards]
         global_size = self.batch_size * n_shards
         batches = self._global_batches(epoch, global_size)
         if self.shard_equal_counts and batches and len(batches[-1]) < n_shards:

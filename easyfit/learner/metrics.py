@@ -115,9 +115,16 @@ def _sum_totals(metric, all_gather):
 
 
 def _interleave(shares):
-    """The batch whose strided shares (rank r held items r, r+N, ...) are `shares`."""
+    """The batch whose strided shares (rank r held items r, r+N, ...) are `shares`.
+
+    Shares whose sizes cannot come from that rule (whole batches dealt out by a batch
+    sampler) are concatenated in rank order.
+    """
     shares = [share for share in shares if share is not None]
-    out = np.empty((sum(len(share) for share in shares),) + shares[0].shape[1:], dtype=shares[0].dtype)
+    total = sum(len(share) for share in shares)
+    if any(len(share) != len(range(rank, total, len(shares))) for rank, share in enumerate(shares)):
+        return np.concatenate(shares)
+    out = np.empty((total,) + shares[0].shape[1:], dtype=shares[0].dtype)
     for rank, share in enumerate(shares):
         out[rank::len(shares)] = share
     return out

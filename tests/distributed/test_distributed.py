@@ -121,6 +121,24 @@ def test_sharding_a_short_last_batch():
         DataLoader(dataset).shard(2, 2)
 
 
+def test_sharding_with_a_batch_sampler_deals_out_whole_batches():
+    from easyfit.data.text import SortedBatchSampler
+    lengths = np.random.default_rng(0).integers(1, 50, size=45)
+    dataset = ArrayDataset(np.arange(45))
+
+    def loader():
+        return DataLoader(dataset, batch_size=4, num_workers=0, seed=2,
+                          batch_sampler=SortedBatchSampler(lengths, 4, shuffle=True))
+
+    whole = loader().batches_for_epoch(1)  # 12 batches: 11 of 4 and 1 of 1
+    train = [loader().shard(r, 5).batches_for_epoch(1) for r in range(5)]
+    valid = [loader().shard(r, 5, equal_counts=False).batches_for_epoch(1) for r in range(5)]
+    assert [len(b) for b in train] == [2] * 5  # the 2 batches of the incomplete third group are dropped
+    assert [len(b) for b in valid] == [3, 3, 2, 2, 2]
+    for rank in range(5):
+        assert all(np.array_equal(a, b) for a, b in zip(valid[rank], whole[rank::5]))
+
+
 def _share_states(metric_factory, preds, targets, n_shards, batch_size):
     """Each rank's metric after accumulating its strided shares of every batch."""
     metrics = [metric_factory() for _ in range(n_shards)]
@@ -172,6 +190,17 @@ def test_metrics_synced_over_ranks_equal_one_process(factory):
     _sync_all(ranks)
     for metric in ranks:
         assert metric.value == pytest.approx(one.value, rel=1e-6)  # float32 losses summed in another order
+
+
+def test_gathered_metric_sync_accepts_whole_batches_of_unequal_size():
+    shares = [(np.arange(4.0), np.arange(4)), (np.arange(1.0), np.arange(1))]  # a sampler's batches of 4 and 1
+    metrics = []
+    for preds, targets in shares:
+        metric = GatherMetric(lambda p, t: float(p.numpy().sum()))
+        metric.accumulate(ef.tensor(preds), ef.tensor(targets), 0.0)
+        metrics.append(metric)
+    _sync_all(metrics)
+    assert [m.value for m in metrics] == [6.0, 6.0]
 
 
 def test_distrib_ctx_in_a_world_of_one_trains_as_usual(tmp_path):
