@@ -73,8 +73,38 @@ def worker_allreduce():
                 buf[...] = 1.0  # keep values finite
         medians = {name: statistics.median(values) for name, values in timings.items()}
         results.append({"bytes": nbytes, "repeats": repeats, **medians})
+    results.append(_gradient_buckets(comm, MPI))
     if comm.rank == 0:
         print(json.dumps(results))
+
+
+def _gradient_buckets(comm, MPI):
+    """GradientAverager.reduce on the MLP's and CNN's gradients vs one raw Allreduce of as many bytes."""
+    sys.path.insert(0, str(HERE))
+    from train_step import Framework, build_cnn, build_mlp
+    import easyfit
+    from easyfit.distributed import GradientAverager
+    out = {}
+    for name, build in (("mlp", build_mlp), ("cnn", build_cnn)):
+        model = build(Framework("easyfit"), np.random.default_rng(0))[0]
+        params = list(model.parameters())
+        flat = np.ones(sum(int(np.prod(p.shape)) for p in params), dtype=np.float32)
+        averager = GradientAverager(model)
+        raw, ours = [], []
+        for _ in range(40):
+            for p in params:
+                p.grad = easyfit.ones(p.shape)
+            comm.Barrier()
+            start = time.perf_counter()
+            averager.reduce(average=False)
+            ours.append(time.perf_counter() - start)
+            comm.Barrier()
+            start = time.perf_counter()
+            comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
+            raw.append(time.perf_counter() - start)
+            flat[...] = 1.0
+        out[name] = {"bytes": flat.nbytes, "raw": statistics.median(raw[5:]), "buckets": statistics.median(ours[5:])}
+    return out
 
 
 def worker_step(model_name, nprocs):
@@ -157,6 +187,13 @@ def bench_allreduce(mpiexec, me, n_rounds):
         size = f"{nbytes // 2**20} MB" if nbytes >= 2**20 else f"{nbytes // 2**10} KB"
         print(f"{size:>8} {raw * 1e6:>8.1f}us {inplace * 1e6:>10.1f}us {inplace / raw - 1:>8.1%} "
               f"{copy * 1e6:>9.1f}us {copy / raw - 1:>8.1%} {nbytes / raw / 1e9:>9.2f}")
+    print("\na model's gradients: GradientAverager.reduce (pack into buckets, reduce, unpack) vs one raw "
+          "Allreduce of as many bytes")
+    for model in ("mlp", "cnn"):
+        raw = min(r[-1][model]["raw"] for r in rounds)
+        ours = min(r[-1][model]["buckets"] for r in rounds)
+        print(f"{model:>6} {rounds[0][-1][model]['bytes'] / 2**20:>6.2f} MB  raw {raw * 1e3:.2f} ms  "
+              f"buckets {ours * 1e3:.2f} ms  overhead {ours / raw - 1:.1%}")
 
 
 def bench_steps(mpiexec, me, n_rounds):
