@@ -87,13 +87,13 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
     callbacks = [TensorBoardCallback(str(logdir), hparams=hparams),
                  SaveModelCallback(fname=CHECKPOINT, every_n_batches=_checkpoint_every(learn), at_end=True)]
     lr = config.lr
-    if lr_find and not resume:
-        suggestions = learn.lr_find()
-        lr = float(suggestions.valley)
-        log(f"lr_find: valley {suggestions.valley:.2e}, slide {suggestions.slide:.2e}, "
-            f"minimum {suggestions.minimum:.2e}, steep {suggestions.steep:.2e}; training with lr {lr:.2e}")
-    start = time.perf_counter()
-    with learn.distrib_ctx():
+    with learn.distrib_ctx():  # data-parallel under mpiexec; a world of one trains as usual
+        if lr_find and not resume:
+            suggestions = learn.lr_find()
+            lr = float(suggestions.valley)
+            log(f"lr_find: valley {suggestions.valley:.2e}, slide {suggestions.slide:.2e}, "
+                f"minimum {suggestions.minimum:.2e}, steep {suggestions.steep:.2e}; training with lr {lr:.2e}")
+        start = time.perf_counter()
         learn.fit_one_cycle(config.epochs, lr_max=lr, cbs=callbacks, resume=resume_name)
         seconds = time.perf_counter() - start
         values = learn.validate()

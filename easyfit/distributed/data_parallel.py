@@ -7,8 +7,8 @@ What happens inside the block, in every process of `mpiexec -n N`:
   seeded order, so the union of the ranks' k-th batches is the k-th batch of one
   process at batch size N x batch_size;
 * at the start of every fit, parameters and buffers are broadcast from rank 0;
-* before backward, one small allreduce gives the global batch's number of target items
-  B and its mean loss (so `learn.loss`, the recorder and TensorBoard see the global
+* after the loss, one small allreduce gives the global batch's number of target items
+  B and its mean loss (so `learn.loss`, the recorder, TensorBoard and every callback see the global
   batch's loss); each rank's loss, a mean over its b_r items, is scaled by b_r / B,
   so that after backward the *sum* of the ranks' gradients, reduced in a few large
   messages, is exactly the gradient of the global batch's mean loss, also when the
@@ -49,7 +49,7 @@ class DataParallel(Callback):
         self.bucket_bytes = bucket_bytes
         self.abort_on_error = abort_on_error
         self.averager = None
-        self.batch_items = None  # target items in the current global batch (set before backward)
+        self.batch_items = None  # target items in the current global batch (set after the loss)
 
     @property
     def name(self):
@@ -82,9 +82,16 @@ class DataParallel(Callback):
         broadcast_parameters(self.learner.model)
         self.averager = GradientAverager(self.learner.model, self.bucket_bytes)
 
-    def before_backward(self):
-        """Global item count and mean loss; scale this process's loss by its share of the items."""
+    def after_loss(self):
+        """Global item count and mean loss; scale this process's loss by its share of the items.
+
+        Done here, first among the callbacks, so that every callback that decides from the
+        loss (stopping on NaN, lr_find's divergence test) sees the same global loss in
+        every process and they all decide alike.
+        """
         learn = self.learner
+        if not learn.training:
+            return
         count = _item_count(learn.yb)
         loss = float(learn.loss.item())
         total, loss_sum = world.all_reduce(np.array([count, loss * count], dtype=np.float64))

@@ -2,6 +2,7 @@
 
     python _worker.py train OUT      train 2 epochs, save 'mid' after epoch 0 and 'final' at the end
     python _worker.py resume OUT NAME   continue the same fit from checkpoint NAME
+    python _worker.py lr_find OUT    the learning-rate finder (writes OUT/lr_find<r>.json)
     python _worker.py fail OUT       rank 1 raises during its third training batch
 
 Every rank writes OUT/rank<r>.npz (final weights) and OUT/rank<r>.json (recorded values).
@@ -76,6 +77,10 @@ def main(mode, out, name=None):
             learn.save("final")
         elif mode == "resume":
             learn.fit_one_cycle(2, lr_max=1e-2, resume=name)
+        elif mode == "lr_find":
+            found = learn.lr_find(num_it=30)
+            (out / f"lr_find{distributed.rank()}.json").write_text(json.dumps(
+                {"suggestions": list(found), "losses": learn.recorder.lr_find_losses}))
         elif mode == "fail":
             learn.fit_one_cycle(2, lr_max=1e-2, cbs=[FailInRank1()])
         valid = learn.validate()

@@ -349,6 +349,20 @@ def test_a_two_process_checkpoint_resumes_in_one_process_and_back(two_process_ru
 
 @needs_mpi
 @pytest.mark.slow
+def test_lr_find_on_two_processes_equals_one_process(tmp_path):
+    result = _mpirun(HERE / "_worker.py", "lr_find", tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    learn = _worker.make_learner(16, tmp_path)
+    learn.remove_cb(learn.progress)
+    expected = learn.lr_find(num_it=30)
+    for r in range(2):
+        found = json.loads((tmp_path / f"lr_find{r}.json").read_text())
+        np.testing.assert_allclose(found["losses"], learn.recorder.lr_find_losses, rtol=1e-4)
+        np.testing.assert_allclose(found["suggestions"], list(expected), rtol=1e-4)
+
+
+@needs_mpi
+@pytest.mark.slow
 def test_an_exception_in_rank_1_ends_every_rank(tmp_path):
     result = _mpirun(HERE / "_worker.py", "fail", tmp_path, timeout=60)  # a hang would time out here
     assert result.returncode != 0
