@@ -49,7 +49,9 @@ class DataParallel(Callback):
         self.bucket_bytes = bucket_bytes
         self.abort_on_error = abort_on_error
         self.averager = None
-        self.batch_items = None  # target items in the current global batch (set after the loss)
+        self._earlier = []         # (parameter, gradient) set aside during backward (gradient accumulation)
+        self.batch_items = None    # target items in the current global batch (set after the loss)
+        self.batch_samples = None  # samples (target rows) in it
 
     @property
     def name(self):
@@ -93,16 +95,28 @@ class DataParallel(Callback):
         if not learn.training:
             return
         count = _item_count(learn.yb)
+        samples = int(learn.yb.shape[0]) if learn.yb.ndim else 1
         loss = float(learn.loss.item())
-        total, loss_sum = world.all_reduce(np.array([count, loss * count], dtype=np.float64))
-        self.batch_items = int(total)
+        total, loss_sum, total_samples = world.all_reduce(np.array([count, loss * count, samples], dtype=np.float64))
+        self.batch_items, self.batch_samples = int(total), int(total_samples)
         learn.loss = Tensor(np.asarray(loss_sum / total, dtype=np.dtype(learn.loss.dtype)))
         if count != total:
             learn.loss_grad = learn.loss_grad * (count / total)
 
+    def before_backward(self):
+        """Set aside gradients accumulated by earlier batches (already summed): only this batch's are reduced."""
+        self._earlier = []
+        for p in self.learner.model.parameters():
+            if p.grad is not None:
+                self._earlier.append((p, p.grad))
+                p.grad = None
+
     def after_backward(self):
-        """Sum the (share-scaled) gradients over processes."""
+        """Sum this batch's (share-scaled) gradients over processes, then add back the earlier ones."""
         self.averager.reduce(average=False)
+        for p, earlier in self._earlier:
+            p.grad = earlier if p.grad is None else earlier + p.grad
+        self._earlier = []
 
     def after_validate(self):
         """Combine the validation loss and the metrics of every process's share."""

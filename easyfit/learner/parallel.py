@@ -40,3 +40,9 @@ def batch_items(learn, local_count):
     """Target items in the training batch: the global batch's in data-parallel training."""
     parallel = learn.parallel
     return local_count if parallel is None or parallel.batch_items is None else parallel.batch_items
+
+
+def batch_samples(learn, local_count):
+    """Samples (target rows) in the training batch: the global batch's in data-parallel training."""
+    parallel = learn.parallel
+    return local_count if parallel is None or parallel.batch_samples is None else parallel.batch_samples

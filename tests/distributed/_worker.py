@@ -2,6 +2,7 @@
 
     python _worker.py train OUT      train 2 epochs, save 'mid' after epoch 0 and 'final' at the end
     python _worker.py resume OUT NAME   continue the same fit from checkpoint NAME
+    python _worker.py accumulate OUT one epoch with GradientAccumulation(n_acc=40)
     python _worker.py lr_find OUT    the learning-rate finder (writes OUT/lr_find<r>.json)
     python _worker.py fail OUT       rank 1 raises during its third training batch
 
@@ -16,7 +17,7 @@ import numpy as np
 import easyfit as ef
 from easyfit import distributed, nn
 from easyfit.data import ArrayDataset, DataLoader, DataLoaders
-from easyfit.learner import Callback, F1Score, Learner, TensorBoardCallback, accuracy
+from easyfit.learner import Callback, F1Score, GradientAccumulation, Learner, TensorBoardCallback, accuracy
 
 N_TRAIN, N_VALID, N_FEATURES, N_CLASSES = 101, 37, 6, 3  # uneven: the last global batches are short
 
@@ -77,6 +78,8 @@ def main(mode, out, name=None):
             learn.save("final")
         elif mode == "resume":
             learn.fit_one_cycle(2, lr_max=1e-2, resume=name)
+        elif mode == "accumulate":
+            learn.fit(1, cbs=[GradientAccumulation(n_acc=40)])
         elif mode == "lr_find":
             found = learn.lr_find(num_it=30)
             (out / f"lr_find{distributed.rank()}.json").write_text(json.dumps(

@@ -256,7 +256,7 @@ def test_distrib_ctx_refuses_a_loader_it_cannot_shard(tmp_path, monkeypatch):
 
 class _NotMain:
     """Stands in for the data-parallel object of a rank other than 0."""
-    is_main, rank, world_size, batch_items = False, 1, 2, None
+    is_main, rank, world_size, batch_items, batch_samples = False, 1, 2, None, None
 
     def barrier(self):
         pass
@@ -345,6 +345,18 @@ def test_a_two_process_checkpoint_resumes_in_one_process_and_back(two_process_ru
     assert result.returncode == 0, result.stdout + result.stderr
     for r in range(2):
         _assert_weights_close(dict(np.load(one_out / f"rank{r}.npz")), expected)
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_gradient_accumulation_counts_the_items_of_all_processes(tmp_path):
+    result = _mpirun(HERE / "_worker.py", "accumulate", tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    learn = _worker.make_learner(16, tmp_path)
+    learn.remove_cb(learn.progress)
+    learn.fit(1, cbs=[ef.learner.GradientAccumulation(n_acc=40)])
+    for r in range(2):
+        _assert_weights_close(dict(np.load(tmp_path / f"rank{r}.npz")), _worker.weights(learn))
 
 
 @needs_mpi
