@@ -43,7 +43,7 @@ class DataParallel(Callback):
     `abort_on_error`: end every process when an exception leaves the block (default
     True; a world of one never aborts, it just re-raises).
     """
-    order = -50  # gradients are averaged before any other callback sees them (clipping, accumulation)
+    order = -50  # first: the global loss and gradients exist before any other callback reads them
 
     def __init__(self, bucket_bytes=DEFAULT_BUCKET_BYTES, abort_on_error=True):
         self.bucket_bytes = bucket_bytes
