@@ -59,7 +59,8 @@ class SyncBatchNorm(_BatchNorm):
         if count <= 1:
             raise ValueError(f"{self!r}: expected more than 1 value per channel over all processes, got {count:g}")
         mean = total[:channels] / count
-        var = total[channels:2 * channels] / count - mean * mean
+        # E[x^2] - E[x]^2 in one message; rounding can take it just below 0 for a constant channel
+        var = _ops.maximum(total[channels:2 * channels] / count - mean * mean, 0.0)
         shape = (1, channels) + (1,) * (x.ndim - 2)
         invstd = (var + self.eps) ** -0.5
         y = (x - mean.reshape(shape)) * invstd.reshape(shape)
