@@ -26,6 +26,7 @@ from .core import (Tensor, Function, tensor, as_tensor, is_tensor, from_numpy, z
 from .core.serialization import save, load
 from . import data, nn, optim, serialization, utils
 from .learner import Learner, load_learner
+from . import distributed  # registers Learner.distrib_ctx's context; MPI itself loads only under mpiexec
 
 __all__ = [
     "Tensor", "Function", "tensor", "as_tensor", "is_tensor", "from_numpy", "zeros", "ones", "full", "empty",

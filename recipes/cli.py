@@ -2,6 +2,7 @@
 
     easyfit recipes                          list the recipes and their default data
     easyfit train RECIPE [options]           train, log to TensorBoard, checkpoint, export
+                                             (--nprocs N: data-parallel over N processes)
     easyfit lr-find RECIPE [options]         suggest learning rates
     easyfit predict RUN INPUTS...            classify images or texts with a trained run
     easyfit generate RUN --prompt TEXT       sample text from a trained char-RNN run
@@ -16,6 +17,8 @@ folder not found. Errors are one line on stderr; set EASYFIT_DEBUG=1 for a trace
 import argparse
 import os
 import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -78,6 +81,8 @@ def build_parser():
     train.add_argument("--logdir", metavar="DIR", help="TensorBoard log folder (default: OUT/tensorboard)")
     train.add_argument("--resume", metavar="RUN", help="continue the interrupted run in this output folder "
                                                        "(or from this checkpoint file inside it)")
+    train.add_argument("--nprocs", type=int, default=1, metavar="N",
+                       help="train data-parallel over N processes (runs mpiexec -n N itself; --bs is per process)")
 
     finder = verbs.add_parser("lr-find", allow_abbrev=False, help="suggest learning rates for a recipe")
     _add_config_options(finder)
@@ -135,8 +140,54 @@ def _refuse_changes_on_resume(args):
                          "start a new run with --out")
 
 
-def run_command(args):
+def _mpiexec():
+    """The mpiexec beside this Python (pip's mpich puts it there), else the one on PATH."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("mpiexec")
+    if found is None:
+        raise UsageError("--nprocs needs MPI's mpiexec, which was not found; install the MPI extra: "
+                         "pip install 'easyfit[mpi]' (or run: mpiexec -n N easyfit train ...)")
+    return found
+
+
+def launch_processes(nprocs, argv):
+    """Run this same command line in `nprocs` processes under mpiexec; returns their exit code."""
+    if nprocs < 1:
+        raise UsageError(f"--nprocs must be at least 1, got {nprocs}")
+    try:
+        import mpi4py  # noqa: F401  (checked here: the children need it)
+    except ImportError:
+        raise UsageError("--nprocs needs mpi4py, which is not installed; install the MPI extra: "
+                         "pip install 'easyfit[mpi]'") from None
+    command = [_mpiexec(), "-n", str(nprocs), sys.executable, "-m", "recipes.cli"] + list(argv)
+    try:
+        return subprocess.run(command).returncode
+    except KeyboardInterrupt:  # mpiexec got the Ctrl-C too and ends its processes
+        return EXIT_FAILURE
+
+
+def _without_nprocs(argv):
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nprocs":
+            skip = True
+        elif not item.startswith("--nprocs="):
+            out.append(item)
+    return out
+
+
+def run_command(args, argv=None):
     from . import run
+    if args.verb == "train" and args.nprocs != 1:
+        from easyfit import distributed
+        if distributed.launched_by_mpi():
+            raise UsageError("--nprocs starts mpiexec itself; under mpiexec leave it out "
+                             "(mpiexec -n N easyfit train RECIPE)")
+        return launch_processes(args.nprocs, _without_nprocs(sys.argv[1:] if argv is None else argv))
     if args.verb == "recipes":
         for name in available():
             recipe = get_recipe(name)
@@ -167,12 +218,16 @@ def run_command(args):
             args.resume_command = _resume_command(recipe.NAME, out_dir)
             run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
             return EXIT_OK
-        out_dir = runs.new_run_dir(recipe.NAME)   # every run keeps its own folder
+        # Every run keeps its own folder; under mpiexec rank 0 claims it and tells the others.
+        from easyfit import distributed
+        out_dir = runs.new_run_dir(recipe.NAME) if distributed.is_main() else None
+        out_dir = Path(distributed.broadcast(None if out_dir is None else str(out_dir)))
         args.resume_command = _resume_command(recipe.NAME, out_dir)
         try:
             run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
         finally:
-            runs.finish_run(out_dir)
+            if distributed.is_main():
+                runs.finish_run(out_dir)
         return EXIT_OK
     if args.verb == "lr-find":
         recipe = get_recipe(args.recipe)
@@ -206,7 +261,7 @@ def main(argv=None):
         parser.print_help()
         return EXIT_USAGE
     try:
-        return run_command(args)
+        return run_command(args, argv)
     except KeyboardInterrupt:
         command = getattr(args, "resume_command", None)
         print(f"easyfit: interrupted (resume with: {command})" if command else "easyfit: interrupted",
@@ -220,6 +275,10 @@ def main(argv=None):
             code = EXIT_USAGE
         elif isinstance(error, (FileNotFoundError, ImportError)):
             code = EXIT_NOT_FOUND
+        from easyfit import distributed
+        if distributed.is_initialized() and distributed.world_size() > 1:
+            # the other processes may be waiting for this one: end them all
+            distributed.abort(f"easyfit: error (rank {distributed.rank()}): {error}", code)
         print(f"easyfit: error: {error}", file=sys.stderr)
         return code
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import easyfit
+from easyfit import distributed
 from easyfit.learner import SaveModelCallback, TensorBoardCallback, load_learner
 
 from . import get_recipe
@@ -74,7 +75,11 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
 
     With `resume=True`, continue the interrupted run in `out_dir` from its last
     checkpoint (the same call, the same schedule: the result equals an uninterrupted run).
+    Under `mpiexec -n N` it trains data-parallel (`Learner.distrib_ctx`; `config.bs` is
+    per process) and rank 0 alone logs and writes files.
     """
+    if not distributed.is_main():
+        log = _silent
     out_dir = Path(out_dir)
     resume_name = None
     if resume:
@@ -82,7 +87,8 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
         if not checkpoint.is_file():
             raise FileNotFoundError(f"nothing to resume: {checkpoint} does not exist")
         resume_name = RESUMABLE
-    write_config(recipe, config, out_dir)
+    if distributed.is_main():
+        write_config(recipe, config, out_dir)
     easyfit.manual_seed(config.seed)
     learn = recipe.build_learner(config, out_dir)
     _check_validation_data(learn, config)
@@ -91,15 +97,18 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
     callbacks = [TensorBoardCallback(str(logdir), hparams=hparams),
                  SaveModelCallback(fname=CHECKPOINT, every_n_batches=_checkpoint_every(learn), at_end=True)]
     lr = config.lr
-    if lr_find and not resume:
-        suggestions = learn.lr_find()
-        lr = float(suggestions.valley)
-        log(f"lr_find: valley {suggestions.valley:.2e}, slide {suggestions.slide:.2e}, "
-            f"minimum {suggestions.minimum:.2e}, steep {suggestions.steep:.2e}; training with lr {lr:.2e}")
-    start = time.perf_counter()
-    learn.fit_one_cycle(config.epochs, lr_max=lr, cbs=callbacks, resume=resume_name)
-    seconds = time.perf_counter() - start
-    values = learn.validate()
+    with learn.distrib_ctx():  # data-parallel under mpiexec; a world of one trains as usual
+        if lr_find and not resume:
+            suggestions = learn.lr_find()
+            lr = float(suggestions.valley)
+            log(f"lr_find: valley {suggestions.valley:.2e}, slide {suggestions.slide:.2e}, "
+                f"minimum {suggestions.minimum:.2e}, steep {suggestions.steep:.2e}; training with lr {lr:.2e}")
+        start = time.perf_counter()
+        learn.fit_one_cycle(config.epochs, lr_max=lr, cbs=callbacks, resume=resume_name)
+        seconds = time.perf_counter() - start
+        values = learn.validate()
+    if not distributed.is_main():
+        return None  # rank 0 exports and reports
     names = ["valid_loss"] + [m.name for m in learn.metrics]
     results = {"recipe": recipe.NAME, **{n: float(v) for n, v in zip(names, values)},
                "epochs": config.epochs, "lr": lr, "train_seconds": round(seconds, 2),
@@ -164,6 +173,10 @@ def write_results(path, results):
     strict = {key: (None if isinstance(value, float) and not math.isfinite(value) else value)
               for key, value in results.items()}
     path.write_text(json.dumps(strict, indent=2, allow_nan=False) + "\n")
+
+
+def _silent(*args, **kwargs):
+    pass
 
 
 def find_lr(recipe, config, out_dir, log=print):

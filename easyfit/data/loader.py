@@ -481,13 +481,20 @@ class DataLoader:
 
     # ----- size and order -----------------------------------------------------------
     def __len__(self):
+        if self.num_shards > 1:
+            return len(self.batches_for_epoch(self.epoch))
         n = len(self.dataset)
         if self.batch_sampler is not None:
             return self.batch_sampler.num_batches(n)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def batches_for_epoch(self, epoch):
-        """The list of index arrays, one per batch, that epoch `epoch` uses."""
+        """The list of index arrays, one per batch, that epoch `epoch` uses (this shard's, when sharded)."""
+        if self.num_shards > 1:
+            return self._shard_batches(epoch)
+        return self._global_batches(epoch, self.batch_size)
+
+    def _global_batches(self, epoch, batch_size):
         n = len(self.dataset)
         if self.batch_sampler is not None:
             return self.batch_sampler.batches(n, np.random.default_rng([self.seed, 0, epoch]))
@@ -495,8 +502,52 @@ class DataLoader:
             order = np.random.default_rng([self.seed, 0, epoch]).permutation(n)
         else:
             order = np.arange(n)
-        stop = (n // self.batch_size) * self.batch_size if self.drop_last else n
-        return [order[i:i + self.batch_size] for i in range(0, stop, self.batch_size)]
+        stop = (n // batch_size) * batch_size if self.drop_last else n
+        return [order[i:i + batch_size] for i in range(0, stop, batch_size)]
+
+    # ----- sharding for data-parallel training ---------------------------------------
+    # Set by `shard`; class-level defaults mean "the whole dataset".
+    shard_rank, num_shards, shard_equal_counts = 0, 1, True
+
+    def shard(self, rank, num_shards, equal_counts=True):
+        """Yield only process `rank`'s share of every batch of `num_shards` processes.
+
+        PyTorch's DistributedSampler rule: the epoch's order is the same seeded order
+        in every process, cut into global batches of `num_shards * batch_size`, and
+        rank r takes positions r, r+N, r+2N, ... of each; so the union of the ranks'
+        k-th batches is exactly the k-th batch of one process with batch size
+        N * batch_size. `batch_size` stays the per-process size. With a `batch_sampler`
+        (e.g. length-sorted text batches) rank r takes the sampler's batches r, r+N,
+        r+2N, ... whole, so each process's batches keep the sampler's size and shape;
+        with `equal_counts` the last incomplete group of fewer than N batches is dropped.
+
+        A last global batch of m < N * batch_size samples is split the same way (shares
+        differ by at most one sample). With `equal_counts` (training: every process must
+        take the same number of steps) a last batch of fewer than N samples, which would
+        leave some rank nothing, is dropped in every process; without it (validation)
+        a rank whose share is empty just has one batch fewer. `shard(0, 1)` undoes it.
+        """
+        for name, value in (("rank", rank), ("num_shards", num_shards)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise TypeError(f"DataLoader.shard: {name} must be an integer, got {value!r}")
+        if not 0 <= rank < num_shards:
+            raise ValueError(f"DataLoader.shard: rank must be in [0, num_shards={num_shards}), got {rank}")
+        self.shard_rank, self.num_shards, self.shard_equal_counts = int(rank), int(num_shards), bool(equal_counts)
+        return self
+
+    def _shard_batches(self, epoch):
+        rank, n_shards = self.shard_rank, self.num_shards
+        if self.batch_sampler is not None:
+            batches = self._global_batches(epoch, self.batch_size)
+            if self.shard_equal_counts:
+                batches = batches[:len(batches) - len(batches) % n_shards]
+            return batches[rank::n_shards]
+        global_size = self.batch_size * n_shards
+        batches = self._global_batches(epoch, global_size)
+        if self.shard_equal_counts and batches and len(batches[-1]) < n_shards:
+            batches = batches[:-1]
+        shares = [np.asarray(batch)[rank::n_shards] for batch in batches]
+        return [share for share in shares if len(share)]
 
     # ----- position -----------------------------------------------------------------
     @property

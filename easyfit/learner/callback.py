@@ -57,13 +57,16 @@ class Callback:
     `order` sorts callbacks (lower runs first), `run_train` / `run_valid` say whether
     the callback's batch-level hooks run while training / validating, and
     `run_lr_find` whether it takes part in `Learner.lr_find` (a callback that saves
-    files or stops training early should not).
+    files or stops training early should not), and `main_process_only` that in
+    data-parallel training (`Learner.distrib_ctx`) only rank 0 runs it (set it for a
+    callback that prints or writes files).
     A subclass need not call `super().__init__()`.
     """
     order = 0
     run_train = True
     run_valid = True
     run_lr_find = True
+    main_process_only = False
     learner = None
 
     @property

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 
 from .callback import Callback, CancelFitException, CancelBatchException
+from .parallel import batch_samples
 
 
 class TerminateOnNaNCallback(Callback):
@@ -221,7 +222,8 @@ class GradientAccumulation(Callback):
 
     The loss is scaled by (batch items / n_acc) so the step uses the mean gradient over
     the accumulated items: training with batch size b and n_acc = k*b matches batch
-    size k*b (for a loss that averages over items).
+    size k*b (for a loss that averages over items). In data-parallel training the items
+    are counted over all processes (every process steps at the same batch).
     """
     order = -20
     run_valid = False
@@ -235,7 +237,7 @@ class GradientAccumulation(Callback):
 
     def after_loss(self):
         learn = self.learner
-        batch_items = int(learn.yb.shape[0]) if learn.yb is not None and learn.yb.ndim else 1
+        batch_items = batch_samples(learn, int(learn.yb.shape[0]) if learn.yb is not None and learn.yb.ndim else 1)
         learn.loss_grad = learn.loss_grad * (batch_items / self.n_acc)
         self.count += batch_items
 
@@ -254,6 +256,7 @@ class GradientAccumulation(Callback):
 class CSVLogger(Callback):
     """Appends the epoch table (the columns `Recorder` prints) to `path/fname` as CSV."""
     order = 60
+    main_process_only = True  # data-parallel: rank 0 alone prints / writes
     run_lr_find = False
 
     def __init__(self, fname="history.csv", append=False):

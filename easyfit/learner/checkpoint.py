@@ -30,6 +30,7 @@ import numpy as np
 
 from ..core.random import get_rng_state, set_rng_state
 from ..core.serialization import save as _save_arrays, load_with_metadata as _load_with_metadata, parse_json
+from .parallel import is_main_process, wait_for_main
 
 FORMAT = "easyfit-learner-checkpoint"
 VERSION = 1
@@ -53,6 +54,8 @@ def save_learner(learn, name, with_opt=True):
         raise RuntimeError(f"save({name!r}) was called in the middle of training batch {learn.iter} (before its "
                            "step finished); a checkpoint there cannot be resumed exactly. Save from after_batch, "
                            "after_train or after_epoch.")
+    if not is_main_process(learn):
+        return weights_path  # data-parallel: rank 0 writes the checkpoint
     arrays = {"model": dict(learn.model.state_dict())}
     if with_opt and learn.opt is not None:
         arrays["opt"] = learn.opt.state_dict()
@@ -138,6 +141,7 @@ def _set_data_state(learn, state):
 
 def read_checkpoint(learn, name):
     """(arrays, description) of checkpoint `name`, after checking it is whole and ours."""
+    wait_for_main(learn)  # data-parallel: rank 0 may still be writing it
     weights_path, legacy_sidecar = checkpoint_paths(learn, name)
     if not weights_path.exists():
         raise FileNotFoundError(f"checkpoint {str(name)!r} not found: {weights_path} does not exist")

@@ -31,6 +31,7 @@ from .recorder import Recorder
 from .progress import ProgressCallback
 from .callbacks import TerminateOnNaNCallback
 from . import checkpoint as _checkpoint
+from . import parallel as _parallel
 from . import decoding as _decoding
 
 _BATCH_EVENTS = ("before_batch", "after_pred", "after_loss", "before_backward", "after_backward",
@@ -65,6 +66,7 @@ class Learner:
     `splitter(model) -> [params, ...]` makes the parameter groups (see `default_splitter`);
     with `train_bn` normalisation layers stay trainable when frozen.
     """
+    parallel = None  # the data-parallel run this learner takes part in, inside distrib_ctx (see parallel.py)
 
     def __init__(self, dls, model, loss_func, opt_func=Adam, lr=1e-3, metrics=None, cbs=None, wd=None,
                  path=".", model_dir="models", splitter=None, train_bn=True, default_cbs=True):
@@ -176,7 +178,10 @@ class Learner:
         train, valid = {}, {}
         for event in EVENTS:
             train[event], valid[event] = [], []
+        main_process = _parallel.is_main_process(self)
         for cb in ordered:
+            if cb.main_process_only and not main_process:
+                continue  # data-parallel training: only rank 0 prints and writes
             for event, hook in event_hooks(cb).items():
                 batch_level = event in _BATCH_EVENTS
                 if not batch_level or cb.run_train:
@@ -621,6 +626,18 @@ class Learner:
             lines.append(f"{i:>6}  {str(target):>14}  {str(label):>14}  {confidence:>10.4f}{mark}")
         print("\n".join(lines), file=file)
 
+    # ----- data-parallel training --------------------------------------------------------
+    def distrib_ctx(self, **options):
+        """`with learn.distrib_ctx(): learn.fit(...)` trains data-parallel over the processes of `mpiexec`.
+
+        Each process takes its share of every batch (the loaders' batch size is per
+        process), gradients are averaged before each step, validation metrics cover
+        the whole validation set in every process, and only rank 0 prints, logs and
+        saves. A plain `python script.py` is a world of one and trains as usual. See
+        `easyfit.distributed.DataParallel` for the options and docs/distributed.md.
+        """
+        return _parallel.data_parallel_context(self, **options)
+
     # ----- checkpoints and export --------------------------------------------------------
     def save(self, name, with_opt=True):
         """Checkpoint everything training depends on to one file, `path/model_dir/name.safetensors`.
@@ -640,6 +657,8 @@ class Learner:
     def export(self, path="export.safetensors"):
         """Write the model for inference: weights + a JSON description (no pickle). See load_learner."""
         from .export import export_learner
+        if not _parallel.is_main_process(self):
+            return path  # data-parallel: rank 0 writes the file
         return export_learner(self, path)
 
     def __repr__(self):
@@ -701,7 +720,8 @@ def _norm_params(model):
     if not hasattr(model, "modules"):
         return keep
     for module in model.modules():
-        if type(module).__name__ in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm"):
+        if type(module).__name__ in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "LayerNorm",
+                                     "GroupNorm"):
             keep.update(id(p) for p in module.parameters())
     return keep
 

@@ -95,6 +95,40 @@ class Metric:
     def value(self):
         raise NotImplementedError
 
+    def sync(self, all_gather):
+        """Make this metric's state that of the whole validation set (data-parallel validation).
+
+        Each process has accumulated its share; `all_gather(obj)` returns every
+        process's `obj` as a list indexed by rank. Shares are strided: rank r of N held
+        items r, r+N, r+2N, ... of every batch. A metric defines this to be usable in
+        `Learner.distrib_ctx`, combining counts (sums) rather than averaging values.
+        """
+        raise NotImplementedError(f"metric {self.name!r} ({type(self).__name__}) cannot be combined across "
+                                  "processes: define sync(all_gather) to use it in data-parallel training")
+
+
+def _sum_totals(metric, all_gather):
+    """Sum (total, count) over processes: exact for means of per-item quantities."""
+    shares = all_gather((metric.total, metric.count))
+    metric.total = float(sum(total for total, _ in shares))
+    metric.count = int(sum(count for _, count in shares))
+
+
+def _interleave(shares):
+    """The batch whose strided shares (rank r held items r, r+N, ...) are `shares`.
+
+    Shares whose sizes cannot come from that rule (whole batches dealt out by a batch
+    sampler) are concatenated in rank order.
+    """
+    shares = [share for share in shares if share is not None]
+    total = sum(len(share) for share in shares)
+    if any(len(share) != len(range(rank, total, len(shares))) for rank, share in enumerate(shares)):
+        return np.concatenate(shares)
+    out = np.empty((total,) + shares[0].shape[1:], dtype=shares[0].dtype)
+    for rank, share in enumerate(shares):
+        out[rank::len(shares)] = share
+    return out
+
 
 def _snake(name):
     out = []
@@ -132,6 +166,9 @@ class AvgMetric(Metric):
     def value(self):
         return self.total / self.count if self.count else float("nan")
 
+    def sync(self, all_gather):
+        _sum_totals(self, all_gather)
+
 
 class GatherMetric(Metric):
     """Any function `(pred, target) -> scalar`, called once on the whole set's predictions."""
@@ -160,6 +197,15 @@ class GatherMetric(Metric):
         result = self.func(pred, target)
         return float(result.item() if isinstance(result, Tensor) else result)
 
+    def sync(self, all_gather):
+        """Gather every process's predictions and put each batch back in one process's item order."""
+        shares = all_gather((self.preds, self.targets))
+        n_batches = max(len(preds) for preds, _ in shares)
+        def batch(field, k):
+            return _interleave([s[field][k] if k < len(s[field]) else None for s in shares])
+        self.preds = [batch(0, k) for k in range(n_batches)]
+        self.targets = [batch(1, k) for k in range(n_batches)]
+
 
 class Perplexity(Metric):
     """exp(mean loss per item) over the whole set: the language-model metric."""
@@ -179,6 +225,9 @@ class Perplexity(Metric):
     @property
     def value(self):
         return math.exp(self.total / self.count) if self.count else float("nan")
+
+    def sync(self, all_gather):
+        _sum_totals(self, all_gather)
 
 
 perplexity = Perplexity()
@@ -222,6 +271,15 @@ class F1Score(Metric):
         old = self.confusion.shape[0]
         confusion[:old, :old] = self.confusion
         self.confusion = confusion + counts.reshape(n_classes, n_classes)
+
+    def sync(self, all_gather):
+        """Sum the confusion matrices (grown to the largest number of classes seen anywhere)."""
+        matrices = all_gather(self.confusion)
+        n_classes = max(m.shape[0] for m in matrices)
+        total = np.zeros((n_classes, n_classes), dtype=np.int64)
+        for matrix in matrices:
+            total[:matrix.shape[0], :matrix.shape[0]] += matrix
+        self.confusion = total
 
     @property
     def value(self):

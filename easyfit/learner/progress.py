@@ -19,6 +19,7 @@ class ProgressCallback(Callback):
     `mode`: 'auto' (bars on a terminal or notebook, plain lines otherwise), 'bar' or 'plain'.
     """
     order = 60
+    main_process_only = True  # data-parallel: rank 0 alone prints / writes
 
     def __init__(self, file=None, mode="auto"):
         if mode not in ("auto", "bar", "plain"):

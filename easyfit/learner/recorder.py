@@ -4,6 +4,7 @@ import time
 
 from ..data.show import finish, in_notebook, pyplot
 from .callback import Callback
+from .parallel import batch_items
 
 
 def _hyper(learn, names):
@@ -71,7 +72,7 @@ class Recorder(Callback):
         if math.isfinite(loss):
             self._smooth = self.beta * self._smooth + (1 - self.beta) * loss
             self._smooth_count += 1
-            count = learn.yb.numel() if learn.yb is not None and learn.yb.shape else 1
+            count = batch_items(learn, learn.yb.numel() if learn.yb is not None and learn.yb.shape else 1)
             self._train_total += loss * count
             self._train_count += count
         self.smooth_losses.append(self.smooth_loss)

@@ -54,6 +54,7 @@ class TensorBoardCallback(Callback):
     final `valid/` metrics in the HParams tab, all in the one run of `log_dir`.
     """
     order = 70
+    main_process_only = True  # data-parallel: rank 0 alone prints / writes
     run_lr_find = False
 
     def __init__(self, log_dir=None, log_every=1, hist_every=100, n_images=8, log_graph=True, hparams=None):

@@ -1,0 +1,202 @@
+"""`with learn.distrib_ctx(): learn.fit(...)`: the Learner trained data-parallel over MPI.
+
+What happens inside the block, in every process of `mpiexec -n N`:
+
+* the training and validation loaders are sharded (`DataLoader.shard`): rank r takes
+  positions r, r+N, ... of each global batch of N x batch_size samples of the shared
+  seeded order, so the union of the ranks' k-th batches is the k-th batch of one
+  process at batch size N x batch_size;
+* at the start of every fit, parameters and buffers are broadcast from rank 0;
+* after the loss, one small allreduce gives the global batch's number of target items
+  B and its mean loss (so `learn.loss`, the recorder, TensorBoard and every callback see the global
+  batch's loss); each rank's loss, a mean over its b_r items, is scaled by b_r / B,
+  so that after backward the *sum* of the ranks' gradients, reduced in a few large
+  messages, is exactly the gradient of the global batch's mean loss, also when the
+  last batch splits unevenly and through SyncBatchNorm;
+* after validation, the loss and every metric are combined over all ranks
+  (`Metric.sync`): every rank sees the whole validation set's values;
+* only rank 0 runs callbacks that print or write (`Callback.main_process_only`:
+  progress, TensorBoard, CSV), saves checkpoints and exports; loading a checkpoint
+  waits until every rank has got there, so rank 0 has finished writing it;
+* an exception (or Ctrl-C) escaping the block in any rank is printed with the rank and
+  its traceback, then ends every process (MPI_Abort): a rank never waits for ever on
+  one that died.
+
+BatchNorm keeps per-process statistics (as in PyTorch DDP); use
+`easyfit.distributed.SyncBatchNorm` to compute them over the global batch.
+"""
+import numpy as np
+
+from ..core.tensor import Tensor
+from ..data.loader import DataLoader
+from ..learner.callback import Callback
+from ..learner import parallel as learner_parallel
+from ..learner.metrics import Metric
+from . import world
+from .gradients import DEFAULT_BUCKET_BYTES, GradientAverager, broadcast_parameters
+
+
+class DataParallel(Callback):
+    """The callback that `Learner.distrib_ctx` adds for the duration of the block.
+
+    `bucket_bytes`: size of the flat gradient messages (25 MB by default).
+    `abort_on_error`: end every process when an exception leaves the block (default
+    True; a world of one never aborts, it just re-raises).
+    """
+    order = -50  # first: the global loss and gradients exist before any other callback reads them
+
+    def __init__(self, bucket_bytes=DEFAULT_BUCKET_BYTES, abort_on_error=True):
+        self.bucket_bytes = bucket_bytes
+        self.abort_on_error = abort_on_error
+        self.averager = None
+        self._earlier = []         # (parameter, gradient) set aside during backward (gradient accumulation)
+        self.batch_items = None    # target items in the current global batch (set after the loss)
+        self.batch_samples = None  # samples (target rows) in it
+
+    @property
+    def name(self):
+        """Inside the block the learner holds this callback as `learn.data_parallel` (and `learn.parallel`)."""
+        return "data_parallel"
+
+    # what the learner layer asks of `learn.parallel`
+    @property
+    def rank(self):
+        """This process's rank."""
+        return world.rank()
+
+    @property
+    def world_size(self):
+        """The number of processes."""
+        return world.world_size()
+
+    @property
+    def is_main(self):
+        """True in rank 0, which alone prints and writes files."""
+        return world.is_main()
+
+    def barrier(self):
+        """Wait for every process (the learner calls it before reading a checkpoint)."""
+        world.barrier()
+
+    # events
+    def before_fit(self):
+        """Every process starts the fit from rank 0's parameters and buffers."""
+        broadcast_parameters(self.learner.model)
+        self.averager = GradientAverager(self.learner.model, self.bucket_bytes)
+
+    def after_loss(self):
+        """Global item count and mean loss; scale this process's loss by its share of the items.
+
+        Done here, first among the callbacks, so that every callback that decides from the
+        loss (stopping on NaN, lr_find's divergence test) sees the same global loss in
+        every process and they all decide alike.
+        """
+        learn = self.learner
+        if not learn.training:
+            return
+        count = _item_count(learn.yb)
+        samples = int(learn.yb.shape[0]) if learn.yb.ndim else 1
+        loss = float(learn.loss.item())
+        total, loss_sum, total_samples = world.all_reduce(np.array([count, loss * count, samples], dtype=np.float64))
+        self.batch_items, self.batch_samples = int(total), int(total_samples)
+        learn.loss = Tensor(np.asarray(loss_sum / total, dtype=np.dtype(learn.loss.dtype)))
+        if count != total:
+            learn.loss_grad = learn.loss_grad * (count / total)
+
+    def before_backward(self):
+        """Set aside gradients accumulated by earlier batches (already summed): only this batch's are reduced."""
+        self._earlier = []
+        for p in self.learner.model.parameters():
+            if p.grad is not None:
+                self._earlier.append((p, p.grad))
+                p.grad = None
+
+    def after_backward(self):
+        """Sum this batch's (share-scaled) gradients over processes, then add back the earlier ones."""
+        self.averager.reduce(average=False)
+        for p, earlier in self._earlier:
+            p.grad = earlier if p.grad is None else earlier + p.grad
+        self._earlier = []
+
+    def after_validate(self):
+        """Combine the validation loss and the metrics of every process's share."""
+        learn = self.learner
+        if getattr(learn.dl, "num_shards", 1) != world.world_size():
+            return  # a loader that is not sharded: every rank saw everything already
+        totals = world.all_reduce(np.array([learn._valid_loss_total, learn._valid_count], dtype=np.float64))
+        learn._valid_loss_total, learn._valid_count = float(totals[0]), int(totals[1])
+        for metric in learn.metrics:
+            metric.sync(world.all_gather)
+
+
+def _shardable(dl):
+    """A DataLoader whose batches come from DataLoader's plan (a subclass with its own plan would ignore shard)."""
+    cls = type(dl)
+    return isinstance(dl, DataLoader) and all(getattr(cls, name) is getattr(DataLoader, name)
+                                              for name in ("batches_for_epoch", "__len__", "__iter__"))
+
+
+def _item_count(target):
+    return int(np.prod(target.shape)) if target.shape else 1
+
+
+class DistribContext:
+    """The context manager `Learner.distrib_ctx(**options)` returns (options go to `DataParallel`)."""
+
+    def __init__(self, learn, **options):
+        self.learn = learn
+        self.callback = DataParallel(**options)
+        self.sharded = []
+        self.entered = False
+
+    def __enter__(self):
+        learn = self.learn
+        if learn.parallel is not None or self.entered:
+            raise RuntimeError("Learner.distrib_ctx: already inside a distrib_ctx block")
+        self.entered = True
+        if world.init() == 1:
+            return learn  # a world of one: the block trains exactly as without it
+        for metric in learn.metrics:
+            if type(metric).sync is Metric.sync:
+                raise TypeError(f"Learner.distrib_ctx: metric {metric.name!r} ({type(metric).__name__}) has no "
+                                "sync(all_gather), so its value cannot cover every process's share; define it")
+        size, rank = world.world_size(), world.rank()
+        loaders = [(split, getattr(learn.dls, split, None)) for split in ("train", "valid")]
+        for split, dl in loaders:  # check them all before changing any
+            if dl is not None and not _shardable(dl):
+                raise TypeError(f"Learner.distrib_ctx: the {split} loader ({type(dl).__name__}) cannot be sharded "
+                                "between processes: only an easyfit.data.DataLoader that plans its batches with "
+                                "DataLoader's own batches_for_epoch can (a language-model stream cannot yet)")
+        for split, dl in loaders:
+            if dl is not None:
+                self.sharded.append((dl, (dl.shard_rank, dl.num_shards, dl.shard_equal_counts)))
+                dl.shard(rank, size, equal_counts=(split == "train"))
+        learn.parallel = self.callback
+        learn.add_cb(self.callback)  # also rebuilds the hooks: rank > 0 drops main-process-only callbacks
+        return learn
+
+    def __exit__(self, kind, error, trace):
+        learn = self.learn
+        self.entered = False
+        if learn.parallel is not self.callback:
+            return False  # a world of one: nothing was changed
+        try:
+            learn.remove_cb(self.callback)
+        finally:
+            del learn.parallel  # back to the class default, None
+            for dl, (rank, size, equal) in self.sharded:
+                dl.shard(rank, size, equal_counts=equal)
+            learn._build_hooks()
+        if error is not None and self.callback.abort_on_error and world.world_size() > 1:
+            world.report_and_abort(error)
+        if error is None:
+            world.barrier()
+        return False
+
+
+def distrib_ctx(learn, **options):
+    """The context of `Learner.distrib_ctx` (registered with the learner layer on import)."""
+    return DistribContext(learn, **options)
+
+
+learner_parallel.register_context(distrib_ctx)

@@ -1,0 +1,160 @@
+"""Gradients averaged over processes in a few large messages, and parameters sent from rank 0.
+
+One allreduce per parameter would pay MPI's latency a hundred times a step; instead
+the gradients are copied into flat buffers ("buckets", 25 MB by default, one dtype
+each) and each bucket is reduced in one call, as PyTorch DDP and Horovod do. The
+buffers are fresh every step and the averaged gradients are views into them, so
+nothing a later step does can alias an earlier step's gradients.
+
+A process may weight its gradients (the Learner weights by the number of samples in
+its share of the batch, so an uneven last batch averages exactly like one process
+would), and a parameter that received no gradient anywhere keeps `grad = None`, as
+it would in one process.
+"""
+import numpy as np
+
+from ..core.backend import to_device
+from ..core.tensor import Tensor
+from . import world
+
+DEFAULT_BUCKET_BYTES = 25 * 2**20
+
+
+def _parameters(model_or_params):
+    params = model_or_params.parameters() if hasattr(model_or_params, "parameters") else model_or_params
+    unique, seen = [], set()
+    for p in params:
+        if id(p) not in seen:
+            seen.add(id(p))
+            unique.append(p)
+    return unique
+
+
+class GradientAverager:
+    """Averages the gradients of `params` (a model or a list of Parameters) over all processes.
+
+    `reduce(weight=1.0)` turns every process's gradient g_r into
+    sum_r(weight_r * g_r) / sum_r(weight_r) (the plain mean with the default weights);
+    `reduce(average=False)` into the plain sum sum_r(g_r), for gradients of losses that
+    were already scaled by each process's share. Returns the sum of the weights.
+    Parameters with `requires_grad=False` are left out; the layout is rebuilt when
+    that set changes (freeze/unfreeze).
+    """
+
+    def __init__(self, params, bucket_bytes=DEFAULT_BUCKET_BYTES):
+        if not isinstance(bucket_bytes, (int, np.integer)) or bucket_bytes < 1:
+            raise ValueError(f"GradientAverager: bucket_bytes must be a positive integer, got {bucket_bytes!r}")
+        self.source = params
+        self.bucket_bytes = int(bucket_bytes)
+        self._signature = None
+        self.buckets = []       # lists of parameters, one dtype each
+
+    def _layout(self):
+        params = [p for p in _parameters(self.source) if p.requires_grad]
+        signature = tuple((id(p), p.shape, p.dtype.str) for p in params)
+        if signature != self._signature:
+            self._signature = signature
+            self.buckets = []
+            by_dtype = {}
+            for p in params:
+                by_dtype.setdefault(np.dtype(p.dtype).str, []).append(p)
+            for group in by_dtype.values():
+                bucket, size = [], 0
+                for p in group:
+                    nbytes = int(np.prod(p.shape)) * np.dtype(p.dtype).itemsize
+                    if bucket and size + nbytes > self.bucket_bytes:
+                        self.buckets.append(bucket)
+                        bucket, size = [], 0
+                    bucket.append(p)
+                    size += nbytes
+                if bucket:
+                    self.buckets.append(bucket)
+        return self.buckets
+
+    def reduce(self, weight=1.0, average=True):
+        """Reduce the parameters' current gradients in place (see the class); returns the sum of the weights."""
+        buckets = self._layout()
+        n_params = sum(len(b) for b in buckets)
+        # header: [weight, has-grad flag per parameter], reduced in float64
+        header = np.empty(1 + n_params, dtype=np.float64)
+        header[0] = weight
+        flats, index = [], 0
+        for bucket in buckets:
+            dtype = np.dtype(bucket[0].dtype)
+            flat = np.empty(sum(int(np.prod(p.shape)) for p in bucket), dtype=dtype)
+            offset = 0
+            for p in bucket:
+                n = int(np.prod(p.shape))
+                if p.grad is None:
+                    flat[offset:offset + n] = 0
+                    header[1 + index] = 0.0
+                else:
+                    grad = p.grad.array
+                    flat[offset:offset + n] = (grad if isinstance(grad, np.ndarray) else grad.get()).reshape(-1)
+                    header[1 + index] = 1.0
+                offset += n
+                index += 1
+            if average and weight != 1.0:
+                flat *= np.asarray(weight, dtype=dtype)
+            flats.append(flat)
+        world.all_reduce_(header)
+        for flat in flats:
+            world.all_reduce_(flat)
+        total_weight = header[0]
+        if average and total_weight <= 0:
+            raise ValueError(f"GradientAverager: the weights of all processes sum to {total_weight}; "
+                             "each process's weight must be >= 0 and at least one > 0")
+        index = 0
+        for bucket, flat in zip(buckets, flats):
+            if average:
+                flat /= np.asarray(total_weight, dtype=flat.dtype)
+            offset = 0
+            for p in bucket:
+                n = int(np.prod(p.shape))
+                if header[1 + index] > 0:
+                    view = flat[offset:offset + n].reshape(p.shape)
+                    p.grad = Tensor(view if p.device == "cpu" else to_device(view, p.device))
+                offset += n
+                index += 1
+        return total_weight
+
+
+def average_gradients(model, weight=1.0):
+    """Average the gradients of `model`'s parameters over all processes, in place.
+
+    For a hand-written loop: call it after `loss.backward()` and before
+    `optimizer.step()` in every process. `weight` (e.g. this process's number of
+    samples) makes it a weighted average. A world of one leaves the gradients as they are.
+    """
+    if world.world_size() == 1:
+        return
+    GradientAverager(model).reduce(weight)
+
+
+def broadcast_parameters(model, root=0):
+    """Copy rank `root`'s parameters and buffers (BatchNorm statistics) into every process, in place.
+
+    Call it once after building the model, so that every process starts from the
+    same weights. Parameters keep their identity (optimizers holding them stay valid).
+    """
+    if world.world_size() == 1:
+        return
+    tensors = _parameters(model)
+    if hasattr(model, "buffers"):
+        tensors += [b for b in model.buffers() if b is not None]
+    by_dtype = {}
+    for t in tensors:
+        by_dtype.setdefault(np.dtype(t.dtype).str, []).append(t)
+    for dtype, group in sorted(by_dtype.items()):
+        host = [t.array if t.device == "cpu" else t.array.get() for t in group]
+        flat = np.concatenate([np.ascontiguousarray(a).reshape(-1) for a in host]) if host else np.empty(0, dtype)
+        world.broadcast_(flat, root=root)
+        offset = 0
+        for t, a in zip(group, host):
+            n = a.size
+            values = flat[offset:offset + n].reshape(a.shape)
+            if t.device == "cpu":
+                t.array[...] = values
+            else:
+                t.array[...] = to_device(values, t.device)
+            offset += n

@@ -1,0 +1,440 @@
+"""easyfit.distributed: a world of one in-process, and real 2-process jobs under mpiexec (slow).
+
+The 2-process tests run `mpiexec -n 2` on the scripts beside this file and compare with
+one process at the global batch size; they skip with a reason when mpiexec or mpi4py
+is missing (`pip install 'easyfit[mpi]'`).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import easyfit as ef
+from easyfit import distributed as dist, nn
+from easyfit.data import ArrayDataset, DataLoader
+from easyfit.learner import AvgMetric, F1Score, GatherMetric, Perplexity, accuracy
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+import _worker  # noqa: E402  (the script the 2-process jobs run; its learner is the reference too)
+
+
+def _mpiexec():
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.is_file() else shutil.which("mpiexec")
+
+
+def _have_mpi():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return False
+    return _mpiexec() is not None
+
+
+needs_mpi = pytest.mark.skipif(not _have_mpi(), reason="needs mpiexec and mpi4py: pip install 'easyfit[mpi]'")
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _mpirun(*args, timeout=120):
+    return subprocess.run([_mpiexec(), "-n", "2", sys.executable, *map(str, args)], capture_output=True, text=True,
+                          env=_env(), timeout=timeout, cwd=str(ROOT))
+
+
+# ----------------------------------------------------------------------------------
+# a world of one (no MPI needed)
+# ----------------------------------------------------------------------------------
+def test_world_of_one_collectives_return_their_input():
+    assert dist.init() == 1 and dist.rank() == 0 and dist.world_size() == 1 and dist.is_main()
+    dist.barrier()
+    x = ef.tensor([1.0, 2.0])
+    reduced = dist.all_reduce(x, op="mean")
+    assert isinstance(reduced, ef.Tensor) and np.array_equal(reduced.numpy(), [1.0, 2.0])
+    assert reduced.array is not x.array  # a new value, never the input itself
+    assert dist.all_reduce(3) == 3 and isinstance(dist.all_reduce(2.5), float)
+    assert np.array_equal(dist.broadcast(np.arange(3)), np.arange(3))
+    assert [g.tolist() for g in dist.all_gather(np.arange(2))] == [[0, 1]]
+    with pytest.raises(ValueError, match="op must be one of"):
+        dist.all_reduce(x, op="average")
+    with pytest.raises(ValueError, match="root must be a rank"):
+        dist.broadcast(x, root=1)
+
+
+def test_plain_import_and_a_world_of_one_never_load_mpi4py():
+    code = ("import sys, easyfit, easyfit.distributed as d; assert d.init() == 1; "
+            "sys.exit(1 if 'mpi4py' in sys.modules else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env())
+    assert result.returncode == 0, result.stderr
+
+
+def test_under_a_launcher_without_mpi4py_the_error_names_the_extra():
+    code = ("import sys; sys.modules['mpi4py'] = None\n"
+            "import easyfit.distributed as d\n"
+            "try:\n    d.init()\nexcept ImportError as e:\n    print(e)\n")
+    env = dict(_env(), PMI_SIZE="2", PMI_RANK="0")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert "pip install 'easyfit[mpi]'" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("n_shards", [2, 3])
+def test_sharding_follows_the_distributed_sampler_rule(n_shards):
+    dataset = ArrayDataset(np.arange(23))
+    one = DataLoader(dataset, batch_size=4 * n_shards, shuffle=True, seed=5, num_workers=0)
+    shards = [DataLoader(dataset, batch_size=4, shuffle=True, seed=5, num_workers=0).shard(r, n_shards)
+              for r in range(n_shards)]
+    for epoch in (1, 2):
+        whole = one.batches_for_epoch(epoch)
+        parts = [dl.batches_for_epoch(epoch) for dl in shards]
+        short_last = len(whole[-1]) < n_shards  # training drops it everywhere: no rank is left without data
+        assert all(len(p) == len(whole) - short_last for p in parts)
+        for k in range(len(parts[0])):
+            for rank in range(n_shards):
+                assert np.array_equal(parts[rank][k], whole[k][rank::n_shards])
+            assert sorted(np.concatenate([p[k] for p in parts])) == sorted(whole[k])
+    # the batches themselves (not only the plan) come from the shard
+    (xb,), = [next(iter(shards[1]))]
+    assert np.array_equal(xb.numpy(), one.batches_for_epoch(shards[1].epoch)[0][1::n_shards])
+
+
+def test_sharding_a_short_last_batch():
+    dataset = ArrayDataset(np.arange(9))  # global batches of 8 and 1
+    train = [DataLoader(dataset, batch_size=4, num_workers=0).shard(r, 2) for r in range(2)]
+    valid = [DataLoader(dataset, batch_size=4, num_workers=0).shard(r, 2, equal_counts=False) for r in range(2)]
+    assert [len(dl) for dl in train] == [1, 1]            # training: the 1-sample batch is dropped everywhere
+    assert [len(dl) for dl in valid] == [2, 1]            # validation: every sample is seen once
+    assert np.array_equal(valid[0].batches_for_epoch(1)[1], [8])
+    undone = valid[1].shard(0, 1)
+    assert len(undone) == 3
+    with pytest.raises(ValueError, match="rank must be in"):
+        DataLoader(dataset).shard(2, 2)
+
+
+def test_sharding_with_a_batch_sampler_deals_out_whole_batches():
+    from easyfit.data.text import SortedBatchSampler
+    lengths = np.random.default_rng(0).integers(1, 50, size=45)
+    dataset = ArrayDataset(np.arange(45))
+
+    def loader():
+        return DataLoader(dataset, batch_size=4, num_workers=0, seed=2,
+                          batch_sampler=SortedBatchSampler(lengths, 4, shuffle=True))
+
+    whole = loader().batches_for_epoch(1)  # 12 batches: 11 of 4 and 1 of 1
+    train = [loader().shard(r, 5).batches_for_epoch(1) for r in range(5)]
+    valid = [loader().shard(r, 5, equal_counts=False).batches_for_epoch(1) for r in range(5)]
+    assert [len(b) for b in train] == [2] * 5  # the 2 batches of the incomplete third group are dropped
+    assert [len(b) for b in valid] == [3, 3, 2, 2, 2]
+    for rank in range(5):
+        assert all(np.array_equal(a, b) for a, b in zip(valid[rank], whole[rank::5]))
+
+
+def _share_states(metric_factory, preds, targets, n_shards, batch_size):
+    """Each rank's metric after accumulating its strided shares of every batch."""
+    metrics = [metric_factory() for _ in range(n_shards)]
+    for start in range(0, len(preds), batch_size * n_shards):
+        for rank, metric in enumerate(metrics):
+            p = preds[start:start + batch_size * n_shards][rank::n_shards]
+            t = targets[start:start + batch_size * n_shards][rank::n_shards]
+            if len(t):
+                loss = float(-np.log(np.exp(p[np.arange(len(t)), t]) / np.exp(p).sum(-1)).mean())
+                metric.accumulate(ef.tensor(p), ef.tensor(t), loss)
+    return metrics
+
+
+def _sync_all(metrics):
+    """Run Metric.sync in every simulated rank with an all_gather over the ranks' states."""
+    sent = []
+
+    class Collected(Exception):
+        pass
+
+    def collect(obj):
+        sent.append(obj)
+        raise Collected
+
+    for metric in metrics:
+        try:
+            metric.sync(collect)
+        except Collected:
+            pass
+    for metric in metrics:
+        metric.sync(lambda obj: list(sent))
+
+
+def order_sensitive(pred, target):
+    """A whole-set function that depends on item order (so the union must be put back in order)."""
+    t = target.numpy()
+    return float((t * np.arange(len(t))).sum())
+
+
+@pytest.mark.parametrize("factory", [lambda: AvgMetric(accuracy), Perplexity, lambda: F1Score(),
+                                     lambda: GatherMetric(order_sensitive)],
+                         ids=["accuracy", "perplexity", "f1", "gathered"])
+def test_metrics_synced_over_ranks_equal_one_process(factory):
+    rng = np.random.default_rng(1)
+    preds = rng.normal(size=(37, 4)).astype(np.float32)
+    targets = rng.integers(0, 4, size=37)
+    (one,) = _share_states(factory, preds, targets, 1, 6)
+    ranks = _share_states(factory, preds, targets, 3, 2)
+    _sync_all(ranks)
+    for metric in ranks:
+        assert metric.value == pytest.approx(one.value, rel=1e-6)  # float32 losses summed in another order
+
+
+def test_gathered_metric_sync_accepts_whole_batches_of_unequal_size():
+    shares = [(np.arange(4.0), np.arange(4)), (np.arange(1.0), np.arange(1))]  # a sampler's batches of 4 and 1
+    metrics = []
+    for preds, targets in shares:
+        metric = GatherMetric(lambda p, t: float(p.numpy().sum()))
+        metric.accumulate(ef.tensor(preds), ef.tensor(targets), 0.0)
+        metrics.append(metric)
+    _sync_all(metrics)
+    assert [m.value for m in metrics] == [6.0, 6.0]
+
+
+def test_distrib_ctx_in_a_world_of_one_trains_as_usual(tmp_path):
+    plain = _worker.make_learner(16, tmp_path)
+    plain.fit(1)
+    inside = _worker.make_learner(16, tmp_path)
+    with inside.distrib_ctx() as learn:
+        assert learn is inside and inside.parallel is None  # nothing to shard or reduce
+        inside.fit(1)
+    assert inside.parallel is None and not hasattr(inside, "data_parallel")
+    for key, value in plain.model.state_dict().items():
+        assert np.array_equal(value.numpy(), inside.model.state_dict()[key].numpy()), key
+
+
+def _two_process_world(monkeypatch):
+    """Make distrib_ctx's checks see a world of 2 (they run before any collective)."""
+    from easyfit.distributed import world
+    monkeypatch.setattr(world, "world_size", lambda: 2)
+    monkeypatch.setattr(world, "init", lambda: 2)
+
+
+def test_distrib_ctx_refuses_a_metric_that_cannot_be_synced(tmp_path, monkeypatch):
+    class Median(ef.learner.Metric):
+        def reset(self):
+            pass
+
+        def accumulate(self, pred, target, loss):
+            pass
+
+        @property
+        def value(self):
+            return 0.0
+
+    _two_process_world(monkeypatch)
+    learn = _worker.make_learner(8, tmp_path)
+    learn.metrics.append(Median())
+    with pytest.raises(TypeError, match="'median'.*sync"):
+        with learn.distrib_ctx():
+            pass
+    assert learn.parallel is None
+
+
+def test_distrib_ctx_refuses_a_loader_it_cannot_shard(tmp_path, monkeypatch):
+    from easyfit.data import DataLoaders, LMDataLoader
+    _two_process_world(monkeypatch)
+    learn = _worker.make_learner(8, tmp_path)
+    learn.dls = DataLoaders(LMDataLoader(np.arange(500), batch_size=4, bptt=8), learn.dls.valid)
+    with pytest.raises(TypeError, match="train loader \\(LMDataLoader\\) cannot be sharded"):
+        with learn.distrib_ctx():
+            pass
+    assert learn.parallel is None and learn.dls.valid.num_shards == 1
+
+
+class _NotMain:
+    """Stands in for the data-parallel object of a rank other than 0."""
+    is_main, rank, world_size, batch_items, batch_samples = False, 1, 2, None, None
+
+    def barrier(self):
+        pass
+
+
+def test_ranks_other_than_0_run_no_printing_callbacks_and_write_no_files(tmp_path, capsys):
+    learn = _worker.make_learner(8, tmp_path)
+    learn.parallel = _NotMain()
+    learn._build_hooks()
+    learn.fit(1, cbs=[ef.learner.CSVLogger()])
+    learn.save("checkpoint")
+    learn.export(tmp_path / "model.safetensors")
+    assert capsys.readouterr().out == ""
+    assert not list(tmp_path.rglob("*.*"))
+
+
+def test_sync_batchnorm_in_a_world_of_one_is_batchnorm():
+    ef.manual_seed(0)
+    x = ef.randn(6, 3, 4, 4)
+    sync, plain = dist.SyncBatchNorm(3), nn.BatchNorm2d(3)
+    assert list(sync.state_dict()) == list(plain.state_dict())
+    assert np.allclose(sync(x).numpy(), plain(x).numpy())
+    assert np.allclose(sync.running_var.numpy(), plain.running_var.numpy())
+
+
+# ----------------------------------------------------------------------------------
+# two processes (mpiexec -n 2)
+# ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """2 processes x batch 8: trains 2 epochs, saves 'mid' after epoch 0 and 'final'."""
+    out = tmp_path_factory.mktemp("two")
+    result = _mpirun(HERE / "_worker.py", "train", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory):
+    """The reference: one process at the global batch (16), same seeds; saves 'mid1' after epoch 0."""
+    out = tmp_path_factory.mktemp("one")
+    learn = _worker.make_learner(16, out)
+    learn.remove_cb(learn.progress)
+    learn.fit_one_cycle(2, lr_max=1e-2, cbs=[_worker.SaveAfterFirstEpoch("mid1")])
+    return out, learn, _worker.weights(learn), learn.validate()
+
+
+def _assert_weights_close(got, expected):
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_two_processes_equal_one_process_at_the_global_batch(two_process_run, one_process_run):
+    out, result = two_process_run
+    _, learn, expected, expected_valid = one_process_run
+    ranks = [dict(np.load(out / f"rank{r}.npz")) for r in range(2)]
+    for key in ranks[0]:
+        assert np.array_equal(ranks[0][key], ranks[1][key]), f"{key} differs between the ranks"
+    _assert_weights_close(ranks[0], expected)
+    for r in range(2):
+        recorded = json.loads((out / f"rank{r}.json").read_text())
+        # validation loss and metrics of every epoch, and validate(), equal one process's on every rank
+        np.testing.assert_allclose(np.array(recorded["values"])[:, 1:], np.array(learn.recorder.values)[:, 1:],
+                                   rtol=1e-5)
+        np.testing.assert_allclose(recorded["validate"], expected_valid, rtol=1e-5)
+        np.testing.assert_allclose(recorded["losses"], learn.recorder.losses, rtol=1e-4)
+    # rank 0 alone printed, wrote TensorBoard events and saved checkpoints
+    assert result.stdout.count("train_loss") == 1, result.stdout
+    assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 1
+    assert sorted(p.name for p in (out / "models").iterdir()) == [
+        "final.json", "final.safetensors", "mid.json", "mid.safetensors"]
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_a_two_process_checkpoint_resumes_in_one_process_and_back(two_process_run, one_process_run):
+    two_out, _ = two_process_run
+    one_out, _, expected, _ = one_process_run
+    learn = _worker.make_learner(16, two_out)
+    learn.remove_cb(learn.progress)
+    learn.fit_one_cycle(2, lr_max=1e-2, resume="mid")  # written by 2 processes
+    _assert_weights_close(_worker.weights(learn), expected)
+    result = _mpirun(HERE / "_worker.py", "resume", one_out, "mid1")  # written by one process
+    assert result.returncode == 0, result.stdout + result.stderr
+    for r in range(2):
+        _assert_weights_close(dict(np.load(one_out / f"rank{r}.npz")), expected)
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_gradient_accumulation_counts_the_items_of_all_processes(tmp_path):
+    result = _mpirun(HERE / "_worker.py", "accumulate", tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    learn = _worker.make_learner(16, tmp_path)
+    learn.remove_cb(learn.progress)
+    learn.fit(1, cbs=[ef.learner.GradientAccumulation(n_acc=40)])
+    for r in range(2):
+        _assert_weights_close(dict(np.load(tmp_path / f"rank{r}.npz")), _worker.weights(learn))
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_lr_find_on_two_processes_equals_one_process(tmp_path):
+    result = _mpirun(HERE / "_worker.py", "lr_find", tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    learn = _worker.make_learner(16, tmp_path)
+    learn.remove_cb(learn.progress)
+    expected = learn.lr_find(num_it=30)
+    for r in range(2):
+        found = json.loads((tmp_path / f"lr_find{r}.json").read_text())
+        np.testing.assert_allclose(found["losses"], learn.recorder.lr_find_losses, rtol=1e-4)
+        np.testing.assert_allclose(found["suggestions"], list(expected), rtol=1e-4)
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_an_exception_in_rank_1_ends_every_rank(tmp_path):
+    result = _mpirun(HERE / "_worker.py", "fail", tmp_path, timeout=60)  # a hang would time out here
+    assert result.returncode != 0
+    assert "rank 1 of 2 failed" in result.stderr and "RuntimeError: boom in rank 1" in result.stderr
+    assert not list(tmp_path.glob("rank*.npz"))
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_collectives_and_a_hand_written_loop_on_two_processes():
+    result = _mpirun(HERE / "_collectives.py", timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "rank 0: ok" in result.stdout and "rank 1: ok" in result.stdout
+
+
+# ----------------------------------------------------------------------------------
+# the command line
+# ----------------------------------------------------------------------------------
+def test_cli_nprocs_without_mpi4py_names_the_extra(monkeypatch, capsys):
+    from recipes import cli
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    assert cli.main(["train", "vision", "--nprocs", "2", "--epochs", "1"]) == cli.EXIT_USAGE
+    assert "pip install 'easyfit[mpi]'" in capsys.readouterr().err
+
+
+def test_cli_nprocs_under_mpiexec_is_refused(monkeypatch, capsys):
+    from recipes import cli
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert cli.main(["train", "vision", "--nprocs", "2", "--epochs", "1"]) == cli.EXIT_USAGE
+    assert "mpiexec -n N easyfit train" in capsys.readouterr().err
+    assert "mpi4py.MPI" not in sys.modules  # refused before joining any MPI world
+
+
+_CLI_ARGS = ["train", "vision", "--epochs", "1", "--bs", "32", "--set", "width=8"]
+
+
+def _check_cli_run(result, out):
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("final: valid_loss") == 1, result.stdout  # printed once, by rank 0
+    assert result.stdout.count("train_loss") == 1, result.stdout
+    assert json.loads((out / "results.json").read_text())["accuracy"] > 0.5
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert (out / "model.safetensors").is_file() and (out / "models" / "checkpoint.safetensors").is_file()
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_cli_nprocs_launches_mpiexec_itself(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "recipes.cli", *_CLI_ARGS, "--nprocs", "2", "--out", str(out)],
+                            capture_output=True, text=True, env=_env(), timeout=180, cwd=str(ROOT))
+    _check_cli_run(result, out)
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_cli_under_mpiexec(tmp_path):
+    out = tmp_path / "run"
+    script = shutil.which("easyfit")
+    command = [script] if script else [sys.executable, "-m", "recipes.cli"]
+    result = subprocess.run([_mpiexec(), "-n", "2", *command, *_CLI_ARGS, "--out", str(out)],
+                            capture_output=True, text=True, env=_env(), timeout=180, cwd=str(ROOT))
+    _check_cli_run(result, out)
