@@ -108,6 +108,9 @@ class GraphBuilder:
         node_name = self.fresh(self._prefix() + op_type)
         names = [self.fresh(f"{node_name}:{i}") for i in range(outputs)]
         attributes = {k: v for k, v in attributes.items() if v is not None}
+        inputs = list(inputs)
+        while inputs and inputs[-1] is None:  # omitted trailing optional inputs are left out
+            inputs.pop()
         self.nodes.append(self.onnx.helper.make_node(op_type, [i if i is not None else "" for i in inputs], names,
                                                      name=node_name, domain=domain or None, **attributes))
         return names[0] if outputs == 1 else names
