@@ -240,9 +240,14 @@ def _is_index_array(item):
     return hasattr(item, "shape") and hasattr(item, "dtype") and not isinstance(item, np.generic)
 
 
+def _index_tuple(op):
+    index = op.index if isinstance(op.index, tuple) else (op.index,)
+    return tuple(np.asarray(i) if isinstance(i, list) else i for i in index)
+
+
 def _getitem(g, op, x):
     shape = g.node.inputs[0].shape
-    index = op.index if isinstance(op.index, tuple) else (op.index,)
+    index = _index_tuple(op)
     used = sum(1 for i in index if i is not None and i is not Ellipsis and not _is_index_array(i)) + \
         sum(i.ndim if i.dtype == np.bool_ else 1 for i in index if _is_index_array(i))
     has_ellipsis = any(item is Ellipsis for item in index)
@@ -307,7 +312,7 @@ def _getitem(g, op, x):
             out += item.ndim if item.dtype == np.bool_ else 1
         elif isinstance(item, slice):
             out += 1
-    getters = [(lambda k: (lambda o: _index_items(o)[k]))(k) for k, _ in arrays]
+    getters = [(lambda r: (lambda o: _index_items(o)[r]))(r) for r in range(len(arrays))]
     if len(arrays) == 1:
         (k, item), position = arrays[0], positions[0]
         if item.dtype == np.bool_:
@@ -335,13 +340,11 @@ def _getitem(g, op, x):
 
 
 def _index_items(op):
-    index = op.index if isinstance(op.index, tuple) else (op.index,)
-    return [i for i in index if _is_index_array(i)]
+    return [i for i in _index_tuple(op) if _is_index_array(i)]
 
 
 def _check_static_slices(g, op):
-    versions = g.variants(lambda o: tuple(i for i in (o.index if isinstance(o.index, tuple) else (o.index,))
-                                          if not _is_index_array(i)))
+    versions = g.variants(lambda o: tuple(i for i in _index_tuple(o) if not _is_index_array(i)))
     if any(v != versions[0] for v in versions):
         raise g.error("its slice bounds change with the size of a dynamic axis; use negative or open bounds "
                       "(x[:, :-1]) or make that axis static in dynamic_axes")
@@ -573,6 +576,7 @@ _BACKWARD_ONLY = ("an op of gradient graphs (it computes a backward pass), which
 _INSIDE_RECURRENT = ("the time loop inside nn.RNN/LSTM/GRU, which export as whole layers (ONNX RNN/LSTM/GRU); "
                      "call the layer rather than the op")
 REFUSED = {
+    F._NormalizeAffine: "a base class; its subclasses BatchNormTrain and LayerNormFunction are the ops",
     T.IndexAdd: _BACKWARD_ONLY, F.EmbeddingGrad: _BACKWARD_ONLY, F.Conv2dGradInput: _BACKWARD_ONLY,
     F.Conv2dGradWeight: _BACKWARD_ONLY, F.MaxPool2dGrad: _BACKWARD_ONLY, F.MaxPool2dGather: _BACKWARD_ONLY,
     F.AvgPool2dGrad: _BACKWARD_ONLY,
