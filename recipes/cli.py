@@ -6,6 +6,7 @@
     easyfit predict OUT_DIR INPUTS...        classify images or texts with a trained run
     easyfit generate OUT_DIR --prompt TEXT   sample text from a trained char-RNN run
     easyfit info OUT_DIR                     the run's recipe, config, results and files
+    easyfit export OUT_DIR OUT.onnx          the trained model as ONNX (runs in onnxruntime)
 
 Exit codes: 0 success, 1 failure while running, 2 bad usage or config, 3 data or run
 folder not found. Errors are one line on stderr; set EASYFIT_DEBUG=1 for a traceback.
@@ -74,6 +75,11 @@ def build_parser():
 
     info = verbs.add_parser("info", help="show a run's recipe, config, results and files")
     info.add_argument("out_dir", metavar="OUT_DIR")
+
+    onnx = verbs.add_parser("export", help="export a trained run's model to ONNX (needs easyfit[onnx])")
+    onnx.add_argument("out_dir", metavar="OUT_DIR", help="the run's output folder")
+    onnx.add_argument("output", metavar="OUT.onnx", help="the ONNX file to write")
+    onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the newest onnxruntime runs)")
     return parser
 
 
@@ -135,6 +141,12 @@ def run_command(args):
         return EXIT_OK
     if args.verb == "info":
         run.info(args.out_dir)
+        return EXIT_OK
+    if args.verb == "export":
+        recipe, config, learn = run.load_run(args.out_dir)
+        example = recipe.build_dataloaders(config).valid.one_batch()[0]   # an input batch of the run's data
+        path = learn.export_onnx(Path(args.output).resolve(), example=example, opset_version=args.opset)
+        print(f"wrote {path}")
         return EXIT_OK
     raise UsageError("no command given; try: easyfit --help")
 

@@ -436,7 +436,11 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
     output_names += [f"output_{i}" if len(outputs) > 1 else "output" for i in range(len(output_names), len(outputs))]
     if len(set(input_names + output_names)) != len(input_names) + len(output_names):
         raise ValueError(f"export: input and output names must be distinct, got {input_names} and {output_names}")
-    output_axes = _axes_spec(output_names, len(outputs), dynamic_axes, "output", [t.ndim for t in outputs])
+    named = set(dynamic_axes or {})
+    output_axes = _axes_spec(output_names, len(outputs), dynamic_axes or {}, "output", [t.ndim for t in outputs])
+    for i, name in enumerate(output_names):
+        if name not in named:
+            output_axes[i] = _inferred_axes(traces, symbols, i, name)
 
     state = model.state_dict(keep_vars=True)
     parameter_names = {}
@@ -513,6 +517,18 @@ def _ir_version_for(onnx, opset):
     """The IR version that goes with an opset, so that older runtimes accept the file."""
     table = {17: 8, 18: 8, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11}
     return table.get(opset, onnx.IR_VERSION)
+
+
+def _inferred_axes(traces, symbols, i, name):
+    """The dynamic axes of output i that no dynamic_axes entry names: those whose size changed
+    in the traces, named after the input axis that changed them."""
+    sizes = [trace.outputs[i].shape for trace in traces]
+    axes = {}
+    for d in range(len(sizes[0])):
+        changed = [symbol for symbol, shape in zip(symbols, sizes[1:]) if shape[d] != sizes[0][d]]
+        if changed:
+            axes[d] = changed[0] if len(changed) == 1 else f"{name}_dim{d}"
+    return axes
 
 
 def _parameter_value(g, tensor):
