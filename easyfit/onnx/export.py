@@ -240,13 +240,15 @@ class GraphBuilder:
             name = self.values[vids[0]]
             source_dtype = arrays[0].dtype
             return self.cast(name, source_dtype, dtype) if dtype is not None else name
-        first = np.asarray(arrays[0] if isinstance(arrays[0], np.ndarray) else arrays[0].get())
-        for other in arrays[1:]:
-            other = np.asarray(other if isinstance(other, np.ndarray) else other.get())
-            if other.shape != first.shape or not np.array_equal(other, first):
-                raise self.error("an array argument of it was computed outside easyfit's ops (from .array or "
-                                 "NumPy) and changes with the input; compute it with tensor ops so it is traced")
-        return self.constant(first, dtype)
+        arrays = [np.asarray(a if isinstance(a, np.ndarray) else a.get()) for a in arrays]
+        first = arrays[0]
+        if all(a.shape == first.shape and np.array_equal(a, first) for a in arrays[1:]):
+            return self.constant(first, dtype)
+        name = dynamic_constant(self, arrays)
+        if name is None:
+            raise self.error("an array argument of it was computed outside easyfit's ops (from .array or "
+                             "NumPy) and changes with the input; compute it with tensor ops so it is traced")
+        return self.cast(name, first.dtype, dtype) if dtype is not None else name
 
     def error(self, reason):
         node = self.node
@@ -544,20 +546,39 @@ def _parameter_value(g, tensor):
 
 
 def _constant_input(g, traces, k, j):
-    """A node input that no traced op made: a constant, or a filled tensor whose shape is dynamic."""
+    """A node input that no traced op made: a constant, or one rebuilt at run time (see dynamic_constant)."""
     arrays = [np.asarray(trace.nodes[k].inputs[j].numpy_cpu()) for trace in traces]
     first = arrays[0]
     if all(a.shape == first.shape and np.array_equal(a, first, equal_nan=True) for a in arrays[1:]):
         return g.constant(first)
-    same_rank = len({a.ndim for a in arrays}) == 1
+    name = dynamic_constant(g, arrays)
+    if name is None:
+        raise g.error(f"its input {j} is a tensor made outside easyfit's ops (with ef.tensor or from .array) "
+                      f"whose values change with the input; build it from the inputs with tensor ops, or make the "
+                      f"dynamic axes static in dynamic_axes")
+    return name
+
+
+def dynamic_constant(g, arrays):
+    """A tensor made outside the traced ops whose shape follows a dynamic axis, rebuilt in the
+    graph: a filled tensor (zeros(x.shape[0], ...)) as ConstantOfShape, a counter
+    (arange(x.shape[1])) as Range. None when it is neither."""
+    first = arrays[0]
+    if len({a.ndim for a in arrays}) != 1 or any(a.dtype != first.dtype for a in arrays):
+        return None
+    entries = [s[0] if len(set(s)) == 1 else DynamicDim(s) for s in zip(*[a.shape for a in arrays])]
     fill = [np.unique(a) for a in arrays]
-    if same_rank and all(f.size == 1 for f in fill) and len({f.item() for f in fill}) == 1:
-        entries = [s[0] if len(set(s)) == 1 else DynamicDim(s) for s in zip(*[a.shape for a in arrays])]
+    if all(f.size == 1 for f in fill) and len({f.item() for f in fill}) == 1:
         value = g.onnx.numpy_helper.from_array(np.asarray([fill[0].item()], dtype=first.dtype), "value")
         return g.op("ConstantOfShape", g.shape_vector(entries), value=value)
-    raise g.error(f"its input {j} is a tensor made outside easyfit's ops (for example with ef.tensor, ef.arange or "
-                  f"from .array) whose values change with the size of a dynamic axis; build it from the inputs "
-                  f"with tensor ops, or make that axis static in dynamic_axes")
+    counting = [e for e in entries if not (isinstance(e, int) and e == 1)]
+    if len(counting) == 1 and isinstance(counting[0], DynamicDim) and \
+            all(np.array_equal(a.reshape(-1), np.arange(a.size)) for a in arrays):
+        limit = g.squeeze(g.dim(counting[0]), [0])
+        limit = g.cast(limit, np.int64, first.dtype)
+        sequence = g.op("Range", g.constant(0, first.dtype), limit, g.constant(1, first.dtype))
+        return g.op("Reshape", sequence, g.shape_vector([-1 if e is counting[0] else e for e in entries]))
+    return None
 
 
 def _value_info(onnx, name, tensor, axes):

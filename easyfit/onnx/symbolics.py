@@ -330,12 +330,14 @@ def _getitem(g, op, x):
         raise g.error("integer index arrays are exported when they index the leading axes together "
                       "(x[i, j], x[i, j, :])")
     indices = [g.array(getter, dtype=np.int64) for getter in getters]
-    broadcast = np.broadcast_shapes(*[item.shape for _, item in arrays])
-    stacked = []
-    for name, (_, item) in zip(indices, arrays):
-        if item.shape != broadcast:
-            name = g.op("Expand", name, g.ints(broadcast))
-        stacked.append(g.unsqueeze(name, [-1]))
+    if len({item.shape for _, item in arrays}) > 1:
+        # broadcast the index arrays against each other at run time: add zeros of the joint shape
+        joint = indices[0]
+        for name in indices[1:]:
+            joint = g.op("Add", joint, name)
+        zeros = g.op("Mul", joint, g.constant(0, np.int64))
+        indices = [g.op("Add", name, zeros) for name in indices]
+    stacked = [g.unsqueeze(name, [-1]) for name in indices]
     return g.op("GatherND", y, g.op("Concat", *stacked, axis=-1))
 
 
