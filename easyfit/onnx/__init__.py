@@ -8,11 +8,6 @@ Learner. The onnx package (and onnxruntime, to run the result) is the `onnx` ext
 See docs/onnx.md.
 """
 from .export import export, ExportError, default_opset
+from .importer import load, OnnxModule, OnnxImportError
 
-__all__ = ["export", "load", "ExportError", "default_opset"]
-
-
-def load(path):
-    """An ONNX model as a trainable easyfit `nn.Module` (initializers become Parameters)."""
-    from .importer import load as _load
-    return _load(path)
+__all__ = ["export", "load", "ExportError", "OnnxModule", "OnnxImportError", "default_opset"]

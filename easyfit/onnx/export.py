@@ -116,22 +116,30 @@ class GraphBuilder:
         return names[0] if outputs == 1 else names
 
     def constant(self, value, dtype=None, name=None):
-        """An initializer holding `value` (an array or a number) as `dtype`; returns its name."""
+        """`value` (an array or a number) as `dtype` in the graph; returns its name.
+
+        With `name` (a parameter or buffer's state_dict key) it is an initializer; otherwise
+        a Constant node, so that an importer tells weights (initializers) from constants.
+        """
         array = np.asarray(value if not isinstance(value, Tensor) else value.numpy_cpu())
         if dtype is not None:
             array = array.astype(dtype)
-        if name is None:
-            key = (array.dtype.str, array.shape, array.tobytes()) if array.size <= 64 else None
-            if key is not None and key in self._constant_cache:
-                return self._constant_cache[key]
-            name = self.fresh(self._prefix() + "const")
-            if key is not None:
-                self._constant_cache[key] = name
-        else:
+        array = np.ascontiguousarray(array)
+        if name is not None:
             self.used_names.add(name)
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
-        self.initializer_names.add(name)
-        return name
+            self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
+            self.initializer_names.add(name)
+            return name
+        key = (array.dtype.str, array.shape, array.tobytes()) if array.size <= 64 else None
+        if key is not None and key in self._constant_cache:
+            return self._constant_cache[key]
+        node_name = self.fresh(self._prefix() + "Constant")
+        out = self.fresh(node_name + ":0")
+        self.nodes.append(self.onnx.helper.make_node(
+            "Constant", [], [out], name=node_name, value=self.onnx.numpy_helper.from_array(array, out)))
+        if key is not None:
+            self._constant_cache[key] = out
+        return out
 
     def ints(self, values):
         """A 1-D int64 constant."""
