@@ -22,6 +22,7 @@ MODULES = [
     ("easyfit.data", "Datasets, loaders, transforms, vision and text"),
     ("easyfit.data.datasets", "Real datasets"),
     ("easyfit.learner", "The Learner, callbacks and metrics"),
+    ("easyfit.onnx", "ONNX export and import"),
 ]
 OUTPUT = pathlib.Path(__file__).with_name("api.md")
 
