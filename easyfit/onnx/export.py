@@ -291,6 +291,17 @@ def _grown(array, axis):
     return xp.concatenate([array, first], axis=axis)
 
 
+def _cut(example, input_axes, size=2):
+    """The example with each dynamic axis cut to `size` (where it is longer)."""
+    out = []
+    for i, t in enumerate(example):
+        index = [slice(None)] * t.ndim
+        for axis in input_axes[i]:
+            index[axis] = slice(0, size)
+        out.append(Tensor(t.array[tuple(index)]))
+    return out
+
+
 def _axes_spec(names, count, dynamic_axes, kind, ndims):
     """{position: {axis: name}}: the dynamic axes of each input or output."""
     out = {}
@@ -431,7 +442,12 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
     was_training = [m.training for m in model.modules()]
     model.eval()
     try:
-        traces, symbols = _run_traces(model, example, input_axes)
+        # Traced on a cut of the example (dynamic axes of 2, then 3): the graph is the same and
+        # a big example batch costs nothing; a model that cannot run on the cut gets the example.
+        try:
+            traces, symbols = _run_traces(model, _cut(example, input_axes), input_axes)
+        except Exception:
+            traces, symbols = _run_traces(model, example, input_axes)
     finally:
         for module, mode in zip(model.modules(), was_training):
             module.training = mode
