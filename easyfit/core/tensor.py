@@ -441,7 +441,8 @@ class Function:
     written with Tensor ops so that it can be differentiated again. Inputs are
     available in backward as `self.inputs`; outputs as `self.output(i)` when the class
     sets `save_outputs = True`. Call it with `MyOp.apply(x, y, **params)`; params go to
-    `__init__`.
+    `__init__`. ONNX export (easyfit.onnx) takes its ONNX form from a static method
+    `symbolic(g, op, *inputs)` when the class defines one (docs/onnx.md).
     """
     save_outputs = False
 

@@ -374,11 +374,6 @@ def _check_same_structure(traces, symbols):
                               f"static in dynamic_axes")
 
 
-def _symbolic_for(op, node):
-    from .symbolics import symbolic_for
-    return symbolic_for(op)
-
-
 def _refuse_unconvertible(trace):
     """Every op must have an ONNX form: checked before anything is converted or written."""
     from .symbolics import symbolic_for, refusal_reason
@@ -411,7 +406,7 @@ def _index_values(traces, parameter_names):
 
 
 def export(model, args, f, input_names=None, output_names=None, dynamic_axes=None, opset_version=None,
-           metadata=None, verbose=False):
+           metadata=None):
     """Write `model` as an ONNX graph to `f` (a path or a binary file), as torch.onnx.export does.
 
     `args` is the example input (a Tensor or array, or a tuple of them); the model runs
@@ -452,6 +447,7 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
         for module, mode in zip(model.modules(), was_training):
             module.training = mode
     base = traces[0]
+    from .symbolics import symbolic_for
     _refuse_unconvertible(base)
     _check_same_structure(traces, symbols)
 
@@ -501,7 +497,7 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
     for k, node in enumerate(base.nodes):
         g.index, g.node, g.scope = k, node, node.scope
         names = [value_name(base.ids[id(t)], k, j) for j, t in enumerate(node.inputs)]
-        symbolic = _symbolic_for(node.op, node)
+        symbolic = symbolic_for(node.op)
         result = symbolic(g, node.op, *names)
         result = list(result) if isinstance(result, (tuple, list)) else [result]
         if len(result) != len(node.outputs):
@@ -533,8 +529,6 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
     except onnx.checker.ValidationError as error:  # a defect of a symbolic function: say so plainly
         raise ExportError(f"export: the graph written for {type(model).__name__} is not valid ONNX ({error})") \
             from error
-    if verbose:
-        print(onnx.helper.printable_graph(proto.graph))
     _write(proto, f)
     return proto
 
