@@ -426,7 +426,9 @@ def set_op_hook(hook):
     """Install `hook(fn, inputs)` to run in place of every op call (None removes it).
 
     The hook runs the op itself (with the hook removed while it does) and returns the
-    op's result. Returns the hook that was installed before, to restore it afterwards.
+    op's result, or returns NotImplemented to let the call run as usual (a tracer does
+    so for ops of other threads, such as a data loader's). Returns the hook that was
+    installed before, to restore it afterwards.
     """
     previous = _op_hook[0]
     _op_hook[0] = hook
@@ -457,7 +459,9 @@ class Function:
     def __call__(self, *inputs):
         # The hot path of every op: kept flat and free of avoidable calls.
         if _op_hook[0] is not None:
-            return _op_hook[0](self, inputs)
+            result = _op_hook[0](self, inputs)
+            if result is not NotImplemented:
+                return result
         try:
             if len(inputs) == 2:
                 outputs = self.forward(inputs[0].array, inputs[1].array)

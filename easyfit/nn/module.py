@@ -26,7 +26,8 @@ _call_hook = [None]
 
 def set_call_hook(hook):
     """Install `hook(module, args, kwargs)` to run in place of every module call (None
-    removes it); the hook calls `module.forward` itself. Returns the previous hook."""
+    removes it); the hook calls `module.forward` itself, or returns NotImplemented to let
+    the call run as usual. Returns the previous hook."""
     previous = _call_hook[0]
     _call_hook[0] = hook
     return previous
@@ -81,7 +82,9 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         if _call_hook[0] is not None:  # a tracer (easyfit.onnx) follows module calls
-            return _call_hook[0](self, args, kwargs)
+            result = _call_hook[0](self, args, kwargs)
+            if result is not NotImplemented:
+                return result
         return self.forward(*args, **kwargs)
 
     # ----- walking the attributes ----------------------------------------------------

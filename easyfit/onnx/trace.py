@@ -6,6 +6,8 @@ order. Modules whose class is in `whole_modules` (the recurrent layers, batch no
 eval mode) are recorded as one node each, without their inner ops, so that they map to
 one ONNX operator (an LSTM's loop over time then stays dynamic).
 """
+import threading
+
 from ..core.autograd import user_frame_summary
 from ..core.tensor import Tensor, set_op_hook
 from ..nn.module import set_call_hook
@@ -44,6 +46,8 @@ class Trace:
         self.whole_modules = whole_modules
         self.nodes = []
         self.scopes = []
+        self.thread = threading.get_ident()   # ops of other threads (a loader's) are not recorded
+        self.paused = False
 
     def __enter__(self):
         self._previous = (set_op_hook(self._on_op), set_call_hook(self._on_module))
@@ -57,26 +61,29 @@ class Trace:
         return self.scopes[-1] if self.scopes else ""
 
     def _on_op(self, fn, inputs):
-        previous = set_op_hook(None)
+        if self.paused or threading.get_ident() != self.thread:
+            return NotImplemented   # the op runs as usual, unrecorded
+        self.paused = True
         try:
             result = fn(*inputs)
         finally:
-            set_op_hook(previous)
+            self.paused = False
         outputs = result if isinstance(result, tuple) else (result,)
         self.nodes.append(TracedNode(fn, tuple(inputs), tuple(outputs), self._scope(), user_frame_summary()))
         return result
 
     def _on_module(self, module, args, kwargs):
+        if self.paused or threading.get_ident() != self.thread:
+            return NotImplemented
         path = self.paths.get(id(module))
         scope = path if path is not None else self._scope()
         whole = self.whole_modules.get(type(module))
         if whole is not None and whole(module):
-            hooks = set_op_hook(None), set_call_hook(None)
+            self.paused = True   # its inner ops are not recorded: the layer is one node
             try:
                 result = module.forward(*args, **kwargs)
             finally:
-                set_op_hook(hooks[0])
-                set_call_hook(hooks[1])
+                self.paused = False
             inputs = tuple(flatten_tensors(list(args) + list(kwargs.values())))
             outputs = tuple(flatten_tensors(result))
             self.nodes.append(TracedNode(module, inputs, outputs, scope, user_frame_summary(),

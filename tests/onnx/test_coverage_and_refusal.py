@@ -111,3 +111,17 @@ def test_missing_onnx_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_onnx)
     with pytest.raises(ImportError, match=r"easyfit\[onnx\]"):
         eo.export(Lambda(lambda m, x: x), ef.tensor(np.zeros(2, np.float32)), "unused.onnx")
+
+
+def test_ops_of_other_threads_are_not_traced(tmp_path):
+    import threading
+    from easyfit.onnx.trace import Trace
+    model = Lambda(lambda m, x: ef.tanh(x) * 2.0)
+    done = []
+    with Trace(model, whole_modules={}) as trace:
+        worker = threading.Thread(target=lambda: done.append(ef.exp(ef.ones(3)).numpy()))
+        worker.start()
+        worker.join()
+        model(ef.ones(2))
+    assert [type(node.op).__name__ for node in trace.nodes] == ["Tanh", "Mul"]
+    assert np.allclose(done[0], np.e)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from harness import Lambda, flat, randn
+from harness import Lambda, check_export, flat, randn
 
 import easyfit as ef
 import easyfit.onnx as eo
@@ -185,3 +185,11 @@ def test_a_torch_mlp_with_a_view_on_the_batch_size(tmp_path):
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(imported(ef.tensor(x)).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_an_imported_model_exports_again(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    imported = _round_trip(model, (randn(2, 1, 8, 8),), tmp_path)
+    again = tmp_path / "again"
+    again.mkdir()
+    check_export(imported, lambda n: (randn(n, 1, 8, 8, seed=n),), again)
