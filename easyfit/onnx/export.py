@@ -411,9 +411,11 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
 
     `args` is the example input (a Tensor or array, or a tuple of them); the model runs
     once per dynamic axis name (plus once), in eval mode and without gradients, and the
-    recorded ops become the graph. By default the first axis of every input and output is
-    dynamic and named 'batch'; `dynamic_axes` ({name: {axis: axis_name}} or {name: [axes]})
-    replaces that default, as in PyTorch. `opset_version` defaults to the newest opset
+    recorded ops become the graph. By default the first axis of every input is dynamic and
+    named 'batch', and so is every output axis whose size follows it (an output's first
+    axis, for a model that maps a batch to a batch); `dynamic_axes` ({name: {axis:
+    axis_name}} or {name: [axes]}) replaces that default, as in PyTorch, and an output it
+    does not name gets the axes whose size follows a dynamic input axis. `opset_version` defaults to the newest opset
     the installed onnxruntime runs. Parameters and buffers are initializers named by
     their state_dict keys; node names carry the module path. `metadata` (str -> str) is
     written to the model's metadata_props. Returns the ONNX ModelProto.
