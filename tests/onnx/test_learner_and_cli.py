@@ -109,3 +109,57 @@ def test_char_rnn_model(tmp_path, arch):
     # a fresh state for every call (the recipe carries the state between training batches)
     fresh = Lambda(lambda m, x: (m.net.reset_state(), m.net(x))[1], net=model)
     check_export(fresh, tokens, tmp_path, dynamic_axes={"input": {0: "batch", 1: "time"}})
+
+
+def _compare_run_with_onnx(run, onnx_path, token_batches):
+    learn = load_learner(run / MODEL_FILE)
+    learn.model.eval()
+    runner = session(onnx_path)
+    for ids in token_batches:
+        reset = getattr(learn.model, "reset_state", None)
+        if reset:
+            reset()
+        with ef.no_grad():
+            expected = learn.model(ef.tensor(ids)).numpy()
+        np.testing.assert_allclose(runner.run(None, {"input": ids})[0], expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_cli_export_of_a_trained_text_run(tmp_path, capsys, arch):
+    import csv
+    rng = np.random.default_rng(0)
+    words = {"tech": "kernel compiler python bug server".split(), "food": "bread soup cheese garlic tomato".split()}
+    path = tmp_path / "topics.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for label, vocabulary in words.items():
+            for _ in range(24):
+                writer.writerow([" ".join(rng.choice(vocabulary, int(rng.integers(2, 9)))), label])
+    run = tmp_path / "run"
+    assert cli.main(["train", "text", "--data", str(path), "--arch", arch, "--epochs", "1", "--out", str(run),
+                     "--set", "min_freq=1", "--set", "emb_dim=8", "--set", "hidden=8", "--set", "ff_dim=16",
+                     "--set", "heads=2", "--bs", "8"]) == 0, capsys.readouterr().err
+    out = tmp_path / "text.onnx"
+    assert cli.main(["export", str(run), str(out)]) == 0, capsys.readouterr().err
+    import onnx
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    vocab = json.loads(props["vocab"])
+    assert json.loads(props["classes"]) == ["food", "tech"] and "kernel" in vocab and props["pad_idx"] == "1"
+    ids = rng.integers(2, len(vocab), (3, 10))
+    ids[0, 6:] = 1   # padding
+    _compare_run_with_onnx(run, out, [ids, ids[:1, :4]])
+
+
+def test_cli_export_of_a_trained_char_rnn_run(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be or not to be, that is the question\n" * 40, encoding="utf-8")
+    run = tmp_path / "run"
+    assert cli.main(["train", "char-rnn", "--data", str(corpus), "--epochs", "1", "--out", str(run),
+                     "--set", "bptt=16", "--set", "emb_size=8", "--set", "hidden_size=16", "--set", "num_layers=2",
+                     "--set", "chunk_chars=200", "--bs", "4"]) == 0, capsys.readouterr().err
+    out = tmp_path / "chars.onnx"
+    assert cli.main(["export", str(run), str(out)]) == 0, capsys.readouterr().err
+    vocab_size = len(json.loads({p.key: p.value for p in __import__("onnx").load(str(out)).metadata_props}["vocab"]))
+    rng = np.random.default_rng(1)
+    _compare_run_with_onnx(run, out, [rng.integers(0, vocab_size, (2, 7)), rng.integers(0, vocab_size, (5, 3))])
