@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 
 from ..core.autograd import no_grad
+from ..core.backend import get_array_module, to_device
 from ..core.tensor import Tensor, _to_array
 from .trace import Trace, flatten_tensors
 
@@ -248,7 +249,7 @@ class GraphBuilder:
             name = self.values[vids[0]]
             source_dtype = arrays[0].dtype
             return self.cast(name, source_dtype, dtype) if dtype is not None else name
-        arrays = [np.asarray(a if isinstance(a, np.ndarray) else a.get()) for a in arrays]
+        arrays = [np.asarray(to_device(a, "cpu")) for a in arrays]
         first = arrays[0]
         if all(a.shape == first.shape and np.array_equal(a, first) for a in arrays[1:]):
             return self.constant(first, dtype)
@@ -286,7 +287,7 @@ def _as_tensors(args):
 
 def _grown(array, axis):
     """The array with its first slice along `axis` appended (that axis one longer)."""
-    xp = np if isinstance(array, np.ndarray) else __import__("cupy")
+    xp = get_array_module(array)
     first = xp.take(array, [0], axis=axis)
     return xp.concatenate([array, first], axis=axis)
 

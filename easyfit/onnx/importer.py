@@ -11,6 +11,7 @@ import numpy as np
 
 from ..core.functions import (concatenate, einsum, exp, log, maximum, minimum, pad, relu, sigmoid, sqrt, tanh,
                               where, clip, matmul, split, expand_dims)
+from ..core.backend import to_device
 from ..core.tensor import Tensor, reshape, transpose, broadcast_to, sum as reduce_sum, mean as reduce_mean, \
     max as reduce_max, min as reduce_min, argmax, argmin
 from ..nn import functional as F
@@ -87,8 +88,9 @@ class OnnxModule(Module):
             values[name] = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
         for name, parts in self._paths.items():
             values[name] = self._initializer(name)
+        device = values[graph_inputs[0]].device if graph_inputs else "cpu"
         for name, array in self._constants.items():
-            values[name] = Tensor(array)
+            values[name] = Tensor(to_device(array, device))
         for node in nodes:
             args = [values[i] if i else None for i in node.inputs]
             try:
@@ -499,15 +501,17 @@ def _recurrent(op_type):
             w_ih, w_hh = w[d][order], r[d][order]
             b_ih = b[d][:gates * hidden][order] if b is not None else None
             b_hh = b[d][gates * hidden:][order] if b is not None else None
-            h0 = initial_h[d] if initial_h is not None else Tensor(np.zeros((batch, hidden), dtype=x.dtype))
+            zeros = Tensor(to_device(np.zeros((batch, hidden), dtype=x.dtype), x.device))
+            h0 = initial_h[d] if initial_h is not None else zeros
             if op_type == "LSTM":
-                c0 = initial_c[d] if initial_c is not None else Tensor(np.zeros((batch, hidden), dtype=x.dtype))
+                c0 = initial_c[d] if initial_c is not None else zeros
                 gates_x = F.linear(x, w_ih, b_ih + b_hh if b is not None else None)
                 hidden_states, h_n, c_n = LSTMSequence(reverse)(gates_x, h0, c0, w_hh)
                 finals_c.append(c_n)
             elif op_type == "GRU":
                 gates_x = F.linear(x, w_ih, b_ih)
-                bias_hh = b_hh if b_hh is not None else Tensor(np.zeros(gates * hidden, dtype=x.dtype))
+                bias_hh = b_hh if b_hh is not None else \
+                    Tensor(to_device(np.zeros(gates * hidden, dtype=x.dtype), x.device))
                 hidden_states, h_n = GRUSequence(reverse)(gates_x, h0, w_hh, bias_hh)
             else:
                 gates_x = F.linear(x, w_ih, b_ih + b_hh if b is not None else None)
