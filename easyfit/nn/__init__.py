@@ -12,19 +12,28 @@ from . import functional, init, utils
 from .module import Module, Parameter, Sequential, ModuleList, ModuleDict
 from .linear import Linear, Identity, Flatten
 from .activation import ReLU, GELU, Tanh, Sigmoid, Softmax, LogSoftmax, LeakyReLU, SiLU
-from .conv import Conv2d
+from .conv import Conv1d, Conv2d, ConvTranspose2d
 from .pooling import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d
-from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm, GroupNorm
 from .dropout import Dropout
+from .upsampling import Upsample, UpsamplingNearest2d, UpsamplingBilinear2d
 from .embedding import Embedding
-from .loss import CrossEntropyLoss, NLLLoss, MSELoss, L1Loss, BCEWithLogitsLoss, BCELoss
+from .loss import (CrossEntropyLoss, NLLLoss, MSELoss, L1Loss, SmoothL1Loss, HuberLoss, KLDivLoss,
+                   BCEWithLogitsLoss, BCELoss)
+from .distance import CosineSimilarity
 from .recurrent import RNN, LSTM, GRU, RNNCell, LSTMCell, GRUCell
 from .attention import MultiheadAttention
+from .transformer import (Transformer, TransformerEncoder, TransformerDecoder, TransformerEncoderLayer,
+                          TransformerDecoderLayer)
+from . import modules  # PyTorch's paths: easyfit.nn.modules.linear.Linear, ...loss._Loss, ...
 
 __all__ = [
-    "functional", "init", "utils", "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict", "Linear",
-    "Identity", "Flatten", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "LeakyReLU", "SiLU", "Conv2d",
-    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Dropout",
-    "Embedding", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss", "BCELoss",
-    "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "MultiheadAttention",
+    "functional", "init", "utils", "modules", "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict",
+    "Linear", "Identity", "Flatten", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "LeakyReLU", "SiLU",
+    "Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d",
+    "BatchNorm2d", "LayerNorm", "GroupNorm", "Dropout", "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d",
+    "Embedding", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "KLDivLoss",
+    "BCEWithLogitsLoss", "BCELoss", "CosineSimilarity", "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+    "MultiheadAttention", "Transformer", "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer",
+    "TransformerDecoderLayer",
 ]

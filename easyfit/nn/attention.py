@@ -14,6 +14,13 @@ from .module import Module, Parameter
 __all__ = ["MultiheadAttention"]
 
 
+def _causal_mask(length, source_length=None):
+    """The boolean (length, source_length) mask that forbids attending to later positions (True above
+    the diagonal)."""
+    source_length = length if source_length is None else source_length
+    return np.triu(np.ones((length, source_length), dtype=np.bool_), k=1)
+
+
 class MultiheadAttention(Module):
     """softmax(Q K^T / sqrt(head_dim) + mask) V over `num_heads` heads, as torch.nn.MultiheadAttention.
 
@@ -22,10 +29,12 @@ class MultiheadAttention(Module):
     so a PyTorch state dict loads unchanged.
 
     `forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
-    average_attn_weights=True)` returns `(attn_output, attn_weights)`. Shapes are (L, N, E)
+    average_attn_weights=True, is_causal=False)` returns `(attn_output, attn_weights)`. Shapes are (L, N, E)
     for the query and (S, N, E) for key and value ((N, L, E) with `batch_first=True`; a 2-D
     input is one unbatched sequence). `key_padding_mask` (N, S) and `attn_mask` (L, S) or
     (N * num_heads, L, S) are boolean (True = may not attend) or float (added to the scores).
+    `is_causal=True` says that `attn_mask` is the causal mask (position i may not attend to
+    j > i); PyTorch requires the mask with it, easyfit builds it when `attn_mask` is None.
     `attn_weights` is (N, L, S) averaged over heads, (N, num_heads, L, S) with
     `average_attn_weights=False`, or None with `need_weights=False`.
     """
@@ -75,8 +84,11 @@ class MultiheadAttention(Module):
         return f"MultiheadAttention({self.extra_repr()})"
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
-                average_attn_weights=True):
+                average_attn_weights=True, is_causal=False):
         batched = self._check_inputs(query, key, value)
+        if is_causal and attn_mask is None:
+            length_axis = 1 if batched and self.batch_first else 0
+            attn_mask = _causal_mask(query.shape[length_axis], key.shape[length_axis])
         self_attention = query is key and key is value
         if not batched:
             query, key, value = (expand_dims(t, 1) for t in (query, key, value))

@@ -1,4 +1,4 @@
-"""BatchNorm1d, BatchNorm2d and LayerNorm."""
+"""BatchNorm1d, BatchNorm2d, LayerNorm and GroupNorm."""
 import numpy as np
 
 from ..core.tensor import Tensor
@@ -6,7 +6,7 @@ from . import functional as F
 from . import init
 from .module import Module, Parameter
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm"]
 
 
 class _BatchNorm(Module):
@@ -104,3 +104,48 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class GroupNorm(Module):
+    """Normalizes each group of num_channels/num_groups channels over its channels and positions,
+    per sample (independent of the batch size); weight/bias (num_channels,) as in PyTorch."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None, *, bias=True):
+        super().__init__()
+        if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1 \
+                or num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({num_channels}) must be divisible by num_groups "
+                             f"({num_groups!r})")
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, int(num_channels), eps, affine
+        dtype = np.dtype(np.float32 if dtype is None else dtype)
+        if affine:
+            self.weight = Parameter(np.ones(self.num_channels, dtype=dtype))
+            self.bias = Parameter(np.zeros(self.num_channels, dtype=dtype)) if bias else None
+        else:
+            self.weight = self.bias = None
+        if device is not None:
+            self.to(device)
+
+    def reset_parameters(self):
+        if self.weight is not None:
+            init.ones_(self.weight)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def export_args(self):
+        """Constructor arguments, so `learn.export` can rebuild this layer without pickle."""
+        args = dict(num_groups=self.num_groups, num_channels=self.num_channels, eps=self.eps, affine=self.affine,
+                    bias=self.bias is not None or not self.affine)
+        if self.weight is not None:
+            args["dtype"] = str(self.weight.dtype)
+        return args
+
+    def forward(self, x):
+        if x.ndim < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"{self!r}: expected input of shape (N, {self.num_channels}, *); got shape "
+                             f"{tuple(x.shape)}")
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        text = f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        return text + f", bias={self.bias is not None}"

@@ -315,6 +315,18 @@ def _conv(m, node, x, weight, bias=None):
                     dilation=_pair_attribute(node, "dilations", (1, 1)), groups=node.attributes.get("group", 1))
 
 
+def _conv_transpose(m, node, x, weight, bias=None):
+    if x.ndim != 4:
+        raise ValueError("only 2-D transposed convolutions (4-D inputs) are supported")
+    if node.attributes.get("output_shape"):
+        raise ValueError("output_shape is not supported; export with pads and output_padding")
+    return F.conv_transpose2d(x, weight, bias, stride=_pair_attribute(node, "strides", (1, 1)),
+                              padding=_symmetric_pads(node),
+                              output_padding=_pair_attribute(node, "output_padding", (0, 0)),
+                              groups=node.attributes.get("group", 1),
+                              dilation=_pair_attribute(node, "dilations", (1, 1)))
+
+
 def _symmetric_pads(node):
     pads = node.attributes.get("pads") or [0, 0, 0, 0]
     if len(pads) != 4 or pads[0] != pads[2] or pads[1] != pads[3]:
@@ -552,7 +564,7 @@ OPS = {
     "ReduceMin": _reduce(reduce_min), "ReduceLogSumExp": _reduce(_reduce_log_sum_exp),
     "ArgMax": _arg(argmax), "ArgMin": _arg(argmin),
     "Softmax": _softmax(F.softmax), "LogSoftmax": _softmax(F.log_softmax),
-    "Conv": _conv, "MaxPool": _max_pool, "AveragePool": _average_pool, "GlobalAveragePool": _global_average_pool,
+    "Conv": _conv, "ConvTranspose": _conv_transpose, "MaxPool": _max_pool, "AveragePool": _average_pool, "GlobalAveragePool": _global_average_pool,
     "BatchNormalization": _batch_normalization, "LayerNormalization": _layer_normalization, "Dropout": _dropout,
     "Shape": _shape, "ConstantOfShape": _constant_of_shape, "Range": _range,
     "LSTM": _recurrent("LSTM"), "GRU": _recurrent("GRU"), "RNN": _recurrent("RNN"),

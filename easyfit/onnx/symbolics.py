@@ -19,7 +19,6 @@ import math
 import numpy as np
 
 from ..core import functions as core_functions
-from ..nn import functional as F
 from ..nn import recurrent
 from ..nn.normalization import BatchNorm1d, BatchNorm2d
 from .export import DynamicDim
@@ -314,7 +313,7 @@ def _getitem(g, op, x):
             out += 1
     getters = [(lambda r: (lambda o: _index_items(o)[r]))(r) for r in range(len(arrays))]
     if len(arrays) == 1:
-        (k, item), position = arrays[0], positions[0]
+        (_, item), position = arrays[0], positions[0]
         if item.dtype == np.bool_:
             mask = g.array(getters[0], dtype=np.bool_)
             rank = len(g.node.outputs[0].shape) + item.ndim - 1
@@ -359,6 +358,23 @@ def _conv2d(g, op, x, weight, bias=None):
     (ph, pw), (sh, sw), (dh, dw) = op.padding, op.stride, op.dilation
     return g.op("Conv", x, weight, bias, kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw],
                 dilations=[dh, dw], group=int(op.groups))
+
+
+def _conv_transpose2d(g, op, x, weight):
+    """Conv2dGradInput as a layer's forward (conv_transpose2d): ONNX ConvTranspose."""
+    stride, padding, dilation, groups = op.params
+    kh, kw = g.node.inputs[1].shape[2:]
+    extra = []   # ONNX's output_padding, in every trace
+    for trace in g.traces:
+        node = trace.nodes[g.index]
+        sizes, target = node.inputs[0].shape[2:], node.op.x_shape[2:]
+        extra.append(tuple(target[i] - (stride[i] * (sizes[i] - 1) + dilation[i] * (k - 1) + 1 - 2 * padding[i])
+                           for i, k in enumerate((kh, kw))))
+    if any(e != extra[0] for e in extra):
+        raise g.error("its output padding changes with a dynamic spatial axis; make that axis static")
+    return g.op("ConvTranspose", x, weight, kernel_shape=[kh, kw], strides=list(stride),
+                pads=[padding[0], padding[1], padding[0], padding[1]], dilations=list(dilation), group=int(groups),
+                output_padding=list(extra[0]))
 
 
 def _max_pool2d(g, op, x):
@@ -554,8 +570,12 @@ MODULE_SYMBOLICS = {
     recurrent.RNN: _recurrent_module, recurrent.LSTM: _recurrent_module, recurrent.GRU: _recurrent_module,
 }
 
-# easyfit.core re-exports the function `tensor`, which hides the module of the same name.
+# Packages re-export functions named like their modules (easyfit.core.tensor, easyfit.nn.functional.linear),
+# which hide the modules as attributes: import the modules by their full names.
 T, C = importlib.import_module("easyfit.core.tensor"), core_functions
+activation_ops, conv_ops, embedding_ops, linear_ops, loss_ops, normalization_ops, pooling_ops = (
+    importlib.import_module(f"easyfit.nn.functional.{name}")
+    for name in ("activation", "conv", "embedding", "linear", "loss", "normalization", "pooling"))
 SYMBOLICS = {
     T.Add: _binary("Add"), T.Sub: _binary("Sub"), T.Mul: _binary("Mul"), T.Div: _binary("Div"),
     T.Pow: _binary("Pow"), T.Neg: _unary("Neg"), T.Abs: _unary("Abs"), T.Log: _unary("Log"),
@@ -566,11 +586,15 @@ SYMBOLICS = {
     C.Exp: _unary("Exp"), C.Sqrt: _unary("Sqrt"), C.Tanh: _unary("Tanh"), C.Sigmoid: _unary("Sigmoid"),
     C.ReLU: _unary("Relu"), C.TanhGrad: _tanh_grad, C.SigmoidGrad: _sigmoid_grad, C.Maximum: _maximum,
     C.Where: _where, C.Concatenate: _concatenate, C.Split: _split, C.Einsum: _einsum, C.Pad: _pad,
-    F.Linear: _linear, F.Softmax: _softmax("Softmax"), F.LogSoftmax: _softmax("LogSoftmax"),
-    F.LogSumExp: _logsumexp, F.Erf: _erf, F.GELU: _gelu, F.EmbeddingLookup: _embedding, F.Conv2d: _conv2d,
-    F.MaxPool2d: _max_pool2d, F.AvgPool2d: _avg_pool2d, F.LayerNormFunction: _layer_norm,
-    F.BatchNormTrain: _batch_norm_train, F.SoftmaxCrossEntropy: _softmax_cross_entropy,
-    F.BCEWithLogits: _bce_with_logits, F.BinaryCrossEntropy: _binary_cross_entropy,
+    linear_ops.Linear: _linear,
+    activation_ops.Softmax: _softmax("Softmax"), activation_ops.LogSoftmax: _softmax("LogSoftmax"),
+    activation_ops.LogSumExp: _logsumexp, activation_ops.Erf: _erf, activation_ops.GELU: _gelu,
+    embedding_ops.EmbeddingLookup: _embedding,
+    conv_ops.Conv2d: _conv2d, conv_ops.Conv2dGradInput: _conv_transpose2d,
+    pooling_ops.MaxPool2d: _max_pool2d, pooling_ops.AvgPool2d: _avg_pool2d,
+    normalization_ops.LayerNormFunction: _layer_norm, normalization_ops.BatchNormTrain: _batch_norm_train,
+    loss_ops.SoftmaxCrossEntropy: _softmax_cross_entropy, loss_ops.BCEWithLogits: _bce_with_logits,
+    loss_ops.BinaryCrossEntropy: _binary_cross_entropy,
 }
 
 _BACKWARD_ONLY = ("an op of gradient graphs (it computes a backward pass), which a model's forward pass "
@@ -578,10 +602,12 @@ _BACKWARD_ONLY = ("an op of gradient graphs (it computes a backward pass), which
 _INSIDE_RECURRENT = ("the time loop inside nn.RNN/LSTM/GRU, which export as whole layers (ONNX RNN/LSTM/GRU); "
                      "call the layer rather than the op")
 REFUSED = {
-    F._NormalizeAffine: "a base class; its subclasses BatchNormTrain and LayerNormFunction are the ops",
-    T.IndexAdd: _BACKWARD_ONLY, F.EmbeddingGrad: _BACKWARD_ONLY, F.Conv2dGradInput: _BACKWARD_ONLY,
-    F.Conv2dGradWeight: _BACKWARD_ONLY, F.MaxPool2dGrad: _BACKWARD_ONLY, F.MaxPool2dGather: _BACKWARD_ONLY,
-    F.AvgPool2dGrad: _BACKWARD_ONLY,
+    normalization_ops._NormalizeAffine: "a base class; its subclasses BatchNormTrain and LayerNormFunction "
+                                        "are the ops",
+    T.IndexAdd: _BACKWARD_ONLY, embedding_ops.EmbeddingGrad: _BACKWARD_ONLY,
+    conv_ops.Conv2dGradWeight: _BACKWARD_ONLY,
+    pooling_ops.MaxPool2dGrad: _BACKWARD_ONLY, pooling_ops.MaxPool2dGather: _BACKWARD_ONLY,
+    pooling_ops.AvgPool2dGrad: _BACKWARD_ONLY,
     recurrent.LSTMSequence: _INSIDE_RECURRENT, recurrent.GRUSequence: _INSIDE_RECURRENT,
     recurrent.RNNSequence: _INSIDE_RECURRENT,
 }

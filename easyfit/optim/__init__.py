@@ -13,6 +13,9 @@ from .optimizer import Optimizer
 from .sgd import SGD
 from .adam import Adam, AdamW
 from .rmsprop import RMSprop
+from .adagrad import Adagrad
+from .adadelta import Adadelta
+from .lbfgs import LBFGS
 from . import lr_scheduler
 from .schedule import (sched_lin, sched_cos, sched_exp, sched_no, sched_poly, SchedLin, SchedCos, SchedExp,
                        SchedNo, SchedPoly, combine_scheds, combined_cos, one_cycle_lr, one_cycle_mom, cosine,

@@ -4,6 +4,7 @@ import pytest
 
 import easyfit as ef
 from easyfit.nn import functional as F
+from easyfit.nn.functional import conv as conv_functional
 
 
 def t(*shape, seed=0, scale=1.0, shift=0.0):
@@ -160,7 +161,7 @@ def test_dropout_gradient():
 
 
 def test_conv2d_second_derivatives_in_batch_chunks(monkeypatch):
-    monkeypatch.setattr(F, "_CHUNK_FLOATS", 1)
+    monkeypatch.setattr(conv_functional, "_CHUNK_FLOATS", 1)
     check(lambda x, w: F.conv2d(x, w, padding=1, groups=2), t(3, 2, 3, 3), t(4, 1, 2, 2, seed=1))
     check(lambda x, w: F.conv2d(x, w, stride=2, padding=1, groups=3), t(2, 3, 5, 4), t(3, 1, 3, 3, seed=1))
 

@@ -113,9 +113,9 @@ def test_depthwise_conv2d_with_channel_multiplier():
 @pytest.mark.parametrize("chunk_floats", [None, 1], ids=["one chunk", "an image per chunk"])
 def test_depthwise_conv2d(kwargs, chunk_floats, monkeypatch):
     """One channel per group: shifted multiply-adds instead of matmuls."""
-    from easyfit.nn import functional as F
+    from easyfit.nn.functional import conv as conv_functional
     if chunk_floats:
-        monkeypatch.setattr(F, "_CHUNK_FLOATS", chunk_floats)
+        monkeypatch.setattr(conv_functional, "_CHUNK_FLOATS", chunk_floats)
     run_both(nn.Conv2d(5, 5, groups=5, **kwargs), torch.nn.Conv2d(5, 5, groups=5, **kwargs), randn(3, 5, 9, 8),
              atol=1e-4)
 
@@ -142,8 +142,8 @@ def test_max_pool2d(kwargs):
                                     dict(kernel_size=3, stride=1, padding=1)], ids=str)
 def test_max_pool2d_in_many_batch_chunks(monkeypatch, kwargs):
     """Pooling runs a few images at a time; one image per chunk, with ties (ReLU zeros) to route."""
-    from easyfit.nn import functional as F
-    monkeypatch.setattr(F, "_CHUNK_FLOATS", 1)
+    from easyfit.nn.functional import conv as conv_functional
+    monkeypatch.setattr(conv_functional, "_CHUNK_FLOATS", 1)
     x = np.maximum(randn(5, 3, 7, 6), 0).astype(np.float32)
     run_both(nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), x)
 
@@ -299,9 +299,28 @@ def test_load_torch_tensors_directly():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_conv2d_in_many_batch_chunks(monkeypatch, groups, stride):
     """Large batches run chunk by chunk; force one image per chunk and compare again."""
-    from easyfit.nn import functional as F
-    monkeypatch.setattr(F, "_CHUNK_FLOATS", 1)
+    from easyfit.nn.functional import conv as conv_functional
+    monkeypatch.setattr(conv_functional, "_CHUNK_FLOATS", 1)
     run_both(nn.Conv2d(6, 4, 3, stride=stride, padding=1, groups=groups),
              torch.nn.Conv2d(6, 4, 3, stride=stride, padding=1, groups=groups), randn(5, 6, 7, 7), atol=1e-4)
     run_both(nn.Conv2d(4, 6, 3, stride=stride, padding=1, groups=groups),
              torch.nn.Conv2d(4, 6, 3, stride=stride, padding=1, groups=groups), randn(5, 4, 7, 7), atol=1e-4)
+
+
+def test_embedding_from_pretrained_and_padding_idx_like_torch():
+    table = randn(6, 3)
+    indices = np.array([[0, 2, 5], [2, 2, 1]], dtype=np.int64)
+    for freeze in (True, False):
+        ours = nn.Embedding.from_pretrained(ef.tensor(table), freeze=freeze, padding_idx=2)
+        theirs = torch.nn.Embedding.from_pretrained(torch.tensor(table), freeze=freeze, padding_idx=2)
+        assert ours.weight.requires_grad == theirs.weight.requires_grad == (not freeze)
+        np.testing.assert_array_equal(ours.weight.numpy(), theirs.weight.detach().numpy())  # row 2 kept
+        out, t_out = ours(ef.tensor(indices)), theirs(torch.tensor(indices))
+        np.testing.assert_array_equal(out.numpy(), t_out.detach().numpy())
+        if not freeze:
+            out.sum().backward()
+            t_out.sum().backward()
+            np.testing.assert_array_equal(ours.weight.grad.numpy(), theirs.weight.grad.numpy())
+    assert list(nn.Embedding(4, 2, sparse=True).state_dict()) == ["weight"]
+    with pytest.raises(ValueError, match="max_norm and scale_grad_by_freq are not implemented"):
+        nn.Embedding(4, 2, max_norm=1.0)

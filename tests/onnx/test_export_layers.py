@@ -151,3 +151,37 @@ def test_cross_attention_with_two_named_inputs(tmp_path):
     model = Lambda(lambda m, q, kv: m.attention(q, kv, kv, need_weights=False)[0], attention=attention)
     make = lambda n: (randn(n, 3, 8, seed=n), randn(n, 6, 8, seed=n + 1))
     check_export(model, make, tmp_path, input_names=["query", "memory"], output_names=["context"])
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(stride=2, padding=1), dict(stride=2, padding=1, output_padding=1),
+                                    dict(groups=2, dilation=2, bias=False)])
+def test_conv_transpose2d(tmp_path, kwargs):
+    model = nn.Sequential(nn.ConvTranspose2d(4, 6, 3, **kwargs), nn.ReLU())
+    proto = check_export(model, images(4, 5), tmp_path)
+    assert "ConvTranspose" in {n.op_type for n in proto.graph.node}
+
+
+def test_conv1d_groupnorm_upsample_and_cosine_similarity(tmp_path):
+    model = nn.Sequential(nn.Conv1d(3, 4, 3, padding=1, stride=2), nn.GroupNorm(2, 4))
+    check_export(model, lambda n: (randn(n, 3, 9, seed=n),), tmp_path)
+    for mode in ("nearest", "bilinear"):
+        check_export(nn.Sequential(nn.Upsample(scale_factor=2, mode=mode)), images(2, 3), tmp_path)
+    model = Lambda(lambda m, a, b: m.similarity(a, b), similarity=nn.CosineSimilarity())
+    check_export(model, lambda n: (randn(n, 5, seed=n), randn(n, 5, seed=n + 1)), tmp_path)
+
+
+def test_transformer_encoder_and_decoder(tmp_path):
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), 2)
+    decoder = nn.TransformerDecoder(nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True), 1)
+    model = Lambda(lambda m, source, target: m.decoder(target, m.encoder(source)), encoder=encoder, decoder=decoder)
+
+    def make(n, length=5):
+        return randn(n, length, 8, seed=n), randn(n, 3, 8, seed=n + 1)
+    check_export(model, make, tmp_path, dynamic_axes={"input_0": {0: "batch", 1: "source"},
+                                                      "input_1": {0: "batch", 1: "target"}})
+    runner = __import__("harness").session(tmp_path / "model.onnx")
+    source, target = randn(2, 9, 8), randn(2, 4, 8, seed=3)
+    with ef.no_grad():
+        expected = model(ef.tensor(source), ef.tensor(target)).numpy()
+    np.testing.assert_allclose(runner.run(None, {"input_0": source, "input_1": target})[0], expected,
+                               rtol=1e-4, atol=1e-5)

@@ -60,6 +60,12 @@ def test_round_trip_of_recurrent_layers(tmp_path, cls):
     _check_round_trip(model, (randn(3, 6, 4),), tmp_path)
 
 
+def test_round_trip_of_transposed_convolutions(tmp_path):
+    model = nn.Sequential(nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+                          nn.ConvTranspose2d(4, 2, 3, groups=2))
+    _check_round_trip(model, (randn(2, 3, 5, 5),), tmp_path)
+
+
 def test_round_trip_of_attention_embedding_and_tensor_ops(tmp_path):
     model = Lambda(lambda m, tokens: m.attention(*(m.embedding(tokens),) * 3)[0][:, -1].clip(-1, 1) @
                    ef.transpose(m.embedding.weight, (1, 0)),

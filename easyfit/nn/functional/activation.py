@@ -1,0 +1,162 @@
+"""Activations and the softmax family (softmax, log_softmax, logsumexp), GELU and erf."""
+import math
+
+from ...core.backend import get_array_module
+from ...core.functions import abs, exp, log, relu as _relu, sigmoid, tanh, where
+from ...core.tensor import Function, reshape, sum, Tensor
+from ._arguments import _axis
+
+
+class Softmax(Function):
+    save_outputs = True
+
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, a):
+        xp = get_array_module(a)
+        y = a - a.max(axis=self.axis, keepdims=True)
+        xp.exp(y, out=y)
+        y /= y.sum(axis=self.axis, keepdims=True)
+        return y
+
+    def backward(self, gy):
+        y = self.output()
+        return y * (gy - sum(gy * y, axis=self.axis, keepdims=True))
+
+
+def softmax(x, axis=-1, *, dim=None):
+    """exp(x) / sum(exp(x)) along `axis` (or PyTorch's `dim`), shifted by the maximum so it cannot overflow."""
+    return Softmax(_axis(axis, dim, -1, "softmax") % x.ndim)(x)
+
+
+class LogSoftmax(Function):
+    save_outputs = True
+
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, a):
+        xp = get_array_module(a)
+        shifted = a - a.max(axis=self.axis, keepdims=True)
+        shifted -= xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
+        return shifted
+
+    def backward(self, gy):
+        return gy - exp(self.output()) * sum(gy, axis=self.axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1, *, dim=None):
+    """log(softmax(x)) along `axis` (or PyTorch's `dim`), computed stably (no log of a rounded zero)."""
+    return LogSoftmax(_axis(axis, dim, -1, "log_softmax") % x.ndim)(x)
+
+
+class LogSumExp(Function):
+    def __init__(self, axis, keepdims):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, a):
+        xp = get_array_module(a)
+        m = a.max(axis=self.axis, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, 0)
+        y = xp.log(xp.exp(a - m).sum(axis=self.axis, keepdims=True)) + m
+        return y if self.keepdims else y.squeeze(axis=self.axis)
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        if not self.keepdims:
+            gy = reshape(gy, tuple(1 if i in self.axis else n for i, n in enumerate(x.shape)))
+        return gy * _softmax_over(x, self.axis)
+
+
+def _softmax_over(x, axes):
+    """Softmax over several axes at once (used by logsumexp's gradient)."""
+    if len(axes) == 1:
+        return softmax(x, axes[0])
+    shifted = x - Tensor(x.array.max(axis=axes, keepdims=True))
+    e = exp(shifted)
+    return e / sum(e, axis=axes, keepdims=True)
+
+
+def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """log(sum(exp(x))) over `axis`, computed without overflow (PyTorch's dim/keepdim also accepted)."""
+    axis = _axis(axis, dim, None, "logsumexp")
+    keepdims = _axis(keepdims, keepdim, False, "logsumexp")
+    axes = tuple(range(x.ndim)) if axis is None else tuple(sorted(
+        a % x.ndim for a in (axis if isinstance(axis, (tuple, list)) else (axis,))))
+    return LogSumExp(axes, keepdims)(x)
+
+
+# Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): NumPy has no erf and SciPy is not a dependency.
+_ERF_P = 0.3275911
+_ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def _erf_array(a):
+    xp = get_array_module(a)
+    sign = xp.sign(a)
+    z = xp.abs(a)
+    t = 1.0 / (1.0 + _ERF_P * z)
+    poly = t * (_ERF_A[0] + t * (_ERF_A[1] + t * (_ERF_A[2] + t * (_ERF_A[3] + t * _ERF_A[4]))))
+    return (sign * (1.0 - poly * xp.exp(-z * z))).astype(a.dtype, copy=False)
+
+
+class Erf(Function):
+    def forward(self, a):
+        return _erf_array(a)
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        return gy * (exp(-(x * x)) * (2.0 / math.sqrt(math.pi)))
+
+
+def erf(x):
+    """The error function (to about 1.5e-7, the float32 resolution)."""
+    return Erf()(x)
+
+
+class GELU(Function):
+    """x * Phi(x), Phi the standard normal CDF (PyTorch's approximate='none')."""
+
+    def forward(self, a):
+        cdf = _erf_array(a * a.dtype.type(1 / math.sqrt(2)))
+        cdf += 1
+        cdf *= 0.5
+        cdf *= a
+        return cdf
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        cdf = (erf(x * (1 / math.sqrt(2))) + 1.0) * 0.5
+        pdf = exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
+        return gy * (cdf + x * pdf)
+
+
+def gelu(x, approximate="none"):
+    """GELU; approximate='tanh' gives the tanh approximation, as in PyTorch."""
+    if approximate == "none":
+        return GELU()(x)
+    if approximate == "tanh":
+        inner = (x + x * x * x * 0.044715) * math.sqrt(2 / math.pi)
+        return x * 0.5 * (tanh(inner) + 1.0)
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def relu(x, inplace=False):
+    """max(x, 0) elementwise. `inplace` is accepted so PyTorch code runs; the result is always new."""
+    return _relu(x)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    """x where x > 0, else negative_slope * x."""
+    return where(x > 0, x, x * negative_slope)  # a traced comparison: ONNX export follows it
+
+
+def silu(x):
+    """x * sigmoid(x) (also called swish)."""
+    return x * sigmoid(x)
+
+
+def softplus(x):
+    """log(1 + exp(x)), computed without overflow."""
+    return relu(x) + log(exp(-abs(x)) + 1.0)

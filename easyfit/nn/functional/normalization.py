@@ -1,0 +1,348 @@
+"""batch_norm and layer_norm: forward and closed-form backward in one op each; group_norm
+as layer_norm over each group's features."""
+import numpy as np
+
+from ...core.autograd import _grad_enabled
+from ...core.backend import get_array_module
+from ...core.tensor import _wrap, Function, mean, reshape, sum, Tensor, transpose
+
+
+def _features_last_2d(a, axis):
+    """View or copy of `a` as (rows, features) with `axis` (the feature axis) last."""
+    if axis == a.ndim - 1:
+        return a.reshape(-1, a.shape[-1])
+    moved = get_array_module(a).moveaxis(a, axis, -1)
+    return moved.reshape(-1, a.shape[axis])
+
+
+def _from_features_last_2d(y2, shape, axis):
+    """Inverse of _features_last_2d: a view of y2 with `shape`."""
+    if axis == len(shape) - 1:
+        return y2.reshape(shape)
+    moved_shape = shape[:axis] + shape[axis + 1:] + (shape[axis],)
+    return get_array_module(y2).moveaxis(y2.reshape(moved_shape), -1, axis)
+
+
+class _NormalizeAffine(Function):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias on a 2-D (rows, features) view of x.
+
+    Subclasses say which 2-D view and which axis of it the statistics run over
+    (BatchNorm: over rows, per feature; LayerNorm: over features, per row). Inputs are
+    x, then weight and bias when given (flags has_weight, has_bias).
+    """
+    stats_axis = 0
+
+    def __init__(self, eps, has_weight, has_bias):
+        self.eps, self.has_weight, self.has_bias = eps, has_weight, has_bias
+
+    def to_2d(self, a):
+        raise NotImplementedError
+
+    def from_2d(self, a2, shape):
+        raise NotImplementedError
+
+    @staticmethod
+    def _dot_along(a2, b2, axis):
+        """sum(a2 * b2) along `axis` of two (rows, features) arrays, keeping dims, with no product array."""
+        out = get_array_module(a2).einsum("ij,ij->j" if axis == 0 else "ij,ij->i", a2, b2)
+        return out[None, :] if axis == 0 else out[:, None]
+
+    def forward(self, x, *affine):
+        x2 = self.to_2d(x)
+        axis = self.stats_axis
+        mu = x2.mean(axis=axis, keepdims=True)
+        xhat = x2 - mu
+        var = self._dot_along(xhat, xhat, axis) / xhat.shape[axis]
+        invstd = 1.0 / get_array_module(x).sqrt(var + self.eps)
+        xhat *= invstd
+        self.batch_mean, self.batch_var = mu.reshape(-1), var.reshape(-1)
+        self.xhat, self.invstd = xhat, invstd
+        y = xhat * affine[0] if self.has_weight else xhat.copy()
+        if self.has_bias:
+            y += affine[-1]
+        return self.from_2d(y, x.shape)
+
+    def backward(self, gy):
+        if not _grad_enabled[0]:
+            return self._backward_arrays(gy.array)
+        return self._backward_ops(gy)
+
+    def _backward_arrays(self, gy):
+        axis = self.stats_axis
+        x = self.inputs[0]
+        g2 = self.to_2d(gy)
+        xhat = self.xhat
+        grads = [None]
+        if self.has_weight:
+            weight = self.inputs[1]
+            grads.append(_wrap(self._dot_along(g2, xhat, 0)[0]) if weight.requires_grad else None)
+        if self.has_bias:  # weight and bias are per feature: their gradients sum over rows
+            grads.append(_wrap(g2.sum(axis=0)) if self.inputs[-1].requires_grad else None)
+        if x.requires_grad:
+            gxhat = g2 * self.inputs[1].array.reshape(-1) if self.has_weight else g2.copy()
+            count = xhat.shape[axis]
+            mean_g = gxhat.sum(axis=axis, keepdims=True) / count
+            mean_gx = self._dot_along(gxhat, xhat, axis) / count
+            gxhat -= mean_g
+            gxhat -= xhat * mean_gx
+            gxhat *= self.invstd
+            grads[0] = _wrap(self.from_2d(gxhat, x.shape))
+        return tuple(grads)
+
+    def _backward_ops(self, gy):
+        """The same gradients as differentiable ops (for create_graph=True)."""
+        axis = self.stats_axis
+        x = self.inputs[0]
+        x2 = self.to_2d_op(x)
+        centered = x2 - mean(x2, axis=axis, keepdims=True)
+        invstd = (mean(centered * centered, axis=axis, keepdims=True) + self.eps) ** -0.5
+        xhat = centered * invstd
+        g2 = self.to_2d_op(gy)
+        grads = [None]
+        if self.has_weight:
+            grads.append(sum(g2 * xhat, axis=0) if self.inputs[1].requires_grad else None)
+        if self.has_bias:
+            grads.append(sum(g2, axis=0) if self.inputs[-1].requires_grad else None)
+        if x.requires_grad:
+            gxhat = g2 * self.inputs[1] if self.has_weight else g2
+            gx2 = (gxhat - mean(gxhat, axis=axis, keepdims=True)
+                   - xhat * mean(gxhat * xhat, axis=axis, keepdims=True)) * invstd
+            grads[0] = self.from_2d_op(gx2, x.shape)
+        return tuple(grads)
+
+
+class BatchNormTrain(_NormalizeAffine):
+    """Batch normalization with batch statistics, over every axis but 1 (channels)."""
+    stats_axis = 0
+
+    def to_2d(self, a):
+        return _features_last_2d(a, 1)
+
+    def from_2d(self, a2, shape):
+        return _from_features_last_2d(a2, shape, 1)
+
+    def to_2d_op(self, t):
+        axes = (0,) + tuple(range(2, t.ndim)) + (1,)
+        return reshape(transpose(t, axes), (-1, t.shape[1]))
+
+    def from_2d_op(self, t2, shape):
+        moved = shape[:1] + shape[2:] + shape[1:2]
+        axes = (0, len(shape) - 1) + tuple(range(1, len(shape) - 1))
+        return transpose(reshape(t2, moved), axes)
+
+    # The (rows, channels) views have few channels (32 ... 512) and many rows. Work runs on
+    # a "wide" view with k rows side by side (per-channel vectors tiled k times), so that
+    # NumPy's inner loops run over about a thousand elements instead of one row of
+    # channels. Per-channel sums of products are einsums over that view (no temporary
+    # array), folded from k*C to C at the end; plain sums are BLAS products with ones.
+    def _layout(self, x2):
+        rows, channels = x2.shape
+        k = max(1, 1024 // channels)
+        while rows % k:
+            k -= 1
+        xp = get_array_module(x2)
+        self.ones = xp.ones(rows, dtype=x2.dtype)
+        self.tiles = k
+
+    def _wide(self, a2):
+        return a2.reshape(-1, self.tiles * a2.shape[1])
+
+    def _tile(self, vector, dtype):
+        return get_array_module(vector).tile(vector.astype(dtype, copy=False), self.tiles)
+
+    def _channel_dot(self, a_wide, b_wide):
+        """Per-channel sum of a * b over all rows, for two wide views."""
+        xp = get_array_module(a_wide)
+        return xp.einsum("ij,ij->j", a_wide, b_wide).reshape(self.tiles, -1).sum(axis=0)
+
+    # An input stored channels-first (N, C, H, W in memory: an image batch, or the output
+    # of concatenate/reshape rather than of a conv) is worked on as (N, C, H*W): rows of
+    # one channel are contiguous, so no transposed copy is made, and the output keeps
+    # that layout. Conv outputs are channels-last in memory and take the wide 2-D view.
+    _CHANNELS_FIRST_MIN_SPATIAL = 16
+
+    def _channels_first(self, x):
+        return (x.ndim >= 3 and x.flags.c_contiguous
+                and x.size // (x.shape[0] * x.shape[1]) >= self._CHANNELS_FIRST_MIN_SPATIAL)
+
+    def forward(self, x, *affine):
+        """Saves x - mean (not the normalized x): y = (x - mean) * (invstd * weight) + bias
+        is then two passes, and backward folds invstd into per-channel factors."""
+        xp = get_array_module(x)
+        dtype = x.dtype
+        if self._channels_first(x):
+            x3 = x.reshape(x.shape[0], x.shape[1], -1)
+            count = x3.shape[0] * x3.shape[2]
+            mu = xp.einsum("ncl->c", x3) / count
+            centered = x3 - self._per_channel(mu, dtype, channels_first=True)
+            var = xp.einsum("ncl,ncl->c", centered, centered) / count
+        else:
+            x2 = xp.ascontiguousarray(self.to_2d(x))
+            self._layout(x2)
+            count = x2.shape[0]
+            mu = (self.ones @ x2) / count
+            centered = self._wide(x2) - self._tile(mu, dtype)
+            var = self._channel_dot(centered, centered) / count
+        invstd = 1.0 / xp.sqrt(var + self.eps)
+        self.batch_mean, self.batch_var = mu, var
+        self.centered, self.invstd = centered, invstd
+        per_channel = lambda v: self._per_channel(v, dtype, centered.ndim == 3)
+        scale = invstd * affine[0] if self.has_weight else invstd
+        y = xp.multiply(centered, per_channel(scale))
+        if self.has_bias:
+            y += per_channel(affine[-1])
+        return self._restore(y, x.shape)
+
+    def _per_channel(self, vector, dtype, channels_first):
+        """A per-channel vector shaped to broadcast against the saved layout."""
+        return vector.astype(dtype, copy=False)[:, None] if channels_first else self._tile(vector, dtype)
+
+    def _restore(self, a, shape):
+        """An array in the saved layout as an (N, C, ...) result."""
+        if a.ndim == 3:
+            return a.reshape(shape)
+        return self.from_2d(a.reshape(-1, shape[1]), shape)
+
+    def _backward_arrays(self, gy):
+        """Closed form with the per-channel sums shared between the three gradients; with
+        xhat = (x - mean) * invstd and M values per channel,
+        gx = weight * invstd * (gy - sum(gy)/M - xhat * sum(gy * xhat)/M)."""
+        xp = get_array_module(gy)
+        x = self.inputs[0]
+        centered, invstd = self.centered, self.invstd
+        dtype = centered.dtype
+        if centered.ndim == 3:  # channels-first (N, C, H*W)
+            g = xp.ascontiguousarray(gy).reshape(centered.shape)
+            sum_g, sum_g_centered = xp.einsum("ncl->c", g), xp.einsum("ncl,ncl->c", g, centered)
+            count = centered.shape[0] * centered.shape[2]
+        else:  # the wide view of channels-last rows
+            g2 = xp.ascontiguousarray(self.to_2d(gy))
+            g = self._wide(g2)
+            sum_g, sum_g_centered = self.ones @ g2, self._channel_dot(g, centered)
+            count = g2.shape[0]
+        sum_g_xhat = sum_g_centered * invstd
+        grads = [None]
+        if self.has_weight:
+            grads.append(_wrap(sum_g_xhat) if self.inputs[1].requires_grad else None)
+        if self.has_bias:
+            grads.append(_wrap(sum_g) if self.inputs[-1].requires_grad else None)
+        if x.requires_grad:
+            per_channel = lambda v: self._per_channel(v, dtype, centered.ndim == 3)
+            scale = invstd * self.inputs[1].array if self.has_weight else invstd
+            gx = xp.multiply(centered, per_channel(invstd * sum_g_xhat * (-1.0 / count)))
+            gx += g
+            gx -= per_channel(sum_g / count)
+            gx *= per_channel(scale)
+            grads[0] = _wrap(self._restore(gx, x.shape))
+        return tuple(grads)
+
+
+class LayerNormFunction(_NormalizeAffine):
+    """Layer normalization over the last `normalized_ndim` axes."""
+    stats_axis = 1
+
+    def __init__(self, eps, has_weight, has_bias, features):
+        super().__init__(eps, has_weight, has_bias)
+        self.features = features
+
+    def to_2d(self, a):
+        return a.reshape(-1, self.features)
+
+    def from_2d(self, a2, shape):
+        return a2.reshape(shape)
+
+    def to_2d_op(self, t):
+        return reshape(t, (-1, self.features))
+
+    def from_2d_op(self, t2, shape):
+        return reshape(t2, shape)
+
+    def forward(self, x, *affine):
+        # weight/bias have the normalized shape; flatten them to (features,) for the 2-D math.
+        return super().forward(x, *[a.reshape(-1) for a in affine])
+
+    def _backward_arrays(self, gy):
+        grads = super()._backward_arrays(gy)
+        return (grads[0],) + tuple(None if g is None else _wrap(g.array.reshape(p.shape))
+                                   for g, p in zip(grads[1:], self.inputs[1:]))
+
+    def _backward_ops(self, gy):
+        saved = self.inputs
+        if self.has_weight:  # the 2-D math needs a (features,) weight; keep the graph to the real one
+            self.inputs = [saved[0], reshape(saved[1], (-1,))] + list(saved[2:])
+        try:
+            grads = super()._backward_ops(gy)
+        finally:
+            self.inputs = saved
+        return (grads[0],) + tuple(None if g is None else reshape(g, p.shape)
+                                   for g, p in zip(grads[1:], saved[1:]))
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Batch normalization over axis 1 (channels), PyTorch semantics.
+
+    In training, normalizes with the batch statistics and updates `running_mean` and
+    `running_var` (Tensors, in place; may be None) with the unbiased batch variance.
+    Otherwise normalizes with the running statistics.
+    """
+    if training:
+        count = x.size // x.shape[1]
+        if count <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
+                             f"got input of shape {x.shape}")
+        fn = BatchNormTrain(eps, weight is not None, bias is not None)
+        y = fn(*[t for t in (x, weight, bias) if t is not None])
+        if running_mean is not None:
+            m = momentum
+            running_mean.array *= 1 - m
+            running_mean.array += m * fn.batch_mean.astype(running_mean.dtype, copy=False)
+            running_var.array *= 1 - m
+            running_var.array += (m * count / (count - 1)) * fn.batch_var.astype(running_var.dtype, copy=False)
+        if not _grad_enabled[0] or not y.requires_grad:
+            fn.centered = None  # nothing will run backward: free the saved centered input now
+        return y
+    if running_mean is None or running_var is None:
+        raise ValueError("batch_norm: running_mean and running_var are needed when training=False")
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    invstd = 1.0 / np.sqrt(running_var.array + eps) if running_var.device == "cpu" else \
+        1.0 / get_array_module(running_var.array).sqrt(running_var.array + eps)
+    scale = Tensor(invstd.astype(x.dtype, copy=False))
+    if weight is not None:
+        scale = scale * weight
+    shift = -Tensor(running_mean.array.astype(x.dtype, copy=False)) * scale
+    if bias is not None:
+        shift = shift + bias
+    return x * reshape(scale, shape) + reshape(shift, shape)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalize over the trailing `normalized_shape` axes, then scale and shift."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(x.shape[x.ndim - len(normalized_shape):]) != normalized_shape:
+        raise ValueError(f"layer_norm: input of shape {x.shape} does not end with normalized_shape "
+                         f"{normalized_shape}")
+    features = int(np.prod(normalized_shape))
+    fn = LayerNormFunction(eps, weight is not None, bias is not None, features)
+    return fn(*[t for t in (x, weight, bias) if t is not None])
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalize x (N, C, *) over each group of C/num_groups channels (and all positions),
+    then scale and shift per channel: batch-size independent, as PyTorch's group_norm."""
+    if input.ndim < 2:
+        raise ValueError(f"group_norm: expected an input (N, C, *), got shape {tuple(input.shape)}")
+    n, channels = input.shape[0], input.shape[1]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1 or channels % num_groups:
+        raise ValueError(f"group_norm: num_groups must be a positive integer dividing the {channels} channels, "
+                         f"got {num_groups!r}")
+    per_group = int(np.prod(input.shape[1:])) // num_groups
+    grouped = reshape(input, (n, num_groups, per_group))
+    normalized = reshape(layer_norm(grouped, (per_group,), None, None, eps), input.shape)
+    if weight is None and bias is None:
+        return normalized
+    channel_shape = (1, channels) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        normalized = normalized * reshape(weight, channel_shape)
+    if bias is not None:
+        normalized = normalized + reshape(bias, channel_shape)
+    return normalized

@@ -1,0 +1,222 @@
+"""Max, average and adaptive-average 2-D pooling: loops over the kernel offsets only."""
+import numpy as np
+
+from ...core.autograd import _grad_enabled
+from ...core.backend import get_array_module, to_device
+from ...core.tensor import Function, matmul, mean, Tensor
+from ._arguments import _pair
+from .conv import _channels_last, _chunks, _ConvGeometry, _pad_channels_last
+
+
+def _pool_geometry(x, kernel_size, stride, padding, dilation, name):
+    if x.ndim != 4:
+        raise ValueError(f"{name} expects a 4-D input (N, C, H, W), got shape {x.shape}")
+    kernel = _pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    padding, dilation = _pair(padding, "padding"), _pair(dilation, "dilation")
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"{name}: padding {padding} must be at most half the kernel size {kernel}")
+    g = _ConvGeometry(x.shape[2], x.shape[3], kernel, stride, padding, dilation)
+    if g.oh <= 0 or g.ow <= 0:
+        raise ValueError(f"{name}: input of spatial size {x.shape[2:]} is smaller than the kernel {kernel}")
+    return g
+
+
+def _windows_disjoint(g):
+    """True when no input element belongs to two windows (stride >= kernel span)."""
+    return g.sh >= g.dh * (g.kh - 1) + 1 and g.sw >= g.dw * (g.kw - 1) + 1
+
+
+class MaxPool2d(Function):
+    """Max over each window; remembers which kernel offset won for the backward."""
+
+    def __init__(self, geometry):
+        self.g = geometry
+
+    def forward(self, x):
+        g = self.g
+        xp = get_array_module(x)
+        xh = _channels_last(x)
+        n, h, w, c = xh.shape
+        out = xp.empty((n, g.oh, g.ow, c), dtype=x.dtype)
+        # Without a graph no backward runs: the maxima alone are a third of the work.
+        argmax = xp.empty(out.shape, dtype=np.int8 if g.kh * g.kw < 127 else np.int32) \
+            if _grad_enabled[0] else None
+        # A few images at a time: the dozen passes below then run in cache (about 2x faster).
+        for start, stop in _chunks(n, h * w, c):
+            self._forward_chunk(xh[start:stop], out[start:stop], None if argmax is None else argmax[start:stop])
+        self.argmax = argmax
+        return out.transpose(0, 3, 1, 2)
+
+    def _forward_chunk(self, xh, out, argmax):
+        g = self.g
+        xp = get_array_module(xh)
+        xpad = _pad_channels_last(xh, g.ph, g.pw, fill=-np.inf)
+        rows, columns = g.offset_slices(0, 0)
+        out[...] = xpad[:, rows, columns]
+        if argmax is None:
+            for k in range(1, g.kh * g.kw):
+                rows, columns = g.offset_slices(k // g.kw, k % g.kw)
+                xp.maximum(out, xpad[:, rows, columns], out=out)
+            return
+        # argmax holds the winning offset index; offsets are visited in increasing order, so
+        # "argmax = max(argmax, better * k)" records k exactly where offset k is strictly better
+        # (the first maximum wins ties, as in PyTorch), without slow masked writes.
+        argmax[...] = 0
+        better = xp.empty(out.shape, dtype=bool)
+        candidate = xp.empty(out.shape, dtype=argmax.dtype)
+        for k in range(1, g.kh * g.kw):
+            rows, columns = g.offset_slices(k // g.kw, k % g.kw)
+            window = xpad[:, rows, columns]
+            xp.greater(window, out, out=better)
+            xp.maximum(out, window, out=out)
+            xp.multiply(better, k, out=candidate)
+            xp.maximum(argmax, candidate, out=argmax)
+
+    def backward(self, gy):
+        return MaxPool2dGrad(self.g, self.argmax, self.inputs[0].shape)(gy)
+
+
+class MaxPool2dGrad(Function):
+    """Routes each output gradient to the input element that won the max."""
+
+    def __init__(self, geometry, argmax, x_shape):
+        self.g, self.argmax, self.x_shape = geometry, argmax, x_shape
+
+    def forward(self, gy):
+        g = self.g
+        xp = get_array_module(gy)
+        n, c, h, w = self.x_shape
+        gyh = _channels_last(gy)
+        out = xp.empty((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy.dtype)
+        for start, stop in _chunks(n, h * w, c):
+            self._route_chunk(gyh[start:stop], self.argmax[start:stop], out[start:stop])
+        return out[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
+
+    def _route_chunk(self, gyh, argmax, out):
+        g = self.g
+        xp = get_array_module(gyh)
+        out[...] = 0
+        disjoint = _windows_disjoint(g)
+        routed = None if disjoint else xp.empty(gyh.shape, dtype=gyh.dtype)
+        won = xp.empty(gyh.shape, dtype=bool)
+        for k in range(g.kh * g.kw):
+            rows, columns = g.offset_slices(k // g.kw, k % g.kw)
+            xp.equal(argmax, k, out=won)
+            if disjoint:  # each input element is written by one window: write in place
+                xp.multiply(gyh, won, out=out[:, rows, columns])
+            else:
+                xp.multiply(gyh, won, out=routed)
+                out[:, rows, columns] += routed
+
+    def backward(self, ggx):
+        return MaxPool2dGather(self.g, self.argmax)(ggx)
+
+
+class MaxPool2dGather(Function):
+    """Picks, for each window, the element of its input at the max's position (linear)."""
+
+    def __init__(self, geometry, argmax):
+        self.g, self.argmax = geometry, argmax
+
+    def forward(self, a):
+        g = self.g
+        xp = get_array_module(a)
+        apad = _pad_channels_last(_channels_last(a), g.ph, g.pw)
+        out = xp.zeros(self.argmax.shape, dtype=a.dtype)
+        for i in range(g.kh):
+            for j in range(g.kw):
+                rows, columns = g.offset_slices(i, j)
+                xp.copyto(out, apad[:, rows, columns], where=self.argmax == i * g.kw + j)
+        return out.transpose(0, 3, 1, 2)
+
+    def backward(self, gy):
+        return MaxPool2dGrad(self.g, self.argmax, self.inputs[0].shape)(gy)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1):
+    """Max pooling (stride defaults to kernel_size; padding counts as -inf)."""
+    return MaxPool2d(_pool_geometry(x, kernel_size, stride, padding, dilation, "max_pool2d"))(x)
+
+
+class AvgPool2d(Function):
+    """Mean over each window (linear; its backward is AvgPool2dGrad and vice versa)."""
+
+    def __init__(self, geometry, divisor):
+        self.g, self.divisor = geometry, divisor
+
+    def forward(self, x):
+        g = self.g
+        xpad = _pad_channels_last(_channels_last(x), g.ph, g.pw)
+        out = None
+        for i in range(g.kh):
+            for j in range(g.kw):
+                rows, columns = g.offset_slices(i, j)
+                if out is None:
+                    out = xpad[:, rows, columns].copy()
+                else:
+                    out += xpad[:, rows, columns]
+        out /= self.divisor
+        return out.transpose(0, 3, 1, 2)
+
+    def backward(self, gy):
+        return AvgPool2dGrad(self.g, self.divisor, self.inputs[0].shape)(gy)
+
+
+class AvgPool2dGrad(Function):
+    def __init__(self, geometry, divisor, x_shape):
+        self.g, self.divisor, self.x_shape = geometry, divisor, x_shape
+
+    def forward(self, gy):
+        g = self.g
+        xp = get_array_module(gy)
+        n, c, h, w = self.x_shape
+        share = _channels_last(gy) / self.divisor
+        out = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy.dtype)
+        for i in range(g.kh):
+            for j in range(g.kw):
+                rows, columns = g.offset_slices(i, j)
+                out[:, rows, columns] += share
+        return out[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
+
+    def backward(self, ggx):
+        return AvgPool2d(self.g, self.divisor)(ggx)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """Average pooling; with count_include_pad=False, padded zeros are left out of the mean."""
+    g = _pool_geometry(x, kernel_size, stride, padding, 1, "avg_pool2d")
+    if count_include_pad or (g.ph == 0 and g.pw == 0):
+        divisor = np.array(g.kh * g.kw, dtype=x.dtype)
+    else:
+        ones = np.ones((1, 1, x.shape[2], x.shape[3]), dtype=x.dtype)
+        counts = AvgPool2d(g, np.array(1, dtype=x.dtype)).forward(ones)  # (1, 1, OH, OW) window sizes
+        divisor = np.ascontiguousarray(counts.transpose(0, 2, 3, 1))
+    xp = get_array_module(x.array)
+    return AvgPool2d(g, xp.asarray(divisor) if xp is not np else divisor)(x)
+
+
+def _adaptive_pool_matrix(size_in, size_out, dtype):
+    """(size_out, size_in): row i averages input cells floor(i*in/out) .. ceil((i+1)*in/out)."""
+    matrix = np.zeros((size_out, size_in), dtype=dtype)
+    for i in range(size_out):
+        start = (i * size_in) // size_out
+        end = -(-((i + 1) * size_in) // size_out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Average pooling to a fixed output size, with PyTorch's bin edges."""
+    if x.ndim != 4:
+        raise ValueError(f"adaptive_avg_pool2d expects a 4-D input (N, C, H, W), got shape {x.shape}")
+    oh, ow = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    h, w = x.shape[2:]
+    oh, ow = h if oh is None else int(oh), w if ow is None else int(ow)
+    if (oh, ow) == (1, 1):
+        return mean(x, axis=(2, 3), keepdims=True)
+    if h % oh == 0 and w % ow == 0:
+        return avg_pool2d(x, (h // oh, w // ow))
+    rows = Tensor(to_device(_adaptive_pool_matrix(h, oh, x.dtype), x.device))
+    columns = Tensor(to_device(_adaptive_pool_matrix(w, ow, x.dtype).T.copy(), x.device))
+    return matmul(matmul(rows, x), columns)

@@ -1,0 +1,4 @@
+"""torch.nn.modules.linear: Linear, Identity (defined in easyfit.nn.linear)."""
+from ..linear import Linear, Identity
+
+__all__ = ["Linear", "Identity"]
