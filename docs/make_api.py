@@ -23,6 +23,7 @@ MODULES = [
     ("easyfit.data.datasets", "Real datasets"),
     ("easyfit.learner", "The Learner, callbacks and metrics"),
     ("easyfit.distributed", "Data-parallel training on MPI"),
+    ("easyfit.onnx", "ONNX export and import"),
 ]
 OUTPUT = pathlib.Path(__file__).with_name("api.md")
 

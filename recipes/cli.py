@@ -7,6 +7,7 @@
     easyfit predict RUN INPUTS...            classify images or texts with a trained run
     easyfit generate RUN --prompt TEXT       sample text from a trained char-RNN run
     easyfit info RUN                         the run's recipe, config, results and files
+    easyfit export RUN OUT.onnx              the trained model as ONNX (runs in onnxruntime)
 
 Each `train` writes a new run folder, easyfit-runs/RECIPE/run-001, run-002, ... (or --out);
 a RUN argument is a run folder or easyfit-runs/RECIPE for the latest run (see recipes.runs).
@@ -102,6 +103,11 @@ def build_parser():
 
     info = verbs.add_parser("info", allow_abbrev=False, help="show a run's recipe, config, results and files")
     info.add_argument("out_dir", metavar="RUN", help=RUN_HELP)
+
+    onnx = verbs.add_parser("export", allow_abbrev=False, help="export a trained run's model to ONNX (needs easyfit[onnx])")
+    onnx.add_argument("out_dir", metavar="RUN", help=RUN_HELP)
+    onnx.add_argument("output", metavar="OUT.onnx", help="the ONNX file to write")
+    onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the newest onnxruntime runs)")
     return parser
 
 
@@ -250,6 +256,12 @@ def run_command(args, argv=None):
         return EXIT_OK
     if args.verb == "info":
         run.info(runs.resolve_run_dir(args.out_dir))
+        return EXIT_OK
+    if args.verb == "export":
+        recipe, config, learn = run.load_run(runs.resolve_run_dir(args.out_dir))
+        example = recipe.build_dataloaders(config).valid.one_batch()[0]   # an input batch of the run's data
+        path = learn.export_onnx(Path(args.output).resolve(), example=example, opset_version=args.opset)
+        print(f"wrote {path}")
         return EXIT_OK
     raise UsageError("no command given; try: easyfit --help")
 

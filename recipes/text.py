@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from easyfit import Tensor, concatenate, max as reduce_max, nn, sum as reduce_sum, where
+from easyfit import arange, concatenate, max as reduce_max, maximum, nn, sum as reduce_sum, where
 from easyfit.core.backend import get_array_module
 from easyfit.data import TextDataLoaders, datasets
 from easyfit.learner import GradientClip, Learner, accuracy, register_module
@@ -62,10 +62,13 @@ class Config:
 
 # ----- helpers on padded batches -------------------------------------------------------------
 
+# These helpers use tensor ops only (no .array): ONNX export traces them, so an exported
+# model handles any batch of texts, padded anywhere, like the model itself.
+
 def _real_tokens(tokens, pad_idx):
-    """(real (B, T) bool array: True on non-padding tokens, lengths (B,) int) of a padded token batch."""
-    real = tokens.array != pad_idx
-    return real, real.sum(axis=1)
+    """(real (B, T) bool tensor: True on non-padding tokens, lengths (B,) int64) of a padded token batch."""
+    real = tokens != pad_idx
+    return real, reduce_sum(real.astype(np.int64), axis=1)
 
 
 def _reverse_within_lengths(x, lengths):
@@ -75,26 +78,23 @@ def _reverse_within_lengths(x, lengths):
     backward direction of a bidirectional RNN that never sees the padding (what
     PyTorch's packed sequences give), so a text gets the same output alone or padded.
     """
-    xp = get_array_module(x.array)
-    steps = xp.arange(x.shape[1])[None, :]
+    steps = arange(x.shape[1], device=x.device)[None, :]
     lengths = lengths[:, None]
-    index = xp.where(steps < lengths, lengths - 1 - steps, steps)
-    rows = xp.arange(x.shape[0])[:, None]
+    index = where(steps < lengths, lengths - 1 - steps, steps)
+    rows = arange(x.shape[0], device=x.device)[:, None]
     return x[rows, index]
 
 
 def _masked_mean(states, real, lengths):
     """Mean of states (B, T, D) over each row's real positions: (B, D)."""
-    xp = get_array_module(states.array)
     weights = real[:, :, None].astype(states.dtype)
-    counts = xp.maximum(lengths, 1).astype(states.dtype)[:, None]
+    counts = maximum(lengths, 1).astype(states.dtype)[:, None]
     return reduce_sum(states * weights, axis=1) / counts
 
 
 def _masked_max(states, real):
     """Max of states (B, T, D) over each row's real positions: (B, D)."""
-    xp = get_array_module(states.array)
-    return reduce_max(where(real[:, :, None], states, xp.asarray(-1e9, dtype=states.dtype)), axis=1)
+    return reduce_max(where(real[:, :, None], states, -1e9), axis=1)
 
 
 # ----- models ---------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ class TransformerClassifier(nn.Module):
         xp = get_array_module(tokens.array)
         real, lengths = _real_tokens(tokens, self.pad_idx)
         x = self.drop(self.embedding(tokens) + self.positions(xp.arange(tokens.shape[1])[None, :]))
-        padding = Tensor(~real)   # True where a key is padding (a Tensor, so it may live on the GPU)
+        padding = tokens == self.pad_idx   # True where a key is padding
         for block in self.blocks:
             x = block(x, padding)
         return self.head(self.drop(_masked_mean(self.norm(x), real, lengths)))

@@ -800,6 +800,26 @@ class Tensor:
         return self
 
 
+# ----- the op hook -------------------------------------------------------------------
+# A tracer (easyfit.onnx) sees every op call through this hook: when set, Function.__call__
+# hands it (fn, inputs) and returns what it returns. None when nothing traces, so the hot
+# path pays one list lookup. Core knows nothing of what a tracer does with the calls.
+_op_hook = [None]
+
+
+def set_op_hook(hook):
+    """Install `hook(fn, inputs)` to run in place of every op call (None removes it).
+
+    The hook runs the op itself (with the hook removed while it does) and returns the
+    op's result, or returns NotImplemented to let the call run as usual (a tracer does
+    so for ops of other threads, such as a data loader's). Returns the hook that was
+    installed before, to restore it afterwards.
+    """
+    previous = _op_hook[0]
+    _op_hook[0] = hook
+    return previous
+
+
 class Function:
     """Base class of every op, and the extension point for a user's own.
 
@@ -808,7 +828,8 @@ class Function:
     written with Tensor ops so that it can be differentiated again. Inputs are
     available in backward as `self.inputs`; outputs as `self.output(i)` when the class
     sets `save_outputs = True`. Call it with `MyOp.apply(x, y, **params)`; params go to
-    `__init__`.
+    `__init__`. ONNX export (easyfit.onnx) takes its ONNX form from a static method
+    `symbolic(g, op, *inputs)` when the class defines one (docs/onnx.md).
     """
     save_outputs = False
 
@@ -822,6 +843,10 @@ class Function:
 
     def __call__(self, *inputs):
         # The hot path of every op: kept flat and free of avoidable calls.
+        if _op_hook[0] is not None:
+            result = _op_hook[0](self, inputs)
+            if result is not NotImplemented:
+                return result
         try:
             if len(inputs) == 2:
                 outputs = self.forward(inputs[0].array, inputs[1].array)
@@ -847,7 +872,9 @@ class Function:
                             generation = 0
                     elif creator.generation > generation:
                         generation = creator.generation
-            if generation >= 0:
+            # An integer or boolean result (a comparison, an argmax) carries no gradient:
+            # it gets no creator, so it does not hold the graph alive.
+            if generation >= 0 and y.array.dtype.kind in "fc":
                 self.inputs = inputs
                 self.generation = generation + 1
                 if self.save_outputs:
@@ -855,7 +882,7 @@ class Function:
                     self.saved_output_arrays = (y.array,)
                 if _anomaly_enabled[0]:
                     self.source = user_frame_summary()
-                y.requires_grad = y.array.dtype.kind in "fc"
+                y.requires_grad = True
                 y.creator = self
                 return y
         y.requires_grad = False
@@ -1006,9 +1033,18 @@ def _operand(other, reference):
 
 
 def _compare(ufunc, a, b):
-    b = _operand(b, a)
-    xp = get_array_module(a.array)
-    return _wrap(getattr(xp, ufunc.__name__)(a.array, b.array))
+    return Compare(ufunc.__name__)(a, _operand(b, a))
+
+
+class Compare(Function):
+    """An elementwise comparison (`name` is the ufunc: 'less', 'equal', ...); a boolean
+    result, so no gradient. An op, so that tracing (ONNX export) sees it."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def forward(self, a, b):
+        return getattr(get_array_module(a), self.name)(a, b)
 
 
 def _normalize_index(index):
@@ -1529,16 +1565,28 @@ def amin(x, dim=None, keepdim=False):
     return Max(_normalize_axis(dim, x.ndim), keepdim, True)(x)
 
 
+class ArgMax(Function):
+    """Index of the extreme value over one axis (or of the flattened array when axis is
+    None); an integer result, so no gradient. An op, so that tracing sees it."""
+
+    def __init__(self, axis, keepdims, take_min):
+        self.axis, self.keepdims, self.take_min = axis, keepdims, take_min
+
+    def forward(self, a):
+        reduce = a.argmin if self.take_min else a.argmax
+        return reduce(axis=self.axis, keepdims=self.keepdims)
+
+
 @numpy_spellings
 def argmax(x, dim=None, keepdim=False):
     """Index of the largest value over `dim` (of the flattened tensor when None; int64, no gradient)."""
-    return _wrap(x.array.argmax(axis=dim, keepdims=keepdim))
+    return ArgMax(dim, keepdim, False)(x)
 
 
 @numpy_spellings
 def argmin(x, dim=None, keepdim=False):
     """Index of the smallest value over `dim` (of the flattened tensor when None; int64, no gradient)."""
-    return _wrap(x.array.argmin(axis=dim, keepdims=keepdim))
+    return ArgMax(dim, keepdim, True)(x)
 
 
 def _numpy_sort(x, axis=-1):

@@ -287,6 +287,70 @@ def export_learner(learn, path):
     return path
 
 
+def onnx_metadata(learn, example):
+    """What a deployer of the ONNX file needs, as metadata_props strings (JSON values)."""
+    dls = learn.dls
+    valid = getattr(dls, "valid", None)
+    valid = valid if valid is not None else getattr(dls, "train", None)
+    metadata = {"model_class": type(learn.model).__name__}
+    classes = getattr(dls, "classes", None)
+    if classes:
+        metadata["classes"] = json.dumps(_plain_json(list(classes), "classes"))
+    vocab = getattr(dls, "vocab", None)
+    if vocab is not None:
+        metadata["vocab"] = json.dumps(list(vocab.itos) if hasattr(vocab, "itos") else list(vocab))
+        if getattr(vocab, "pad_idx", None) is not None:
+            metadata["pad_idx"] = str(int(vocab.pad_idx))
+    from ..data.transforms import Normalize
+    for transform in list(getattr(valid, "batch_tfms", None) or ()) + list(getattr(valid, "item_tfms", None) or ()):
+        if isinstance(transform, Normalize):
+            metadata["normalize_mean"] = json.dumps(np.asarray(transform.mean).ravel().tolist())
+            metadata["normalize_std"] = json.dumps(np.asarray(transform.std).ravel().tolist())
+    if example.ndim == 4 and example.dtype.kind == "f":
+        metadata["input_layout"] = "NCHW float (batch, channels, height, width), normalized: (x - mean) / std"
+    elif example.dtype.kind in "iu":
+        metadata["input_layout"] = "token ids (batch, time) int64" if example.ndim == 2 else "integer ids"
+    else:
+        metadata["input_layout"] = f"{example.dtype} array of shape (batch, {', '.join(map(str, example.shape[1:]))})"
+    tokenizer = getattr(dls, "tokenizer", None)
+    if tokenizer is not None:
+        metadata["tokenizer"] = json.dumps(_describe_tokenizer(tokenizer))
+    return metadata
+
+
+def export_learner_onnx(learn, path, example=None, **export_kwargs):
+    path = os.fspath(path)
+    if not os.path.isabs(path):
+        path = os.fspath(learn.path / path)
+    if example is None:
+        valid = getattr(learn.dls, "valid", None)
+        loader = valid if valid is not None and len(valid) else getattr(learn.dls, "train", None)
+        if loader is None or not len(loader):
+            raise ValueError("export_onnx: this learner has no data to take an example batch from (a learner from "
+                             "load_learner); pass example= (an input batch)")
+        example = next(iter(loader))[0]
+    if isinstance(example, (tuple, list)):
+        example = example[0]
+    example = example if isinstance(example, Tensor) else Tensor(np.asarray(example))
+    if "dynamic_axes" not in export_kwargs:
+        axes = {0: "batch", 1: "time"} if example.dtype.kind in "iu" and example.ndim == 2 else {0: "batch"}
+        export_kwargs["dynamic_axes"] = {"input": axes}
+    metadata = onnx_metadata(learn, example)
+    metadata.update(export_kwargs.pop("metadata", None) or {})
+    from ..onnx import export   # the onnx layer sits beside the learner; imported only here
+    reset = getattr(learn.model, "reset_state", None)
+    if callable(reset):   # a stateful model (char-RNN) exports its stateless step from a fresh state
+        reset()
+    model = learn.model
+    device = next(iter(model.parameters())).device if any(True for _ in model.parameters()) else "cpu"
+    if device != "cpu":
+        raise ValueError("export_onnx: move the model to the CPU first (learn.model.to('cpu'))")
+    export(model, example.to("cpu"), path, input_names=["input"], metadata=metadata, **export_kwargs)
+    if callable(reset):
+        reset()
+    return path
+
+
 def _check_rebuild(model, spec, arrays):
     rebuilt = build_module(spec, arrays)
     own = {key: tuple(value.shape) for key, value in model.state_dict().items()}

@@ -661,6 +661,17 @@ class Learner:
             return path  # data-parallel: rank 0 writes the file
         return export_learner(self, path)
 
+    def export_onnx(self, path="model.onnx", example=None, **export_kwargs):
+        """Write the model as an ONNX file for onnxruntime (see easyfit.onnx.export).
+
+        `example` is an input batch (default: the first validation batch). The graph's input
+        is the model's input, already preprocessed; metadata_props hold what a deployer
+        needs: the classes or vocabulary, the input normalization, the input layout and the
+        easyfit version. Returns the path written.
+        """
+        from .export import export_learner_onnx
+        return export_learner_onnx(self, path, example, **export_kwargs)
+
     def __repr__(self):
         return (f"Learner(model={type(self.model).__name__}, loss_func={_name_of(self.loss_func)}, "
                 f"opt_func={_name_of(self.opt_func)}, lr={self.lr}, metrics={[m.name for m in self.metrics]}, "

@@ -4,7 +4,8 @@ the op graph, written with tensorboardX (no PyTorch needed).
 tensorboardX's `add_graph` traces PyTorch modules, so the graph is built here from
 easyfit's own autograd graph instead: the ops recorded while computing the first
 training batch's predictions become a GraphDef (one node per op, named after its
-class, plus the input and one node per parameter).
+class inside its module's path, `layer1/0/conv1/Conv2d_3`, so TensorBoard draws each
+module as a group; plus the input and one node per parameter).
 """
 import numpy as np
 
@@ -62,6 +63,7 @@ class TensorBoardCallback(Callback):
         self.n_images, self.log_graph, self.hparams = n_images, log_graph, dict(hparams or {})
         self.writer = None
         self.graph_written = False
+        self._trace = None
 
     @property
     def name(self):
@@ -74,12 +76,28 @@ class TensorBoardCallback(Callback):
         self.writer = _summary_writer(self.log_dir)
         self._images_written = False
 
+    def before_batch(self):
+        # The first training forward pass runs under a trace that notes each op's module
+        # path, so that the graph shows the modules as scopes (groups that open in TensorBoard).
+        if self.log_graph and not self.graph_written and self.learner.training and self._trace is None:
+            from ..onnx.trace import Trace   # core and nn only: no onnx package is needed
+            self._trace = Trace(self.learner.model, whole_modules={})
+            self._trace.__enter__()
+
+    def _stop_trace(self):
+        trace, self._trace = self._trace, None
+        if trace is None:
+            return {}
+        trace.__exit__(None, None, None)
+        return {id(node.op): node.scope for node in trace.nodes}
+
     def after_pred(self):
         learn = self.learner
+        scopes = self._stop_trace()
         if not learn.training:
             return
         if self.log_graph and not self.graph_written:
-            write_graph(self.writer, learn.pred, dict(learn.model.named_parameters()))
+            write_graph(self.writer, learn.pred, dict(learn.model.named_parameters()), scopes)
             self.graph_written = True
         if self.n_images and not self._images_written:
             self._write_images(learn.xb[0])
@@ -106,6 +124,7 @@ class TensorBoardCallback(Callback):
                     self.writer.add_histogram(f"grads/{name}", to_numpy(p.grad), step)
 
     def after_batch(self):
+        self._stop_trace()   # the batch was cancelled before its prediction
         learn = self.learner
         if not learn.training or learn.loss is None or learn.train_iter % self.log_every:
             return
@@ -128,6 +147,7 @@ class TensorBoardCallback(Callback):
         self.writer.flush()
 
     def after_fit(self):
+        self._stop_trace()
         learn = self.learner
         if self.writer is None:
             return
@@ -185,15 +205,20 @@ def write_hparams(writer, hparams, metrics):
         file_writer.add_summary(summary)
 
 
-def write_graph(writer, output, named_parameters):
+def write_graph(writer, output, named_parameters, scopes=None):
     """Write the op graph that produced `output` (a Tensor) as a TensorBoard GraphDef."""
     from tensorboardX.proto import event_pb2
-    writer._get_file_writer().add_event(event_pb2.Event(graph_def=graph_def(output, named_parameters)
+    writer._get_file_writer().add_event(event_pb2.Event(graph_def=graph_def(output, named_parameters, scopes)
                                                         .SerializeToString()))
 
 
-def graph_def(output, named_parameters):
-    """A GraphDef of the ops between the inputs/parameters and `output`."""
+def graph_def(output, named_parameters, scopes=None):
+    """A GraphDef of the ops between the inputs/parameters and `output`.
+
+    `scopes` maps id(op) to the path of the module that ran it ('layer1.0.conv1'); such an
+    op is named 'layer1/0/conv1/Conv2d_3', which TensorBoard draws inside nested groups.
+    """
+    scopes = scopes or {}
     from tensorboardX.proto.graph_pb2 import GraphDef
     from tensorboardX.proto.node_def_pb2 import NodeDef
     from tensorboardX.proto.versions_pb2 import VersionDef
@@ -239,7 +264,8 @@ def graph_def(output, named_parameters):
             continue
         op = type(creator).__name__
         counts[op] = counts.get(op, -1) + 1
-        name = f"{op}_{counts[op]}"
+        scope = scopes.get(id(creator))
+        name = f"{scope.replace('.', '/')}/{op}_{counts[op]}" if scope else f"{op}_{counts[op]}"
         names[key] = name
         input_names = [names[("op", id(x.creator))] if x.creator is not None else leaf_name(x) for x in inputs]
         nodes.append(NodeDef(name=name, op=op, input=input_names, attr=shape_attr(tensor)))

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from ..core.backend import get_array_module, to_device
-from ..core.functions import swapaxes, transpose, reshape, expand_dims, mean
+from ..core.functions import swapaxes, transpose, reshape, expand_dims, mean, where
 from ..core.tensor import Tensor, DEFAULT_FLOAT
 from . import functional as F
 from . import init
@@ -187,11 +187,11 @@ class MultiheadAttention(Module):
             expected = " or ".join(str(tuple(s)) for s in allowed_shapes)
             raise ValueError(f"{self._describe()}: expected {name} of shape {expected}, got {tuple(mask.shape)}")
         data = mask.array if isinstance(mask, Tensor) else np.asarray(mask)
-        if data.dtype == np.bool_:
+        if data.dtype == np.bool_:   # a traced op (where), so that ONNX export follows a mask given as input
             xp = get_array_module(scores.array)
-            additive = xp.zeros(data.shape, dtype=scores.dtype)
-            additive[to_device(data, scores.device)] = -np.inf
-            return Tensor(additive)
+            condition = mask if isinstance(mask, Tensor) else Tensor(to_device(data, scores.device))
+            return where(condition, Tensor(xp.asarray(-np.inf, dtype=scores.dtype)),
+                         Tensor(xp.asarray(0, dtype=scores.dtype)))
         if data.dtype.kind != "f":
             raise TypeError(f"{self._describe()}: {name} must be boolean or floating point, got dtype {data.dtype}")
         if isinstance(mask, Tensor):

@@ -20,6 +20,21 @@ from ..core.tensor import Tensor, _to_array
 __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "IncompatibleKeys"]
 
 
+# A tracer (easyfit.onnx) sees every module call through this hook: when set,
+# Module.__call__ hands it (module, args, kwargs) and returns what it returns. None when
+# nothing traces: one list lookup per call.
+_call_hook = [None]
+
+
+def set_call_hook(hook):
+    """Install `hook(module, args, kwargs)` to run in place of every module call (None
+    removes it); the hook calls `module.forward` itself, or returns NotImplemented to let
+    the call run as usual. Returns the previous hook."""
+    previous = _call_hook[0]
+    _call_hook[0] = hook
+    return previous
+
+
 class Parameter(Tensor):
     """A tensor that a Module trains: `requires_grad=True` and found by `parameters()`."""
     __slots__ = ()
@@ -132,6 +147,10 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
+        if _call_hook[0] is not None:  # a tracer (easyfit.onnx) follows module calls
+            result = _call_hook[0](self, args, kwargs)
+            if result is not NotImplemented:
+                return result
         output = self.forward(*args, **kwargs)
         hooks = self.__dict__.get("_forward_hooks")
         if hooks:

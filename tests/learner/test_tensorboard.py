@@ -55,6 +55,9 @@ def test_every_kind_of_record_reads_back(tmp_path):
     ops = [node.op for node in graph.node]
     assert "Parameter" in ops and "Input" in ops and len(graph.node) > 6
     assert {"params/0.weight", "params/3.bias"} <= {node.name for node in graph.node}
+    # ops are named inside their module's scope: TensorBoard groups them per module
+    assert any(node.name.startswith("0/Conv2d") for node in graph.node)
+    assert any(node.name.startswith("3/Linear") for node in graph.node)
 
     assert not (tmp_path / "runs" / "hparams").exists()   # one run, not a second 'hparams' one
     plugin = events.PluginTagToContent("hparams")

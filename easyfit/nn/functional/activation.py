@@ -125,7 +125,7 @@ def relu(x, inplace=False):
 
 def leaky_relu(x, negative_slope=0.01):
     """x where x > 0, else negative_slope * x."""
-    return where(x.array > 0, x, x * negative_slope)
+    return where(x > 0, x, x * negative_slope)  # a traced comparison: ONNX export follows it
 
 
 def silu(x):

@@ -1,0 +1,187 @@
+"""Every layer of easyfit.nn exported, checked, and run in onnxruntime at several batch sizes."""
+import numpy as np
+import pytest
+
+from harness import Lambda, check_export, randn
+
+import easyfit as ef
+from easyfit import nn
+import easyfit.nn.functional as F
+
+
+def images(channels=3, size=8):
+    return lambda n: (randn(n, channels, size, size, seed=n),)
+
+
+def vectors(features):
+    return lambda n: (randn(n, features, seed=n),)
+
+
+def test_linear_and_activations(tmp_path):
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 8), nn.Tanh(),
+                          nn.Linear(8, 8), nn.Sigmoid(), nn.Linear(8, 8), nn.LeakyReLU(0.2), nn.Linear(8, 8),
+                          nn.SiLU(), nn.Linear(8, 5), nn.Softmax(dim=-1))
+    check_export(model, vectors(6), tmp_path)
+
+
+def test_log_softmax_and_functional_activations(tmp_path):
+    model = Lambda(lambda m, x: (F.log_softmax(m.fc(x), axis=-1), F.softplus(x), F.gelu(x, approximate="tanh"),
+                                 F.erf(x), F.logsumexp(x, axis=1), F.leaky_relu(x), F.silu(x)),
+                   fc=nn.Linear(6, 4))
+    check_export(model, vectors(6), tmp_path)
+
+
+def test_linear_on_3d_input_without_bias(tmp_path):
+    model = nn.Sequential(nn.Linear(5, 7, bias=False), nn.LogSoftmax(dim=-1))
+    check_export(model, lambda n: (randn(n, 4, 5, seed=n),), tmp_path)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(stride=2, padding=1), dict(padding=2, dilation=2),
+                                    dict(groups=2, padding=1, bias=False), dict(groups=4, stride=(2, 1))])
+def test_conv2d(tmp_path, kwargs):
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, **kwargs), nn.ReLU())
+    check_export(model, images(4, 9), tmp_path)
+
+
+def test_batchnorm_pooling_dropout_flatten(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Dropout(0.3), nn.Conv2d(6, 6, 3, padding=1), nn.AvgPool2d(2),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 6), nn.BatchNorm1d(6), nn.Linear(6, 3))
+    for module in model.modules():   # non-trivial running statistics
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            module.running_mean.array[...] = np.linspace(-1, 1, module.num_features)
+            module.running_var.array[...] = np.linspace(0.5, 2, module.num_features)
+            module.weight.array[...] = np.linspace(0.5, 1.5, module.num_features)
+    proto = check_export(model, images(3, 8), tmp_path)
+    names = {i.name for i in proto.graph.initializer}
+    assert {"1.running_mean", "1.running_var", "1.weight", "1.bias", "10.running_var"} <= names
+    assert "0/Conv" in [n.name for n in proto.graph.node]
+
+
+def test_pooling_variants(tmp_path):
+    model = Lambda(lambda m, x: (F.max_pool2d(x, 3, stride=2, padding=1), F.max_pool2d(x, 2, dilation=2),
+                                 F.avg_pool2d(x, 3, stride=1, padding=1),
+                                 F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False),
+                                 F.adaptive_avg_pool2d(x, (3, 2)), F.adaptive_avg_pool2d(x, 4)))
+    check_export(model, images(2, 8), tmp_path)
+
+
+def test_batchnorm1d_on_sequences_and_layernorm(tmp_path):
+    model = nn.Sequential(nn.BatchNorm1d(4), Lambda(lambda m, x: ef.transpose(x, (0, 2, 1))), nn.LayerNorm(4),
+                          nn.LayerNorm(4, elementwise_affine=False), nn.Identity())
+    model[0].running_var.array[...] = 2.0
+    check_export(model, lambda n: (randn(n, 4, 5, seed=n),), tmp_path)
+    model = nn.Sequential(nn.LayerNorm((3, 5)))
+    model[0].weight.array[...] = randn(3, 5)
+    check_export(model, lambda n: (randn(n, 3, 5, seed=n),), tmp_path)
+
+
+def test_batchnorm_kept_in_training_mode_uses_batch_statistics(tmp_path):
+    model = Lambda(lambda m, x: F.batch_norm(x, None, None, m.bn.weight, m.bn.bias, training=True),
+                   bn=nn.BatchNorm2d(3))
+    check_export(model, images(3, 4), tmp_path, sizes=(2, 3, 5))
+
+
+def test_embedding(tmp_path):
+    model = nn.Sequential(nn.Embedding(20, 6, padding_idx=0), nn.Linear(6, 3))
+
+    def tokens(n):
+        return (np.random.default_rng(n).integers(0, 20, size=(n, 7)),)
+    check_export(model, tokens, tmp_path)
+
+
+@pytest.mark.parametrize("cls", [nn.RNN, nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("layers,bidirectional,batch_first", [(1, False, False), (2, True, True), (2, False, True)])
+def test_recurrent_layers(tmp_path, cls, layers, bidirectional, batch_first):
+    rnn = cls(5, 6, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first)
+    model = Lambda(lambda m, x: m.rnn(x), rnn=rnn)
+
+    def sequences(n, length=4):
+        shape = (n, length, 5) if batch_first else (length, n, 5)
+        return (randn(*shape, seed=n),)
+    proto = check_export(model, sequences, tmp_path,
+                         dynamic_axes={"input": {0: "batch", 1: "time"} if batch_first else {0: "time", 1: "batch"}})
+    # two sequence lengths at several batch sizes
+    runner = __import__("harness").session(tmp_path / "model.onnx")
+    for n, length in ((3, 2), (2, 9)):
+        (x,) = sequences(n, length)
+        with ef.no_grad():
+            expected = [t.numpy() for t in __import__("harness").flat(model(ef.tensor(x)))]
+        for g, e in zip(runner.run(None, {"input": x}), expected):
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
+    assert {n.op_type for n in proto.graph.node} & {"RNN", "LSTM", "GRU"}
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU, nn.RNN])
+def test_recurrent_with_initial_state(tmp_path, cls):
+    rnn = cls(3, 4, num_layers=2, bidirectional=True)
+    if cls is nn.LSTM:
+        model = Lambda(lambda m, x, h, c: m.rnn(x, (h, c)), rnn=rnn)
+        make = lambda n: (randn(5, n, 3, seed=n), randn(4, n, 4, seed=n + 1), randn(4, n, 4, seed=n + 2))
+        axes = {"input_0": {1: "batch"}, "input_1": {1: "batch"}, "input_2": {1: "batch"}}
+    else:
+        model = Lambda(lambda m, x, h: m.rnn(x, h), rnn=rnn)
+        make = lambda n: (randn(5, n, 3, seed=n), randn(4, n, 4, seed=n + 1))
+        axes = {"input_0": {1: "batch"}, "input_1": {1: "batch"}}
+    check_export(model, make, tmp_path, dynamic_axes=axes)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_multihead_attention(tmp_path, batch_first):
+    attention = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+    model = Lambda(lambda m, x: m.attention(x, x, x), attention=attention)
+
+    def sequences(n, length=5):
+        return (randn(n, length, 8, seed=n) if batch_first else randn(length, n, 8, seed=n),)
+    axes = {"input": {0: "batch", 1: "time"} if batch_first else {0: "time", 1: "batch"},
+            "output_0": {0: "batch", 1: "time"} if batch_first else {0: "time", 1: "batch"},
+            "output_1": {0: "batch", 1: "time", 2: "source"}}
+    check_export(model, sequences, tmp_path, dynamic_axes=axes)
+    runner = __import__("harness").session(tmp_path / "model.onnx")
+    for n, length in ((3, 2), (2, 7)):
+        (x,) = sequences(n, length)
+        with ef.no_grad():
+            expected = [t.numpy() for t in model(ef.tensor(x))]
+        for g, e in zip(runner.run(None, {"input": x}), expected):
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_cross_attention_with_two_named_inputs(tmp_path):
+    attention = nn.MultiheadAttention(8, 4, batch_first=True)
+    model = Lambda(lambda m, q, kv: m.attention(q, kv, kv, need_weights=False)[0], attention=attention)
+    make = lambda n: (randn(n, 3, 8, seed=n), randn(n, 6, 8, seed=n + 1))
+    check_export(model, make, tmp_path, input_names=["query", "memory"], output_names=["context"])
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(stride=2, padding=1), dict(stride=2, padding=1, output_padding=1),
+                                    dict(groups=2, dilation=2, bias=False)])
+def test_conv_transpose2d(tmp_path, kwargs):
+    model = nn.Sequential(nn.ConvTranspose2d(4, 6, 3, **kwargs), nn.ReLU())
+    proto = check_export(model, images(4, 5), tmp_path)
+    assert "ConvTranspose" in {n.op_type for n in proto.graph.node}
+
+
+def test_conv1d_groupnorm_upsample_and_cosine_similarity(tmp_path):
+    model = nn.Sequential(nn.Conv1d(3, 4, 3, padding=1, stride=2), nn.GroupNorm(2, 4))
+    check_export(model, lambda n: (randn(n, 3, 9, seed=n),), tmp_path)
+    for mode in ("nearest", "bilinear"):
+        check_export(nn.Sequential(nn.Upsample(scale_factor=2, mode=mode)), images(2, 3), tmp_path)
+    model = Lambda(lambda m, a, b: m.similarity(a, b), similarity=nn.CosineSimilarity())
+    check_export(model, lambda n: (randn(n, 5, seed=n), randn(n, 5, seed=n + 1)), tmp_path)
+
+
+def test_transformer_encoder_and_decoder(tmp_path):
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), 2)
+    decoder = nn.TransformerDecoder(nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=True), 1)
+    model = Lambda(lambda m, source, target: m.decoder(target, m.encoder(source)), encoder=encoder, decoder=decoder)
+
+    def make(n, length=5):
+        return randn(n, length, 8, seed=n), randn(n, 3, 8, seed=n + 1)
+    check_export(model, make, tmp_path, dynamic_axes={"input_0": {0: "batch", 1: "source"},
+                                                      "input_1": {0: "batch", 1: "target"}})
+    runner = __import__("harness").session(tmp_path / "model.onnx")
+    source, target = randn(2, 9, 8), randn(2, 4, 8, seed=3)
+    with ef.no_grad():
+        expected = model(ef.tensor(source), ef.tensor(target)).numpy()
+    np.testing.assert_allclose(runner.run(None, {"input_0": source, "input_1": target})[0], expected,
+                               rtol=1e-4, atol=1e-5)
