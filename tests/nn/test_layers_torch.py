@@ -220,6 +220,21 @@ def test_layer_norm(normalized_shape, shape):
     run_both(nn.LayerNorm(normalized_shape), theirs, randn(*shape) * 3 + 1, atol=1e-4)
 
 
+@pytest.mark.parametrize("affine", ["weight and bias", "weight only", "none"])
+def test_layer_norm_many_row_blocks(affine):
+    """Rows are normalized a cache-sized block at a time: 5,000 rows of 64 span three blocks."""
+    from easyfit.nn.functional.normalization import LayerNormFunction
+    assert 5000 * 64 > 2 * LayerNormFunction._BLOCK_FLOATS
+    kwargs = dict(elementwise_affine=affine != "none", bias=affine == "weight and bias")
+    theirs = torch.nn.LayerNorm(64, **kwargs)
+    if affine != "none":
+        with torch.no_grad():
+            theirs.weight.uniform_(0.5, 1.5)
+            if theirs.bias is not None:
+                theirs.bias.uniform_(-0.5, 0.5)
+    run_both(nn.LayerNorm(64, **kwargs), theirs, randn(2, 2500, 64) * 3 + 1, atol=1e-4)
+
+
 def test_layer_norm_without_affine():
     run_both(nn.LayerNorm(5, elementwise_affine=False), torch.nn.LayerNorm(5, elementwise_affine=False),
              randn(3, 5), atol=1e-4)
