@@ -47,6 +47,11 @@ def test_max_pool2d():
                   dtype=np.float64, requires_grad=True)
     check(lambda x: F.max_pool2d(x, 2), x)
     check(lambda x: F.max_pool2d(x, 3, stride=2, padding=1), x)
+    # stored channels-last (a conv's output): pooled as images of C channels, not N*C of one
+    # (the input is given as (N, H, W, C); its transpose is the channels-last view)
+    x_nhwc = ef.tensor(np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1)), requires_grad=True)
+    assert not ef.transpose(x_nhwc, (0, 3, 1, 2)).numpy().flags.c_contiguous
+    check(lambda x: F.max_pool2d(ef.transpose(x, (0, 3, 1, 2)), 3, stride=2, padding=1), x_nhwc)
 
 
 def test_avg_pool2d():

@@ -134,18 +134,23 @@ def test_conv_stack_in_channels_last_memory():
     dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(3, 2), stride=1),
     dict(kernel_size=3, stride=2, dilation=2),
 ], ids=str)
-def test_max_pool2d(kwargs):
-    run_both(nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), randn(2, 3, 9, 8))
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last"])
+def test_max_pool2d(kwargs, layout):
+    """Both memory orders: an (N, C, H, W) array pools as N*C one-channel images, a conv's
+    channels-last output as N images of C channels."""
+    x = randn(2, 3, 9, 8)
+    run_both(nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), channels_last(x) if layout == "channels-last" else x)
 
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=3), dict(kernel_size=2, stride=3),
                                     dict(kernel_size=3, stride=1, padding=1)], ids=str)
-def test_max_pool2d_in_many_batch_chunks(monkeypatch, kwargs):
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last"])
+def test_max_pool2d_in_many_batch_chunks(monkeypatch, kwargs, layout):
     """Pooling runs a few images at a time; one image per chunk, with ties (ReLU zeros) to route."""
     from easyfit.nn.functional import conv as conv_functional
     monkeypatch.setattr(conv_functional, "_CHUNK_FLOATS", 1)
     x = np.maximum(randn(5, 3, 7, 6), 0).astype(np.float32)
-    run_both(nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), x)
+    run_both(nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), channels_last(x) if layout == "channels-last" else x)
 
 
 @pytest.mark.parametrize("kwargs", [
