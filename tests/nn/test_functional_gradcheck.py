@@ -171,6 +171,18 @@ def test_conv2d_second_derivatives_in_batch_chunks(monkeypatch):
     check(lambda x, w: F.conv2d(x, w, stride=2, padding=1, groups=3), t(2, 3, 5, 4), t(3, 1, 3, 3, seed=1))
 
 
+@pytest.mark.parametrize("kernel", ["block-diagonal", "per group"])
+def test_grouped_conv2d_both_kernels(monkeypatch, kernel):
+    """Narrow groups run as one block-diagonal matmul, others group by group: check both,
+    with the input gradient by folding (stride 2) and as a convolution (stride 1)."""
+    if kernel == "per group":
+        monkeypatch.setattr(conv_functional, "_BLOCK_DIAGONAL_MAX_GROUPS", 1)
+    assert conv_functional._grouped_as_dense((4, 2, 2, 2), conv_functional._ConvGeometry(
+        3, 3, (2, 2), (1, 1), (1, 1), (1, 1), groups=2)) == (kernel == "block-diagonal")
+    check(lambda x, w, b: F.conv2d(x, w, b, padding=1, groups=2), t(2, 4, 3, 3), t(4, 2, 2, 2, seed=1), t(4, seed=2))
+    check(lambda x, w: F.conv2d(x, w, stride=2, padding=1, groups=3), t(2, 6, 5, 4), t(9, 2, 3, 3, seed=1))
+
+
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)], ids=str)
 def test_max_pool2d_without_grad_gives_the_same_maxima(kwargs):
     """Under no_grad the forward skips recording the winners; the maxima must not change."""

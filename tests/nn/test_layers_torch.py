@@ -104,6 +104,22 @@ def test_depthwise_conv2d_with_channel_multiplier():
              randn(2, 4, 6, 6), atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel", ["block-diagonal", "per group"])
+@pytest.mark.parametrize("channels, groups, kwargs", [
+    (32, 4, dict(kernel_size=3, padding=1)),                   # the benchmark's shape of groups
+    (16, 2, dict(kernel_size=3, stride=2, padding=1)),         # input gradient by folding
+    (12, 3, dict(kernel_size=(3, 2), dilation=2, padding=(2, 1), bias=False)),
+], ids=str)
+def test_grouped_conv2d_both_kernels(monkeypatch, kernel, channels, groups, kwargs):
+    """Narrow groups run as one block-diagonal matmul, others group by group."""
+    from easyfit.nn.functional import conv as conv_functional
+    if kernel == "per group":
+        monkeypatch.setattr(conv_functional, "_BLOCK_DIAGONAL_MAX_GROUPS", 1)
+    monkeypatch.setattr(conv_functional, "_CHUNK_FLOATS", 4000)  # several batch chunks
+    run_both(nn.Conv2d(channels, channels, groups=groups, **kwargs),
+             torch.nn.Conv2d(channels, channels, groups=groups, **kwargs), randn(3, channels, 9, 8), atol=1e-4)
+
+
 @pytest.mark.parametrize("kwargs", [
     dict(kernel_size=3, padding=1),
     dict(kernel_size=3, stride=2, padding=1),                 # input gradient by folding
