@@ -5,6 +5,11 @@ reports the median milliseconds over many repetitions. Each framework runs in it
 fresh process; processes alternate; the table gives the median of their medians.
 
     flock /tmp/easyfit-bench.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/nn_kernels.py
+
+On a CPU busy with other work, two BLAS/OpenMP threads per framework wait for each other
+far longer than they compute (each framework's time grows 10-100x, unevenly), so the
+ratios then say how each copes with a crowded CPU, not how fast its kernels are:
+`--threads 1` compares the kernels themselves there.
 """
 import argparse
 import json
@@ -35,11 +40,11 @@ CASES = {
 }
 
 
-def measure(framework, repeats):
+def measure(framework, repeats, threads=THREADS):
     rng = np.random.default_rng(0)
     if framework == "torch":
         import torch
-        torch.set_num_threads(THREADS)
+        torch.set_num_threads(threads)
         nn = torch.nn
 
         def tensor(a, grad=False):
@@ -79,25 +84,28 @@ def main():
     parser.add_argument("--framework", choices=["easyfit", "torch"])
     parser.add_argument("--processes", type=int, default=2, help="fresh processes per framework")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=THREADS, help="BLAS/OpenMP threads per framework")
     args = parser.parse_args()
     if args.framework:
-        print(json.dumps(measure(args.framework, args.repeats)))
+        print(json.dumps(measure(args.framework, args.repeats, args.threads)))
         return
-    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), OPENBLAS_NUM_THREADS=str(THREADS),
-               MKL_NUM_THREADS=str(THREADS))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads))
     runs = {"easyfit": [], "torch": []}
     for round_number in range(args.processes):
         order = ("easyfit", "torch") if round_number % 2 == 0 else ("torch", "easyfit")
         for framework in order:
             out = subprocess.run([sys.executable, os.path.abspath(__file__), "--framework", framework,
-                                  "--repeats", str(args.repeats)], capture_output=True, text=True, env=env)
+                                  "--repeats", str(args.repeats),
+                                  "--threads", str(args.threads)], capture_output=True, text=True, env=env)
             if out.returncode != 0:
                 print(f"{framework} failed:\n{out.stderr}", file=sys.stderr)
                 continue
             runs[framework].append(json.loads(out.stdout.splitlines()[-1]))
     if not runs["easyfit"]:
         sys.exit("easyfit run failed")
-    print(f"forward + backward, float32, {THREADS} threads, median ms")
+    print(f"forward + backward, float32, {args.threads} thread(s), median ms; "
+          f"load average {os.getloadavg()[0]:.2f} (above {os.cpu_count()} means other work shared the CPUs)")
     print(f"{'case':44} {'easyfit':>8} {'torch':>8} {'ratio':>6}")
     for name in CASES:
         ours = statistics.median(r[name] for r in runs["easyfit"])

@@ -47,6 +47,11 @@ def test_max_pool2d():
                   dtype=np.float64, requires_grad=True)
     check(lambda x: F.max_pool2d(x, 2), x)
     check(lambda x: F.max_pool2d(x, 3, stride=2, padding=1), x)
+    # stored channels-last (a conv's output): pooled as images of C channels, not N*C of one
+    # (the input is given as (N, H, W, C); its transpose is the channels-last view)
+    x_nhwc = ef.tensor(np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1)), requires_grad=True)
+    assert not ef.transpose(x_nhwc, (0, 3, 1, 2)).numpy().flags.c_contiguous
+    check(lambda x: F.max_pool2d(ef.transpose(x, (0, 3, 1, 2)), 3, stride=2, padding=1), x_nhwc)
 
 
 def test_avg_pool2d():
@@ -164,6 +169,18 @@ def test_conv2d_second_derivatives_in_batch_chunks(monkeypatch):
     monkeypatch.setattr(conv_functional, "_CHUNK_FLOATS", 1)
     check(lambda x, w: F.conv2d(x, w, padding=1, groups=2), t(3, 2, 3, 3), t(4, 1, 2, 2, seed=1))
     check(lambda x, w: F.conv2d(x, w, stride=2, padding=1, groups=3), t(2, 3, 5, 4), t(3, 1, 3, 3, seed=1))
+
+
+@pytest.mark.parametrize("kernel", ["block-diagonal", "per group"])
+def test_grouped_conv2d_both_kernels(monkeypatch, kernel):
+    """Narrow groups run as one block-diagonal matmul, others group by group: check both,
+    with the input gradient by folding (stride 2) and as a convolution (stride 1)."""
+    if kernel == "per group":
+        monkeypatch.setattr(conv_functional, "_BLOCK_DIAGONAL_MAX_GROUPS", 1)
+    assert conv_functional._grouped_as_dense((4, 2, 2, 2), conv_functional._ConvGeometry(
+        3, 3, (2, 2), (1, 1), (1, 1), (1, 1), groups=2)) == (kernel == "block-diagonal")
+    check(lambda x, w, b: F.conv2d(x, w, b, padding=1, groups=2), t(2, 4, 3, 3), t(4, 2, 2, 2, seed=1), t(4, seed=2))
+    check(lambda x, w: F.conv2d(x, w, stride=2, padding=1, groups=3), t(2, 6, 5, 4), t(9, 2, 3, 3, seed=1))
 
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)], ids=str)

@@ -104,6 +104,22 @@ def test_depthwise_conv2d_with_channel_multiplier():
              randn(2, 4, 6, 6), atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel", ["block-diagonal", "per group"])
+@pytest.mark.parametrize("channels, groups, kwargs", [
+    (32, 4, dict(kernel_size=3, padding=1)),                   # the benchmark's shape of groups
+    (16, 2, dict(kernel_size=3, stride=2, padding=1)),         # input gradient by folding
+    (12, 3, dict(kernel_size=(3, 2), dilation=2, padding=(2, 1), bias=False)),
+], ids=str)
+def test_grouped_conv2d_both_kernels(monkeypatch, kernel, channels, groups, kwargs):
+    """Narrow groups run as one block-diagonal matmul, others group by group."""
+    from easyfit.nn.functional import conv as conv_functional
+    if kernel == "per group":
+        monkeypatch.setattr(conv_functional, "_BLOCK_DIAGONAL_MAX_GROUPS", 1)
+    monkeypatch.setattr(conv_functional, "_CHUNK_FLOATS", 4000)  # several batch chunks
+    run_both(nn.Conv2d(channels, channels, groups=groups, **kwargs),
+             torch.nn.Conv2d(channels, channels, groups=groups, **kwargs), randn(3, channels, 9, 8), atol=1e-4)
+
+
 @pytest.mark.parametrize("kwargs", [
     dict(kernel_size=3, padding=1),
     dict(kernel_size=3, stride=2, padding=1),                 # input gradient by folding
@@ -134,18 +150,23 @@ def test_conv_stack_in_channels_last_memory():
     dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(3, 2), stride=1),
     dict(kernel_size=3, stride=2, dilation=2),
 ], ids=str)
-def test_max_pool2d(kwargs):
-    run_both(nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), randn(2, 3, 9, 8))
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last"])
+def test_max_pool2d(kwargs, layout):
+    """Both memory orders: an (N, C, H, W) array pools as N*C one-channel images, a conv's
+    channels-last output as N images of C channels."""
+    x = randn(2, 3, 9, 8)
+    run_both(nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), channels_last(x) if layout == "channels-last" else x)
 
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=3), dict(kernel_size=2, stride=3),
                                     dict(kernel_size=3, stride=1, padding=1)], ids=str)
-def test_max_pool2d_in_many_batch_chunks(monkeypatch, kwargs):
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last"])
+def test_max_pool2d_in_many_batch_chunks(monkeypatch, kwargs, layout):
     """Pooling runs a few images at a time; one image per chunk, with ties (ReLU zeros) to route."""
     from easyfit.nn.functional import conv as conv_functional
     monkeypatch.setattr(conv_functional, "_CHUNK_FLOATS", 1)
     x = np.maximum(randn(5, 3, 7, 6), 0).astype(np.float32)
-    run_both(nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), x)
+    run_both(nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), channels_last(x) if layout == "channels-last" else x)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -218,6 +239,21 @@ def test_layer_norm(normalized_shape, shape):
         theirs.weight.uniform_(0.5, 1.5)
         theirs.bias.uniform_(-0.5, 0.5)
     run_both(nn.LayerNorm(normalized_shape), theirs, randn(*shape) * 3 + 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("affine", ["weight and bias", "weight only", "none"])
+def test_layer_norm_many_row_blocks(affine):
+    """Rows are normalized a cache-sized block at a time: 5,000 rows of 64 span three blocks."""
+    from easyfit.nn.functional.normalization import LayerNormFunction
+    assert 5000 * 64 > 2 * LayerNormFunction._BLOCK_FLOATS
+    kwargs = dict(elementwise_affine=affine != "none", bias=affine == "weight and bias")
+    theirs = torch.nn.LayerNorm(64, **kwargs)
+    if affine != "none":
+        with torch.no_grad():
+            theirs.weight.uniform_(0.5, 1.5)
+            if theirs.bias is not None:
+                theirs.bias.uniform_(-0.5, 0.5)
+    run_both(nn.LayerNorm(64, **kwargs), theirs, randn(2, 2500, 64) * 3 + 1, atol=1e-4)
 
 
 def test_layer_norm_without_affine():

@@ -106,6 +106,32 @@ def _group_columns(cols, g):
     return cols.reshape(rows, g.kh * g.kw, g.groups, cg).transpose(2, 0, 1, 3).reshape(g.groups, rows, -1)
 
 
+# A grouped conv with narrow groups runs as one dense matmul with a block-diagonal weight
+# matrix: groups times the multiply-adds, but one large BLAS product instead of a batch of
+# products a few columns wide, and no regrouping copies of the window matrix. Measured
+# here (one thread, 1,024 windows of 3x3): groups 4 of 8 channels 0.40 -> 0.23 ms, groups
+# 8 of 8 channels 1.17 -> 0.96 ms; groups of 32 channels lose (0.68 -> 0.98 ms).
+_BLOCK_DIAGONAL_MAX_GROUPS = 8
+_BLOCK_DIAGONAL_MAX_WIDTH = 8
+
+
+def _grouped_as_dense(weight_shape, g):
+    """True when a grouped (not depthwise) conv is faster as one block-diagonal matmul."""
+    return (1 < g.groups <= _BLOCK_DIAGONAL_MAX_GROUPS and not _is_depthwise(weight_shape, g)
+            and weight_shape[0] // g.groups <= _BLOCK_DIAGONAL_MAX_WIDTH
+            and weight_shape[1] <= _BLOCK_DIAGONAL_MAX_WIDTH)
+
+
+def _block_diagonal(wm, g):
+    """(groups, KH*KW*C/groups, O/groups) -> (1, KH*KW*C, O), zero outside the groups' blocks."""
+    groups, kg, og = wm.shape
+    cg = kg // (g.kh * g.kw)
+    dense = get_array_module(wm).zeros((g.kh * g.kw, groups, cg, groups, og), dtype=wm.dtype)
+    for group in range(groups):
+        dense[:, group, :, group, :] = wm[group].reshape(g.kh * g.kw, cg, og)
+    return dense.reshape(1, g.kh * g.kw * groups * cg, groups * og)
+
+
 def _ungroup_columns(cols_g, g):
     """The inverse of _group_columns."""
     groups, rows, kg = cols_g.shape
@@ -190,12 +216,15 @@ def _conv_forward_arrays(xpad, weight, g):
     n = xpad.shape[0]
     o = weight.shape[0]
     wm = _weight_matrix(weight, g.groups)
+    dense = g.groups == 1 or _grouped_as_dense(weight.shape, g)
+    if g.groups > 1 and dense:
+        wm = _block_diagonal(wm, g)
     length = g.oh * g.ow
     out = xp.empty((n * length, o), dtype=xpad.dtype)
     windows = _windows(xpad, g)
-    for start, stop in _chunks(n, length, wm.shape[1] * g.groups):
+    for start, stop in _chunks(n, length, wm.shape[1] * wm.shape[0]):
         cols = windows[start:stop].reshape((stop - start) * length, -1)
-        if g.groups == 1:
+        if dense:
             xp.matmul(cols, wm[0], out=out[start * length:stop * length])
         else:
             part = xp.matmul(_group_columns(cols, g), wm)  # (groups, rows, O/groups)
@@ -245,15 +274,17 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
     if _is_depthwise(weight_shape, g):
         return _depthwise_backward(xpad, x_shape, weight, gy_matrix, g, need_x, need_w)
     length = g.oh * g.ow
-    groups = g.groups
+    groups = 1 if _grouped_as_dense(weight_shape, g) else g.groups  # see _block_diagonal
     og = o // groups
     gx = None
     if need_x and _grad_input_by_conv_is_faster(g, c, o):
         gx = _grad_input_by_conv(gy_matrix, weight, g, x_shape).reshape(n, h, w, c).transpose(0, 3, 1, 2)
     fold = need_x and gx is None
     gx_pad = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy_matrix.dtype) if fold else None
-    gw = xp.zeros((groups, og, kh * kw * cg), dtype=gy_matrix.dtype) if need_w else None
-    wm = _weight_matrix(weight, groups) if fold else None
+    gw = xp.zeros((groups, og, kh * kw * (c // groups)), dtype=gy_matrix.dtype) if need_w else None
+    wm = _weight_matrix(weight, g.groups) if fold else None
+    if fold and groups < g.groups:
+        wm = _block_diagonal(wm, g)
     windows = _windows(xpad, g) if need_w else None
     if need_w or fold:
         for start, stop in _chunks(n, length, kh * kw * c):
@@ -275,6 +306,10 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
     if fold:
         gx = gx_pad[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
     if need_w:
+        if groups < g.groups:  # the dense (O, KH*KW*C) gradient: keep each group's diagonal block
+            per_group = gw.reshape(g.groups, o // g.groups, kh * kw, g.groups, cg)
+            diagonal = xp.arange(g.groups)
+            gw = per_group[diagonal, :, :, diagonal, :]  # (groups, O/groups, KH*KW, C/groups)
         gw = xp.ascontiguousarray(gw.reshape(o, kh, kw, cg).transpose(0, 3, 1, 2))
     return gx, gw
 

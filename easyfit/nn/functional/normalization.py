@@ -134,14 +134,14 @@ class BatchNormTrain(_NormalizeAffine):
     # a "wide" view with k rows side by side (per-channel vectors tiled k times), so that
     # NumPy's inner loops run over about a thousand elements instead of one row of
     # channels. Per-channel sums of products are einsums over that view (no temporary
-    # array), folded from k*C to C at the end; plain sums are BLAS products with ones.
+    # array), folded from k*C to C at the end; plain sums are NumPy sums down that view
+    # (not BLAS products with a ones vector: those start BLAS threads, and on a CPU busy
+    # with other work each such call waited 24 ms here instead of taking 0.15 ms).
     def _layout(self, x2):
         rows, channels = x2.shape
         k = max(1, 1024 // channels)
         while rows % k:
             k -= 1
-        xp = get_array_module(x2)
-        self.ones = xp.ones(rows, dtype=x2.dtype)
         self.tiles = k
 
     def _wide(self, a2):
@@ -149,6 +149,10 @@ class BatchNormTrain(_NormalizeAffine):
 
     def _tile(self, vector, dtype):
         return get_array_module(vector).tile(vector.astype(dtype, copy=False), self.tiles)
+
+    def _channel_sum(self, a_wide):
+        """Per-channel sum over all rows, for a wide view."""
+        return a_wide.sum(axis=0).reshape(self.tiles, -1).sum(axis=0)
 
     def _channel_dot(self, a_wide, b_wide):
         """Per-channel sum of a * b over all rows, for two wide views."""
@@ -180,7 +184,7 @@ class BatchNormTrain(_NormalizeAffine):
             x2 = xp.ascontiguousarray(self.to_2d(x))
             self._layout(x2)
             count = x2.shape[0]
-            mu = (self.ones @ x2) / count
+            mu = self._channel_sum(self._wide(x2)) / count
             centered = self._wide(x2) - self._tile(mu, dtype)
             var = self._channel_dot(centered, centered) / count
         invstd = 1.0 / xp.sqrt(var + self.eps)
@@ -218,7 +222,7 @@ class BatchNormTrain(_NormalizeAffine):
         else:  # the wide view of channels-last rows
             g2 = xp.ascontiguousarray(self.to_2d(gy))
             g = self._wide(g2)
-            sum_g, sum_g_centered = self.ones @ g2, self._channel_dot(g, centered)
+            sum_g, sum_g_centered = self._channel_sum(g), self._channel_dot(g, centered)
             count = g2.shape[0]
         sum_g_xhat = sum_g_centered * invstd
         grads = [None]
@@ -257,14 +261,95 @@ class LayerNormFunction(_NormalizeAffine):
     def from_2d_op(self, t2, shape):
         return reshape(t2, shape)
 
+    # Rows are normalized a block at a time, sized so that a block and its one or two
+    # scratch arrays stay in cache: each pass after the first then reads cache, not memory.
+    # Forward saves only the per-row mean and 1/std (as PyTorch does); backward rebuilds
+    # a block's normalized rows from x in cache instead of keeping them all from forward.
+    _BLOCK_FLOATS = 1 << 17
+
+    def _blocks(self, a2):
+        rows = a2.shape[0]
+        if get_array_module(a2) is not np:  # on a GPU one launch per pass over everything is best
+            return [(0, rows)]
+        step = max(1, self._BLOCK_FLOATS // self.features)
+        return [(start, min(rows, start + step)) for start in range(0, rows, step)]
+
     def forward(self, x, *affine):
+        xp = get_array_module(x)
         # weight/bias have the normalized shape; flatten them to (features,) for the 2-D math.
-        return super().forward(x, *[a.reshape(-1) for a in affine])
+        weight = affine[0].reshape(-1) if self.has_weight else None
+        bias = affine[-1].reshape(-1) if self.has_bias else None
+        x2 = xp.ascontiguousarray(x.reshape(-1, self.features))
+        rows, features = x2.shape
+        y = xp.empty_like(x2)
+        mean_all = xp.empty(rows, dtype=x2.dtype)
+        invstd_all = xp.empty(rows, dtype=x2.dtype)
+        for start, stop in self._blocks(x2):
+            block, out = x2[start:stop], y[start:stop]
+            mu = xp.einsum("ij->i", block, out=mean_all[start:stop])
+            mu *= 1.0 / features
+            xp.subtract(block, mu[:, None], out=out)
+            invstd = invstd_all[start:stop]
+            xp.einsum("ij,ij->i", out, out, out=invstd)
+            invstd *= 1.0 / features
+            invstd += self.eps
+            xp.sqrt(invstd, out=invstd)
+            xp.reciprocal(invstd, out=invstd)
+            out *= invstd[:, None]
+            if weight is not None:
+                out *= weight
+            if bias is not None:
+                out += bias
+        self.row_mean, self.row_invstd = mean_all, invstd_all
+        return y.reshape(x.shape)
 
     def _backward_arrays(self, gy):
-        grads = super()._backward_arrays(gy)
-        return (grads[0],) + tuple(None if g is None else _wrap(g.array.reshape(p.shape))
-                                   for g, p in zip(grads[1:], self.inputs[1:]))
+        """Per block, with xhat rebuilt from x and g = gy * weight:
+        gx = invstd * (g - mean(g) - xhat * mean(g * xhat)) along each row."""
+        xp = get_array_module(gy)
+        x = self.inputs[0]
+        weight_t = self.inputs[1] if self.has_weight else None
+        bias_t = self.inputs[-1] if self.has_bias else None
+        x2 = x.array.reshape(-1, self.features)
+        g2 = gy.reshape(-1, self.features)
+        rows, features = x2.shape
+        dtype = x2.dtype
+        need_w = weight_t is not None and weight_t.requires_grad
+        need_b = bias_t is not None and bias_t.requires_grad
+        weight = weight_t.array.reshape(-1) if weight_t is not None else None
+        gw = xp.zeros(features, dtype=dtype) if need_w else None
+        gb = xp.zeros(features, dtype=dtype) if need_b else None
+        gx = xp.empty((rows, features), dtype=dtype) if x.requires_grad else None
+        for start, stop in self._blocks(x2):
+            g_block = g2[start:stop]
+            mu, invstd = self.row_mean[start:stop, None], self.row_invstd[start:stop, None]
+            xhat = xp.subtract(x2[start:stop], mu)
+            xhat *= invstd
+            # Sums run as einsums: NumPy's own loops, which (unlike a BLAS product with a
+            # ones vector) start no threads that a busy CPU would make wait.
+            if need_b:
+                gb += xp.einsum("ij->j", g_block)
+            if need_w:
+                gw += xp.einsum("ij,ij->j", g_block, xhat)
+            if gx is None:
+                continue
+            scratch = xp.multiply(g_block, weight) if weight is not None else g_block.copy()
+            mean_gx = xp.einsum("ij,ij->i", scratch, xhat)
+            mean_gx *= 1.0 / features
+            mean_g = xp.einsum("ij->i", scratch)
+            mean_g *= 1.0 / features
+            xhat *= mean_gx[:, None]
+            out = gx[start:stop]
+            xp.subtract(scratch, xhat, out=out)
+            mean_g *= invstd[:, 0]
+            out *= invstd
+            out -= mean_g[:, None]
+        grads = [_wrap(gx.reshape(x.shape)) if gx is not None else None]
+        if self.has_weight:
+            grads.append(_wrap(gw.reshape(weight_t.shape)) if need_w else None)
+        if self.has_bias:
+            grads.append(_wrap(gb.reshape(bias_t.shape)) if need_b else None)
+        return tuple(grads)
 
     def _backward_ops(self, gy):
         saved = self.inputs
