@@ -10,8 +10,9 @@ constants. An operator without an easyfit form is refused when loading, by name.
 import numpy as np
 
 from ..core.functions import (concatenate, einsum, exp, log, maximum, minimum, pad, relu, sigmoid, sqrt, tanh,
-                              where, matmul, split, expand_dims)
-from ..core.tensor import clip
+                              where, matmul)
+from ..core.layout import split
+from ..core.tensor import clip, expand_dims
 from ..core.backend import to_device
 from ..core.tensor import Tensor, reshape, transpose, broadcast_to, sum as reduce_sum, mean as reduce_mean, \
     max as reduce_max, min as reduce_min, argmax, argmin

@@ -351,6 +351,89 @@ def _check_static_slices(g, op):
                       "(x[:, :-1]) or make that axis static in dynamic_axes")
 
 
+# ----- ops of the PyTorch tensor contract (layout, indexing, trigonometry, running sums) ----------------
+
+def _view(g, op, x):
+    return _reshape(g, op, x)
+
+
+def _flip(g, op, x):
+    ndim = _ndim(g)
+    axes = list(range(ndim)) if op.dims is None else [int(d) % ndim for d in op.dims]
+    if not axes:
+        return g.op("Identity", x)
+    n = len(axes)
+    return g.op("Slice", x, g.ints([-1] * n), g.ints([INT64_MIN] * n), g.ints(axes), g.ints([-1] * n))
+
+
+def _roll_axis(g, x, shift, axis, length):
+    """np.roll along one static axis: the last `shift` entries moved to the front."""
+    shift = int(shift) % length if length else 0
+    if shift == 0:
+        return x
+    tail = g.op("Slice", x, g.ints([length - shift]), g.ints([length]), g.ints([axis]))
+    head = g.op("Slice", x, g.ints([0]), g.ints([length - shift]), g.ints([axis]))
+    return g.op("Concat", tail, head, axis=axis)
+
+
+def _roll(g, op, x):
+    shapes = [trace.nodes[g.index].inputs[0].shape for trace in g.traces]
+    ndim = _ndim(g)
+    if op.dims is None:
+        if any(s != shapes[0] for s in shapes):
+            raise g.error("a roll of the flattened tensor needs every axis static; give dims, or make the "
+                          "axes static in dynamic_axes")
+        flat = g.op("Reshape", x, g.ints([-1]))
+        rolled = _roll_axis(g, flat, op.shifts, 0, int(np.prod(shapes[0])))
+        return g.op("Reshape", rolled, g.ints(list(shapes[0])))
+    shifts = op.shifts if isinstance(op.shifts, tuple) else (op.shifts,)
+    dims = op.dims if isinstance(op.dims, tuple) else (op.dims,)
+    y = x
+    for shift, dim in zip(shifts, dims):
+        dim = int(dim) % ndim
+        if any(s[dim] != shapes[0][dim] for s in shapes):
+            raise g.error(f"it rolls axis {dim}, which is dynamic; make that axis static in dynamic_axes")
+        y = _roll_axis(g, y, shift, dim, shapes[0][dim])
+    return y
+
+
+def _cumsum(g, op, x):
+    if op.axis is None:
+        return g.op("CumSum", g.op("Reshape", x, g.ints([-1])), g.constant(0, np.int64))
+    return g.op("CumSum", x, g.constant(int(op.axis) % _ndim(g), np.int64))
+
+
+def _root_with_zero_slope(g, op, s):
+    if op.exponent == 0.5:
+        return g.op("Sqrt", s)
+    return g.op("Pow", s, g.constant(op.exponent, _in_dtype(g, 0)))
+
+
+def _softplus(g, op, x):
+    """PyTorch's softplus: log(1 + exp(beta x)) / beta, x itself where beta x > threshold."""
+    dtype = _in_dtype(g, 0)
+    scaled = g.op("Mul", x, g.constant(op.beta, dtype))
+    # log(1 + exp(z)) = relu(z) + log(1 + exp(-|z|)), exact and without overflow
+    smooth = g.op("Add", g.op("Relu", scaled),
+                  g.op("Log", g.op("Add", g.op("Exp", g.op("Neg", g.op("Abs", scaled))), g.constant(1, dtype))))
+    smooth = g.op("Div", smooth, g.constant(op.beta, dtype))
+    return g.op("Where", g.op("Greater", scaled, g.constant(op.threshold, dtype)), x, smooth)
+
+
+def _scatter(g, op, x, src):
+    """x with src written at the positions of an advanced index (scatter): ONNX ScatterND."""
+    count = len(op.along)
+    getters = [(lambda r: (lambda o: o.along[r]))(r) for r in range(count)]
+    indices = [g.array(getter, dtype=np.int64) for getter in getters]
+    joint = indices[0]
+    for name in indices[1:]:
+        joint = g.op("Add", joint, name)
+    zeros = g.op("Mul", joint, g.constant(0, np.int64))
+    stacked = [g.unsqueeze(g.op("Add", name, zeros), [-1]) for name in indices]
+    src = g.cast(src, _in_dtype(g, 1), _in_dtype(g, 0))
+    return g.op("ScatterND", x, g.op("Concat", *stacked, axis=-1), src)
+
+
 # ----- layers (fused ops) ----------------------------------------------------------------------------------
 
 def _conv2d(g, op, x, weight, bias=None):
@@ -573,6 +656,7 @@ MODULE_SYMBOLICS = {
 # Packages re-export functions named like their modules (easyfit.core.tensor, easyfit.nn.functional.linear),
 # which hide the modules as attributes: import the modules by their full names.
 T, C = importlib.import_module("easyfit.core.tensor"), core_functions
+layout_ops, indexing_ops = (importlib.import_module(f"easyfit.core.{name}") for name in ("layout", "indexing"))
 activation_ops, conv_ops, embedding_ops, linear_ops, loss_ops, normalization_ops, pooling_ops = (
     importlib.import_module(f"easyfit.nn.functional.{name}")
     for name in ("activation", "conv", "embedding", "linear", "loss", "normalization", "pooling"))
@@ -586,6 +670,9 @@ SYMBOLICS = {
     C.Exp: _unary("Exp"), C.Sqrt: _unary("Sqrt"), C.Tanh: _unary("Tanh"), C.Sigmoid: _unary("Sigmoid"),
     C.ReLU: _unary("Relu"), C.TanhGrad: _tanh_grad, C.SigmoidGrad: _sigmoid_grad, C.Maximum: _maximum,
     C.Where: _where, C.Concatenate: _concatenate, C.Split: _split, C.Einsum: _einsum, C.Pad: _pad,
+    C.Sin: _unary("Sin"), C.Cos: _unary("Cos"), C.CumSum: _cumsum, T.RootWithZeroSlope: _root_with_zero_slope,
+    layout_ops.View: _view, layout_ops.Flip: _flip, layout_ops.Roll: _roll, layout_ops.Copy: _unary("Identity"),
+    indexing_ops.Scatter: _scatter, activation_ops.Softplus: _softplus,
     linear_ops.Linear: _linear,
     activation_ops.Softmax: _softmax("Softmax"), activation_ops.LogSoftmax: _softmax("LogSoftmax"),
     activation_ops.LogSumExp: _logsumexp, activation_ops.Erf: _erf, activation_ops.GELU: _gelu,
@@ -612,6 +699,18 @@ REFUSED = {
     recurrent.RNNSequence: _INSIDE_RECURRENT,
 }
 
+# Ops of layers above easyfit.onnx (which may not import them), refused by their qualified names.
+REFUSED_BY_NAME = {
+    "easyfit.distributed.sync_batchnorm.AllReduceSum":
+        "a sum over the processes of a data-parallel run (SyncBatchNorm's batch statistics in training mode); "
+        "an ONNX graph runs in one process: export the model in eval mode, where batch norm uses its "
+        "running statistics",
+}
+
+
+def _qualified_name(cls):
+    return f"{cls.__module__}.{cls.__qualname__}"
+
 
 def symbolic_for(op):
     """The symbolic function of a traced op (a Function, or a layer recorded whole), or None."""
@@ -624,7 +723,7 @@ def symbolic_for(op):
 
 
 def refusal_reason(op):
-    reason = REFUSED.get(type(op))
+    reason = REFUSED.get(type(op)) or REFUSED_BY_NAME.get(_qualified_name(type(op)))
     if reason is not None:
         return f"it has no ONNX form: {reason}"
     return ("it has no ONNX form. A Function of your own can give one with a static method "
