@@ -420,18 +420,39 @@ def _softplus(g, op, x):
     return g.op("Where", g.op("Greater", scaled, g.constant(op.threshold, dtype)), x, smooth)
 
 
-def _scatter(g, op, x, src):
-    """x with src written at the positions of an advanced index (scatter): ONNX ScatterND."""
-    count = len(op.along)
-    getters = [(lambda r: (lambda o: o.along[r]))(r) for r in range(count)]
-    indices = [g.array(getter, dtype=np.int64) for getter in getters]
+def _argsort(g, op, x):
+    """Sorting indices: ONNX TopK over the whole axis (its ties keep the lower index first,
+    as easyfit's stable sort does)."""
+    axis = int(op.axis)
+    k = g.op("Gather", g.op("Shape", x), g.ints([axis]))
+    return g.op("TopK", x, k, axis=axis, largest=int(op.descending), sorted=1, outputs=2)[1]
+
+
+def _scatter_indices(g, count, getter):
+    """The advanced index items (integer arrays) as one (..., count) index tensor of ScatterND."""
+    indices = [g.array((lambda r: (lambda o: getter(o)[r]))(r), dtype=np.int64) for r in range(count)]
     joint = indices[0]
     for name in indices[1:]:
         joint = g.op("Add", joint, name)
     zeros = g.op("Mul", joint, g.constant(0, np.int64))
-    stacked = [g.unsqueeze(g.op("Add", name, zeros), [-1]) for name in indices]
+    return g.op("Concat", *[g.unsqueeze(g.op("Add", name, zeros), [-1]) for name in indices], axis=-1)
+
+
+def _index_add(g, op, values):
+    """zeros(shape) with values added at an index of integer arrays (scatter_add's forward):
+    ScatterND with reduction add. Other indices only come from GetItem's backward."""
+    index = op.index if isinstance(op.index, tuple) else (op.index,)
+    if not index or not all(_is_index_array(i) and i.dtype != np.bool_ for i in index):
+        raise g.error(_BACKWARD_ONLY)
+    zeros = g.op("ConstantOfShape", g.shape_vector(g.int_entries(lambda o: o.shape)),
+                 value=g.onnx.numpy_helper.from_array(np.zeros(1, _in_dtype(g, 0)), "value"))
+    return g.op("ScatterND", zeros, _scatter_indices(g, len(index), lambda o: o.index), values, reduction="add")
+
+
+def _scatter(g, op, x, src):
+    """x with src written at the positions of an advanced index (scatter): ONNX ScatterND."""
     src = g.cast(src, _in_dtype(g, 1), _in_dtype(g, 0))
-    return g.op("ScatterND", x, g.op("Concat", *stacked, axis=-1), src)
+    return g.op("ScatterND", x, _scatter_indices(g, len(op.along), lambda o: o.along), src)
 
 
 # ----- layers (fused ops) ----------------------------------------------------------------------------------
@@ -656,7 +677,8 @@ MODULE_SYMBOLICS = {
 # Packages re-export functions named like their modules (easyfit.core.tensor, easyfit.nn.functional.linear),
 # which hide the modules as attributes: import the modules by their full names.
 T, C = importlib.import_module("easyfit.core.tensor"), core_functions
-layout_ops, indexing_ops = (importlib.import_module(f"easyfit.core.{name}") for name in ("layout", "indexing"))
+layout_ops, indexing_ops, sorting_ops = (importlib.import_module(f"easyfit.core.{name}")
+                                         for name in ("layout", "indexing", "sorting"))
 activation_ops, conv_ops, embedding_ops, linear_ops, loss_ops, normalization_ops, pooling_ops = (
     importlib.import_module(f"easyfit.nn.functional.{name}")
     for name in ("activation", "conv", "embedding", "linear", "loss", "normalization", "pooling"))
@@ -672,7 +694,8 @@ SYMBOLICS = {
     C.Where: _where, C.Concatenate: _concatenate, C.Split: _split, C.Einsum: _einsum, C.Pad: _pad,
     C.Sin: _unary("Sin"), C.Cos: _unary("Cos"), C.CumSum: _cumsum, T.RootWithZeroSlope: _root_with_zero_slope,
     layout_ops.View: _view, layout_ops.Flip: _flip, layout_ops.Roll: _roll, layout_ops.Copy: _unary("Identity"),
-    indexing_ops.Scatter: _scatter, activation_ops.Softplus: _softplus,
+    indexing_ops.Scatter: _scatter, T.IndexAdd: _index_add, sorting_ops.ArgSort: _argsort,
+    activation_ops.Softplus: _softplus,
     linear_ops.Linear: _linear,
     activation_ops.Softmax: _softmax("Softmax"), activation_ops.LogSoftmax: _softmax("LogSoftmax"),
     activation_ops.LogSumExp: _logsumexp, activation_ops.Erf: _erf, activation_ops.GELU: _gelu,
@@ -691,7 +714,7 @@ _INSIDE_RECURRENT = ("the time loop inside nn.RNN/LSTM/GRU, which export as whol
 REFUSED = {
     normalization_ops._NormalizeAffine: "a base class; its subclasses BatchNormTrain and LayerNormFunction "
                                         "are the ops",
-    T.IndexAdd: _BACKWARD_ONLY, embedding_ops.EmbeddingGrad: _BACKWARD_ONLY,
+    embedding_ops.EmbeddingGrad: _BACKWARD_ONLY,
     conv_ops.Conv2dGradWeight: _BACKWARD_ONLY,
     pooling_ops.MaxPool2dGrad: _BACKWARD_ONLY, pooling_ops.MaxPool2dGather: _BACKWARD_ONLY,
     pooling_ops.AvgPool2dGrad: _BACKWARD_ONLY,

@@ -151,7 +151,7 @@ REDUCTIONS = {
 }
 
 
-@pytest.mark.filterwarnings("ignore:var\\(\\): degrees of freedom")
+@pytest.mark.filterwarnings("ignore:var\\(\\). degrees of freedom")
 @pytest.mark.parametrize("name", list(REDUCTIONS))
 @given(data=st.data(), dtype=DTYPES, shape=SHAPES)
 def test_reductions_over_axis_tuples(name, data, dtype, shape):
