@@ -203,6 +203,12 @@ def _flatten(m, node, x):
     return reshape(x, (rows, -1))
 
 
+def _transpose(m, node, x):
+    """ONNX's perm is a full permutation; without one the axes are reversed."""
+    perm = node.attributes.get("perm")
+    return transpose(x, tuple(perm)) if perm is not None else transpose(x)
+
+
 def _squeeze(m, node, x, axes=None):
     axes = _ints(axes) if axes is not None else node.attributes.get("axes")
     if not axes:
@@ -558,7 +564,7 @@ OPS = {
     "Where": _where, "Equal": _compare("__eq__"), "Less": _compare("__lt__"), "Greater": _compare("__gt__"),
     "LessOrEqual": _compare("__le__"), "GreaterOrEqual": _compare("__ge__"), "Not": _not,
     "Cast": _cast, "Clip": _clip, "Gemm": _gemm, "Einsum": _einsum,
-    "Reshape": _reshape, "Flatten": _flatten, "Transpose": lambda m, n, x: transpose(x, n.attributes.get("perm")),
+    "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,
     "Expand": _expand, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Concat": lambda m, n, *xs: concatenate(
         xs, axis=n.attributes["axis"]), "Split": _split, "Slice": _slice, "Gather": _gather,
     "GatherElements": _gather_elements, "GatherND": _gather_nd, "Compress": _compress, "Pad": _pad,

@@ -199,3 +199,21 @@ def test_an_imported_model_exports_again(tmp_path):
     again = tmp_path / "again"
     again.mkdir()
     check_export(imported, lambda n: (randn(n, 1, 8, 8, seed=n),), again)
+
+
+def test_transpose_without_perm_reverses_the_axes_and_with_perm_permutes(tmp_path):
+    """ONNX Transpose's default perm reverses the axes (NumPy's transpose), whatever the
+    tensor contract says transpose(x, a, b) means."""
+    import onnx
+    from onnx import helper, TensorProto
+    nodes = [helper.make_node("Transpose", ["x"], ["reversed"]),
+             helper.make_node("Transpose", ["x"], ["permuted"], perm=[1, 2, 0])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+                              [helper.make_tensor_value_info("reversed", TensorProto.FLOAT, [4, 3, 2]),
+                               helper.make_tensor_value_info("permuted", TensorProto.FLOAT, [3, 4, 2])])
+    path = tmp_path / "transpose.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    x = randn(2, 3, 4)
+    reversed_, permuted = eo.load(path)(ef.tensor(x))
+    np.testing.assert_array_equal(reversed_.numpy(), x.transpose())
+    np.testing.assert_array_equal(permuted.numpy(), x.transpose(1, 2, 0))
