@@ -4,7 +4,7 @@ A symbolic function `symbolic(g, op, *inputs)` receives the graph builder `g` (s
 export.GraphBuilder), the traced op instance (its attributes: axes, shapes, ...) and the
 ONNX names of its inputs, adds nodes with `g.op(...)`, and returns the name of each
 output. A new op gets its ONNX form by one entry in `SYMBOLICS`, or, when it has none,
-an entry in `REFUSED` saying why; tests/onnx/test_coverage.py checks that every Function
+an entry in `REFUSED` saying why; tests/onnx/test_coverage_and_refusal.py checks that every Function
 subclass in easyfit is in one of the two. A user's own Function declares its form with
 a static method of the same signature named `symbolic`.
 
