@@ -11,7 +11,7 @@ from .container import Sequential, ModuleList, ModuleDict
 from .linear import Linear, Identity, NonDynamicallyQuantizableLinear
 from .flatten import Flatten
 from .conv import Conv1d, Conv2d, ConvTranspose2d
-from .activation import ReLU, GELU, Tanh, Sigmoid, Softmax, LogSoftmax, LeakyReLU, SiLU, MultiheadAttention
+from .activation import ReLU, GELU, Tanh, Sigmoid, Softmax, LogSoftmax, LeakyReLU, SiLU, Softplus, MultiheadAttention
 from .loss import (CrossEntropyLoss, NLLLoss, MSELoss, L1Loss, SmoothL1Loss, HuberLoss, KLDivLoss,
                    BCEWithLogitsLoss, BCELoss)
 from .distance import CosineSimilarity
@@ -27,7 +27,7 @@ from .upsampling import Upsample, UpsamplingNearest2d, UpsamplingBilinear2d
 
 __all__ = [
     "Module", "Sequential", "ModuleList", "ModuleDict", "Linear", "Identity", "NonDynamicallyQuantizableLinear",
-    "Flatten", "Conv1d", "Conv2d", "ConvTranspose2d", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "LeakyReLU", "SiLU",
+    "Flatten", "Conv1d", "Conv2d", "ConvTranspose2d", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "LeakyReLU", "SiLU", "Softplus",
     "MultiheadAttention", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss",
     "KLDivLoss", "BCEWithLogitsLoss", "BCELoss", "CosineSimilarity", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
     "GroupNorm", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Dropout", "Embedding", "RNNBase", "RNN", "LSTM",
