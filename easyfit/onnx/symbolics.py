@@ -21,6 +21,7 @@ import numpy as np
 from ..core import functions as core_functions
 from ..nn import recurrent
 from ..nn.normalization import BatchNorm1d, BatchNorm2d
+from ..nn.upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 from .export import DynamicDim
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -661,6 +662,35 @@ def _recurrent_module(g, module, x, *states):
     return results
 
 
+def _upsample_scales(module, spatial_axes):
+    factors = module.scale_factor if isinstance(module.scale_factor, (tuple, list)) else \
+        [module.scale_factor] * spatial_axes
+    return [float(f) for f in factors]
+
+
+def _upsample_whole(module):
+    """Upsample as one ONNX Resize when it is simple: a scale factor (so the spatial axes may
+    be dynamic), nearest with whole-number factors, or (bi)linear. Else its gathers are traced."""
+    if module.scale_factor is None or module.recompute_scale_factor:
+        return False
+    factors = module.scale_factor if isinstance(module.scale_factor, (tuple, list)) else [module.scale_factor]
+    if module.mode == "nearest":
+        return all(float(f) == int(f) and f >= 1 for f in factors)
+    return module.mode in ("linear", "bilinear")
+
+
+def _upsample_module(g, module, x):
+    ndim = _ndim(g)
+    if ndim not in (3, 4):
+        raise g.error("Upsample exports 3-D (N, C, L) and 4-D (N, C, H, W) inputs")
+    scales = g.constant(np.asarray([1.0, 1.0] + _upsample_scales(module, ndim - 2), np.float32))
+    if module.mode == "nearest":   # PyTorch's nearest: source floor(i / scale)
+        return g.op("Resize", x, None, scales, mode="nearest", coordinate_transformation_mode="asymmetric",
+                    nearest_mode="floor")
+    transform = "align_corners" if module.align_corners else "pytorch_half_pixel"
+    return g.op("Resize", x, None, scales, mode="linear", coordinate_transformation_mode=transform)
+
+
 def _batch_norm_whole(module):
     return not module.training and module.track_running_stats
 
@@ -668,10 +698,12 @@ def _batch_norm_whole(module):
 WHOLE_MODULES = {
     BatchNorm1d: _batch_norm_whole, BatchNorm2d: _batch_norm_whole,
     recurrent.RNN: lambda module: True, recurrent.LSTM: lambda module: True, recurrent.GRU: lambda module: True,
+    Upsample: _upsample_whole, UpsamplingNearest2d: _upsample_whole, UpsamplingBilinear2d: _upsample_whole,
 }
 MODULE_SYMBOLICS = {
     BatchNorm1d: _batch_norm_module, BatchNorm2d: _batch_norm_module,
     recurrent.RNN: _recurrent_module, recurrent.LSTM: _recurrent_module, recurrent.GRU: _recurrent_module,
+    Upsample: _upsample_module, UpsamplingNearest2d: _upsample_module, UpsamplingBilinear2d: _upsample_module,
 }
 
 # Packages re-export functions named like their modules (easyfit.core.tensor, easyfit.nn.functional.linear),

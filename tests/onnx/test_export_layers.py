@@ -239,3 +239,22 @@ def test_transformer_encoder_sequence_first(tmp_path):
     model = Lambda(lambda m, x: m.encoder(x, is_causal=False), encoder=encoder)
     check_export(model, lambda n: (randn(5, n, 8, seed=n),), tmp_path,
                  dynamic_axes={"input": {1: "batch"}, "output": {1: "batch"}})
+
+
+@pytest.mark.parametrize("layer", [nn.Upsample(scale_factor=2), nn.Upsample(scale_factor=(3, 1)),
+                                   nn.UpsamplingNearest2d(scale_factor=2), nn.Upsample(scale_factor=2, mode="bilinear"),
+                                   nn.Upsample(scale_factor=1.5, mode="bilinear"),
+                                   nn.UpsamplingBilinear2d(scale_factor=2)])
+def test_upsample_by_a_scale_factor_is_one_resize_with_dynamic_spatial_axes(tmp_path, layer):
+    def make(n):
+        return (randn(2, 3, n + 2, n + 3, seed=n),)
+    proto = check_export(nn.Sequential(layer), make, tmp_path, sizes=(2, 1, 4),
+                         dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                       "output": {0: "batch", 2: "height", 3: "width"}})
+    assert [n.op_type for n in proto.graph.node if n.op_type not in ("Constant", "Identity")] == ["Resize"]
+
+
+def test_linear_upsample_of_sequences_is_a_resize(tmp_path):
+    proto = check_export(nn.Sequential(nn.Upsample(scale_factor=2, mode="linear", align_corners=False)),
+                         lambda n: (randn(n, 3, 7, seed=n),), tmp_path)
+    assert "Resize" in {n.op_type for n in proto.graph.node}
