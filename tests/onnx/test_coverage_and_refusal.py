@@ -129,3 +129,24 @@ def test_ops_of_other_threads_are_not_traced(tmp_path):
         model(ef.ones(2))
     assert [type(node.op).__name__ for node in trace.nodes] == ["Tanh", "Mul"]
     assert np.allclose(done[0], np.e)
+
+
+def test_in_place_writes_into_graph_values_are_refused_not_exported_wrong(tmp_path):
+    """An in-place method records no op: exported, the graph would skip it and compute other
+    numbers than the model. It is refused, naming the method and the line."""
+    for forward in (lambda m, x: x.clone().mul_(2.0) + 1.0,            # into an op's output
+                    lambda m, x: (x * 1.0).relu_(),
+                    lambda m, x: ef.zeros(x.shape).copy_(x) * 3.0):      # a graph value copied out
+        path = tmp_path / "x.onnx"
+        with pytest.raises(eo.ExportError, match=r"in-place write.*out-of-place") as info:
+            eo.export(Lambda(forward), ef.tensor(randn(2, 3)), path)
+        assert "test_coverage_and_refusal.py" in str(info.value)
+        assert not path.exists()
+
+
+def test_a_constant_filled_in_place_before_use_exports(tmp_path):
+    def forward(m, x):
+        bias = ef.zeros(3)
+        bias.fill_(0.5)
+        return x + bias
+    check_export(Lambda(forward), lambda n: (randn(n, 3, seed=n),), tmp_path)
