@@ -209,6 +209,11 @@ def test_functional_conv_transpose_group_norm_interpolate(tmp_path):
         check_export(nn.Sequential(layer), images(2, 3), tmp_path)
 
 
+def test_one_hot_of_computed_indices(tmp_path):
+    model = Lambda(lambda m, x: (F.one_hot(x.argmax(dim=1), 5), F.one_hot(x.argmin(dim=1), 7).astype(np.float32) * 2.0))
+    check_export(model, vectors(5), tmp_path)
+
+
 def test_losses_and_distances_of_the_new_contract(tmp_path):
     model = Lambda(lambda m, a, b: (F.smooth_l1_loss(a, b), F.huber_loss(a, b, reduction="none", delta=0.5),
                                     F.mse_loss(a, b), F.l1_loss(a, b, reduction="sum"),
