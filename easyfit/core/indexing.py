@@ -56,6 +56,8 @@ def _source(src, index, like, name):
         return broadcast_to(src, index_shape)
     if any(n > m for n, m in zip(index_shape, src.shape)) or src.ndim != len(index_shape):
         raise ValueError(f"{name}: src of shape {src.shape} is smaller than index of shape {index_shape}")
+    if tuple(src.shape) == tuple(index_shape):
+        return src  # already that shape: no slicing op (whose bounds a traced export would freeze)
     return src[tuple(slice(0, n) for n in index_shape)]
 
 

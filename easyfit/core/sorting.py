@@ -2,7 +2,8 @@
 along a dim, which return (values, indices) as PyTorch's named tuples do.
 
 The values are gathered from the input at the indices, so the gradient reaches exactly
-the selected entries (PyTorch's rule for these ops).
+the selected entries (PyTorch's rule for these ops). The indices come from ops (ArgSort,
+ArgMax), so a traced forward pass (ONNX export) sees where they came from.
 """
 from collections import namedtuple
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from .backend import get_array_module
 from .indexing import _dim, gather
-from .tensor import _wrap, squeeze
+from .tensor import ArgMax, Function, squeeze
 
 # PyTorch's torch.return_types: a tuple that also names its two fields.
 MaxResult = namedtuple("max", ["values", "indices"])
@@ -28,10 +29,20 @@ def _order(array, dim, descending, xp):
     return xp.argsort(key, axis=dim)
 
 
+class ArgSort(Function):
+    """Indices that sort along one axis (ties keep their order); an integer result, so no
+    gradient. An op, so that tracing sees it."""
+
+    def __init__(self, axis, descending):
+        self.axis, self.descending = axis, descending
+
+    def forward(self, a):
+        return _order(a, self.axis, self.descending, get_array_module(a))
+
+
 def argsort(x, dim=-1, descending=False, stable=False):
     """Indices that sort x along `dim` (ties keep their order)."""
-    dim = _dim(dim, x.ndim)
-    return _wrap(_order(x.array, dim, descending, get_array_module(x.array)))
+    return ArgSort(_dim(dim, x.ndim), bool(descending))(x)
 
 
 def sort(x, dim=-1, descending=False, stable=False):
@@ -45,19 +56,17 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     dim = _dim(dim, x.ndim)
     if not 0 <= k <= x.shape[dim]:
         raise ValueError(f"topk: k={k} is out of range for size {x.shape[dim]} of dimension {dim}")
-    order = _order(x.array, dim, largest, get_array_module(x.array))
-    indices = _wrap(order[(slice(None),) * dim + (slice(0, k),)])
+    indices = ArgSort(dim, bool(largest))(x)[(slice(None),) * dim + (slice(0, k),)]
     return TopkResult(gather(x, dim, indices), indices)
 
 
 def extreme_along(x, dim, keepdim, take_min):
     """PyTorch's max(dim) / min(dim): (values, indices), the gradient going to the chosen index."""
     dim = _dim(dim, x.ndim)
-    pick = x.array.argmin if take_min else x.array.argmax
     if x.shape[dim] == 0:
         raise ValueError(f"{'min' if take_min else 'max'}: dimension {dim} of shape {x.shape} is empty")
-    indices = _wrap(pick(axis=dim, keepdims=True))
+    indices = ArgMax(dim, True, take_min)(x)
     values = gather(x, dim, indices)
     if not keepdim:
-        values, indices = squeeze(values, dim), _wrap(indices.array.squeeze(axis=dim))
+        values, indices = squeeze(values, dim), squeeze(indices, dim)
     return (MinResult if take_min else MaxResult)(values, indices)

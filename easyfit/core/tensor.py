@@ -790,6 +790,8 @@ class Tensor:
                 f"does, outside easyfit.no_grad(): the change would not be differentiable; do it under "
                 f"`with easyfit.no_grad():` (as an optimizer step does) or on x.data")
         result = compute()
+        if _write_hook[0] is not None:
+            _write_hook[0](name, self, operands)
         values = result.array if isinstance(result, Tensor) else result
         if isinstance(values, np.ndarray) and not isinstance(self.array, np.ndarray):
             values = to_device(values, self.device)  # NumPy values into a CUDA tensor
@@ -805,6 +807,17 @@ class Tensor:
 # hands it (fn, inputs) and returns what it returns. None when nothing traces, so the hot
 # path pays one list lookup. Core knows nothing of what a tracer does with the calls.
 _op_hook = [None]
+# ... and every in-place write (Tensor._write), which records no op: the tracer refuses a
+# write into a tensor its graph reads, since the graph would compute the value before it.
+_write_hook = [None]
+
+
+def set_write_hook(hook):
+    """Install `hook(method_name, tensor, operands)`, called by each in-place method before
+    it writes (None removes it). Returns the hook that was installed before."""
+    previous = _write_hook[0]
+    _write_hook[0] = hook
+    return previous
 
 
 def set_op_hook(hook):

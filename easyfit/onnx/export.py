@@ -375,6 +375,23 @@ def _check_same_structure(traces, symbols):
                               f"static in dynamic_axes")
 
 
+def _refuse_in_place_writes(trace):
+    """An in-place method (y.mul_(2)) records no op, so the graph would compute the tensor's
+    value before the write. Refused when it writes into a tensor that the graph had already
+    produced or read, or writes a value of the graph (a write into a fresh tensor from
+    constants, such as a mask filled before use, is a constant and exports)."""
+    inputs = {id(t.array) for t in trace.inputs}
+    for name, target, operands, ops_before, source in trace.writes:
+        seen = set(inputs)
+        for node in trace.nodes[:ops_before]:
+            seen.update(id(t.array) for t in (*node.inputs, *node.outputs))
+        if id(target) in seen or any(id(a) in seen for a in operands):
+            raise ExportError(f"cannot export {name}() (called at {source}): an in-place write into a tensor of the "
+                              f"traced graph (or of its values into another tensor) is not recorded as an op, so the "
+                              f"graph would not see it; write the out-of-place form (y = y * 2 rather than "
+                              f"y.mul_(2))")
+
+
 def _refuse_unconvertible(trace):
     """Every op must have an ONNX form: checked before anything is converted or written."""
     from .symbolics import symbolic_for, refusal_reason
@@ -451,6 +468,8 @@ def export(model, args, f, input_names=None, output_names=None, dynamic_axes=Non
             module.training = mode
     base = traces[0]
     from .symbolics import symbolic_for
+    for trace in traces:
+        _refuse_in_place_writes(trace)
     _refuse_unconvertible(base)
     _check_same_structure(traces, symbols)
 

@@ -10,10 +10,14 @@ constants. An operator without an easyfit form is refused when loading, by name.
 import numpy as np
 
 from ..core.functions import (concatenate, einsum, exp, log, maximum, minimum, pad, relu, sigmoid, sqrt, tanh,
-                              where, matmul, split, expand_dims)
-from ..core.tensor import clip
+                              where, matmul)
+from ..core.functions import cos, cumsum, sin
+from ..core.indexing import Scatter
+from ..core.layout import split
+from ..core.sorting import topk
+from ..core.tensor import clip, expand_dims
 from ..core.backend import to_device
-from ..core.tensor import Tensor, reshape, transpose, broadcast_to, sum as reduce_sum, mean as reduce_mean, \
+from ..core.tensor import IndexAdd, Tensor, reshape, transpose, broadcast_to, sum as reduce_sum, mean as reduce_mean, \
     max as reduce_max, min as reduce_min, argmax, argmin
 from ..nn import functional as F
 from ..nn.module import Module, Parameter
@@ -200,6 +204,12 @@ def _flatten(m, node, x):
     axis = node.attributes.get("axis", 1) % max(x.ndim, 1)
     rows = int(np.prod(x.shape[:axis])) if axis else 1
     return reshape(x, (rows, -1))
+
+
+def _transpose(m, node, x):
+    """ONNX's perm is a full permutation; without one the axes are reversed."""
+    perm = node.attributes.get("perm")
+    return transpose(x, tuple(perm)) if perm is not None else transpose(x)
 
 
 def _squeeze(m, node, x, axes=None):
@@ -475,6 +485,62 @@ def _softplus(m, node, x):
     return F.softplus(x)
 
 
+def _text(value, default):
+    value = default if value is None else value
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _cumsum(m, node, x, axis):
+    if node.attributes.get("exclusive", 0) or node.attributes.get("reverse", 0):
+        raise ValueError("CumSum with exclusive or reverse is not supported")
+    return cumsum(x, _ints(axis)[0] % x.ndim)
+
+
+def _topk(m, node, x, k):
+    if not node.attributes.get("sorted", 1):
+        raise ValueError("TopK with sorted=0 is not supported")
+    values, indices = topk(x, _ints(k)[0], node.attributes.get("axis", -1) % x.ndim,
+                           largest=bool(node.attributes.get("largest", 1)))
+    return values, indices
+
+
+def _scatter_nd(m, node, x, indices, updates):
+    index = to_device(indices.numpy_cpu().astype(np.int64), x.device)
+    along = tuple(index[..., k] for k in range(index.shape[-1]))
+    reduction = _text(node.attributes.get("reduction"), "none")
+    if reduction == "add":
+        return x + IndexAdd(along, tuple(x.shape))(updates)
+    if reduction != "none":
+        raise ValueError(f"ScatterND with reduction {reduction!r} is not supported")
+    return Scatter(along)(x, updates)
+
+
+def _resize(m, node, x, roi=None, scales=None, sizes=None):
+    """The Resize forms PyTorch's interpolate has: nearest (asymmetric, floor) and linear
+    (pytorch_half_pixel, half_pixel or align_corners), by scales or to sizes."""
+    mode = _text(node.attributes.get("mode"), "nearest")
+    transform = _text(node.attributes.get("coordinate_transformation_mode"), "half_pixel")
+    spatial = x.ndim - 2
+    if scales is not None and scales.shape[0]:
+        factors = [float(f) for f in np.asarray(scales.numpy_cpu()).reshape(-1)]
+        if factors[:2] != [1.0, 1.0]:
+            raise ValueError("Resize of the batch or channel axis is not supported")
+        size, scale_factor = None, factors[2:]
+    elif sizes is not None:
+        size, scale_factor = _ints(sizes)[2:], None
+    else:
+        raise ValueError("Resize needs scales or sizes")
+    if mode == "nearest":
+        if transform != "asymmetric" or _text(node.attributes.get("nearest_mode"), "round_prefer_floor") != "floor":
+            raise ValueError("Resize nearest is supported with asymmetric coordinates and nearest_mode floor "
+                             "(PyTorch's nearest)")
+        return F.interpolate(x, size=size, scale_factor=scale_factor, mode="nearest")
+    if mode == "linear" and transform in ("pytorch_half_pixel", "half_pixel", "align_corners"):
+        return F.interpolate(x, size=size, scale_factor=scale_factor, mode="bilinear" if spatial == 2 else "linear",
+                             align_corners=transform == "align_corners")
+    raise ValueError(f"Resize with mode {mode!r} and coordinate_transformation_mode {transform!r} is not supported")
+
+
 # ONNX's gate blocks in easyfit's order (the inverse of the exporter's conversion).
 _EASYFIT_ORDER = {"LSTM": [0, 2, 3, 1],   # ONNX i, o, f, c -> i, f, g, o
                   "GRU": [1, 0, 2],       # ONNX z, r, h -> r, z, n
@@ -557,7 +623,7 @@ OPS = {
     "Where": _where, "Equal": _compare("__eq__"), "Less": _compare("__lt__"), "Greater": _compare("__gt__"),
     "LessOrEqual": _compare("__le__"), "GreaterOrEqual": _compare("__ge__"), "Not": _not,
     "Cast": _cast, "Clip": _clip, "Gemm": _gemm, "Einsum": _einsum,
-    "Reshape": _reshape, "Flatten": _flatten, "Transpose": lambda m, n, x: transpose(x, n.attributes.get("perm")),
+    "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose,
     "Expand": _expand, "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Concat": lambda m, n, *xs: concatenate(
         xs, axis=n.attributes["axis"]), "Split": _split, "Slice": _slice, "Gather": _gather,
     "GatherElements": _gather_elements, "GatherND": _gather_nd, "Compress": _compress, "Pad": _pad,
@@ -569,4 +635,6 @@ OPS = {
     "BatchNormalization": _batch_normalization, "LayerNormalization": _layer_normalization, "Dropout": _dropout,
     "Shape": _shape, "ConstantOfShape": _constant_of_shape, "Range": _range,
     "LSTM": _recurrent("LSTM"), "GRU": _recurrent("GRU"), "RNN": _recurrent("RNN"),
+    "Sin": lambda m, n, x: sin(x), "Cos": lambda m, n, x: cos(x), "CumSum": _cumsum, "TopK": _topk,
+    "ScatterND": _scatter_nd, "Resize": _resize,
 }

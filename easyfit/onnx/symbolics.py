@@ -4,7 +4,7 @@ A symbolic function `symbolic(g, op, *inputs)` receives the graph builder `g` (s
 export.GraphBuilder), the traced op instance (its attributes: axes, shapes, ...) and the
 ONNX names of its inputs, adds nodes with `g.op(...)`, and returns the name of each
 output. A new op gets its ONNX form by one entry in `SYMBOLICS`, or, when it has none,
-an entry in `REFUSED` saying why; tests/onnx/test_coverage.py checks that every Function
+an entry in `REFUSED` saying why; tests/onnx/test_coverage_and_refusal.py checks that every Function
 subclass in easyfit is in one of the two. A user's own Function declares its form with
 a static method of the same signature named `symbolic`.
 
@@ -21,6 +21,7 @@ import numpy as np
 from ..core import functions as core_functions
 from ..nn import recurrent
 from ..nn.normalization import BatchNorm1d, BatchNorm2d
+from ..nn.upsampling import Upsample, UpsamplingBilinear2d, UpsamplingNearest2d
 from .export import DynamicDim
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -351,6 +352,110 @@ def _check_static_slices(g, op):
                       "(x[:, :-1]) or make that axis static in dynamic_axes")
 
 
+# ----- ops of the PyTorch tensor contract (layout, indexing, trigonometry, running sums) ----------------
+
+def _view(g, op, x):
+    return _reshape(g, op, x)
+
+
+def _flip(g, op, x):
+    ndim = _ndim(g)
+    axes = list(range(ndim)) if op.dims is None else [int(d) % ndim for d in op.dims]
+    if not axes:
+        return g.op("Identity", x)
+    n = len(axes)
+    return g.op("Slice", x, g.ints([-1] * n), g.ints([INT64_MIN] * n), g.ints(axes), g.ints([-1] * n))
+
+
+def _roll_axis(g, x, shift, axis, length):
+    """np.roll along one static axis: the last `shift` entries moved to the front."""
+    shift = int(shift) % length if length else 0
+    if shift == 0:
+        return x
+    tail = g.op("Slice", x, g.ints([length - shift]), g.ints([length]), g.ints([axis]))
+    head = g.op("Slice", x, g.ints([0]), g.ints([length - shift]), g.ints([axis]))
+    return g.op("Concat", tail, head, axis=axis)
+
+
+def _roll(g, op, x):
+    shapes = [trace.nodes[g.index].inputs[0].shape for trace in g.traces]
+    ndim = _ndim(g)
+    if op.dims is None:
+        if any(s != shapes[0] for s in shapes):
+            raise g.error("a roll of the flattened tensor needs every axis static; give dims, or make the "
+                          "axes static in dynamic_axes")
+        flat = g.op("Reshape", x, g.ints([-1]))
+        rolled = _roll_axis(g, flat, op.shifts, 0, int(np.prod(shapes[0])))
+        return g.op("Reshape", rolled, g.ints(list(shapes[0])))
+    shifts = op.shifts if isinstance(op.shifts, tuple) else (op.shifts,)
+    dims = op.dims if isinstance(op.dims, tuple) else (op.dims,)
+    y = x
+    for shift, dim in zip(shifts, dims):
+        dim = int(dim) % ndim
+        if any(s[dim] != shapes[0][dim] for s in shapes):
+            raise g.error(f"it rolls axis {dim}, which is dynamic; make that axis static in dynamic_axes")
+        y = _roll_axis(g, y, shift, dim, shapes[0][dim])
+    return y
+
+
+def _cumsum(g, op, x):
+    if op.axis is None:
+        return g.op("CumSum", g.op("Reshape", x, g.ints([-1])), g.constant(0, np.int64))
+    return g.op("CumSum", x, g.constant(int(op.axis) % _ndim(g), np.int64))
+
+
+def _root_with_zero_slope(g, op, s):
+    if op.exponent == 0.5:
+        return g.op("Sqrt", s)
+    return g.op("Pow", s, g.constant(op.exponent, _in_dtype(g, 0)))
+
+
+def _softplus(g, op, x):
+    """PyTorch's softplus: log(1 + exp(beta x)) / beta, x itself where beta x > threshold."""
+    dtype = _in_dtype(g, 0)
+    scaled = g.op("Mul", x, g.constant(op.beta, dtype))
+    # log(1 + exp(z)) = relu(z) + log(1 + exp(-|z|)), exact and without overflow
+    smooth = g.op("Add", g.op("Relu", scaled),
+                  g.op("Log", g.op("Add", g.op("Exp", g.op("Neg", g.op("Abs", scaled))), g.constant(1, dtype))))
+    smooth = g.op("Div", smooth, g.constant(op.beta, dtype))
+    return g.op("Where", g.op("Greater", scaled, g.constant(op.threshold, dtype)), x, smooth)
+
+
+def _argsort(g, op, x):
+    """Sorting indices: ONNX TopK over the whole axis (its ties keep the lower index first,
+    as easyfit's stable sort does)."""
+    axis = int(op.axis)
+    k = g.op("Gather", g.op("Shape", x), g.ints([axis]))
+    return g.op("TopK", x, k, axis=axis, largest=int(op.descending), sorted=1, outputs=2)[1]
+
+
+def _scatter_indices(g, count, getter):
+    """The advanced index items (integer arrays) as one (..., count) index tensor of ScatterND."""
+    indices = [g.array((lambda r: (lambda o: getter(o)[r]))(r), dtype=np.int64) for r in range(count)]
+    joint = indices[0]
+    for name in indices[1:]:
+        joint = g.op("Add", joint, name)
+    zeros = g.op("Mul", joint, g.constant(0, np.int64))
+    return g.op("Concat", *[g.unsqueeze(g.op("Add", name, zeros), [-1]) for name in indices], axis=-1)
+
+
+def _index_add(g, op, values):
+    """zeros(shape) with values added at an index of integer arrays (scatter_add's forward):
+    ScatterND with reduction add. Other indices only come from GetItem's backward."""
+    index = op.index if isinstance(op.index, tuple) else (op.index,)
+    if not index or not all(_is_index_array(i) and i.dtype != np.bool_ for i in index):
+        raise g.error(_BACKWARD_ONLY)
+    zeros = g.op("ConstantOfShape", g.shape_vector(g.int_entries(lambda o: o.shape)),
+                 value=g.onnx.numpy_helper.from_array(np.zeros(1, _in_dtype(g, 0)), "value"))
+    return g.op("ScatterND", zeros, _scatter_indices(g, len(index), lambda o: o.index), values, reduction="add")
+
+
+def _scatter(g, op, x, src):
+    """x with src written at the positions of an advanced index (scatter): ONNX ScatterND."""
+    src = g.cast(src, _in_dtype(g, 1), _in_dtype(g, 0))
+    return g.op("ScatterND", x, _scatter_indices(g, len(op.along), lambda o: o.along), src)
+
+
 # ----- layers (fused ops) ----------------------------------------------------------------------------------
 
 def _conv2d(g, op, x, weight, bias=None):
@@ -557,6 +662,35 @@ def _recurrent_module(g, module, x, *states):
     return results
 
 
+def _upsample_scales(module, spatial_axes):
+    factors = module.scale_factor if isinstance(module.scale_factor, (tuple, list)) else \
+        [module.scale_factor] * spatial_axes
+    return [float(f) for f in factors]
+
+
+def _upsample_whole(module):
+    """Upsample as one ONNX Resize when it is simple: a scale factor (so the spatial axes may
+    be dynamic), nearest with whole-number factors, or (bi)linear. Else its gathers are traced."""
+    if module.scale_factor is None or module.recompute_scale_factor:
+        return False
+    factors = module.scale_factor if isinstance(module.scale_factor, (tuple, list)) else [module.scale_factor]
+    if module.mode == "nearest":
+        return all(float(f) == int(f) and f >= 1 for f in factors)
+    return module.mode in ("linear", "bilinear")
+
+
+def _upsample_module(g, module, x):
+    ndim = _ndim(g)
+    if ndim not in (3, 4):
+        raise g.error("Upsample exports 3-D (N, C, L) and 4-D (N, C, H, W) inputs")
+    scales = g.constant(np.asarray([1.0, 1.0] + _upsample_scales(module, ndim - 2), np.float32))
+    if module.mode == "nearest":   # PyTorch's nearest: source floor(i / scale)
+        return g.op("Resize", x, None, scales, mode="nearest", coordinate_transformation_mode="asymmetric",
+                    nearest_mode="floor")
+    transform = "align_corners" if module.align_corners else "pytorch_half_pixel"
+    return g.op("Resize", x, None, scales, mode="linear", coordinate_transformation_mode=transform)
+
+
 def _batch_norm_whole(module):
     return not module.training and module.track_running_stats
 
@@ -564,15 +698,19 @@ def _batch_norm_whole(module):
 WHOLE_MODULES = {
     BatchNorm1d: _batch_norm_whole, BatchNorm2d: _batch_norm_whole,
     recurrent.RNN: lambda module: True, recurrent.LSTM: lambda module: True, recurrent.GRU: lambda module: True,
+    Upsample: _upsample_whole, UpsamplingNearest2d: _upsample_whole, UpsamplingBilinear2d: _upsample_whole,
 }
 MODULE_SYMBOLICS = {
     BatchNorm1d: _batch_norm_module, BatchNorm2d: _batch_norm_module,
     recurrent.RNN: _recurrent_module, recurrent.LSTM: _recurrent_module, recurrent.GRU: _recurrent_module,
+    Upsample: _upsample_module, UpsamplingNearest2d: _upsample_module, UpsamplingBilinear2d: _upsample_module,
 }
 
 # Packages re-export functions named like their modules (easyfit.core.tensor, easyfit.nn.functional.linear),
 # which hide the modules as attributes: import the modules by their full names.
 T, C = importlib.import_module("easyfit.core.tensor"), core_functions
+layout_ops, indexing_ops, sorting_ops = (importlib.import_module(f"easyfit.core.{name}")
+                                         for name in ("layout", "indexing", "sorting"))
 activation_ops, conv_ops, embedding_ops, linear_ops, loss_ops, normalization_ops, pooling_ops = (
     importlib.import_module(f"easyfit.nn.functional.{name}")
     for name in ("activation", "conv", "embedding", "linear", "loss", "normalization", "pooling"))
@@ -586,6 +724,10 @@ SYMBOLICS = {
     C.Exp: _unary("Exp"), C.Sqrt: _unary("Sqrt"), C.Tanh: _unary("Tanh"), C.Sigmoid: _unary("Sigmoid"),
     C.ReLU: _unary("Relu"), C.TanhGrad: _tanh_grad, C.SigmoidGrad: _sigmoid_grad, C.Maximum: _maximum,
     C.Where: _where, C.Concatenate: _concatenate, C.Split: _split, C.Einsum: _einsum, C.Pad: _pad,
+    C.Sin: _unary("Sin"), C.Cos: _unary("Cos"), C.CumSum: _cumsum, T.RootWithZeroSlope: _root_with_zero_slope,
+    layout_ops.View: _view, layout_ops.Flip: _flip, layout_ops.Roll: _roll, layout_ops.Copy: _unary("Identity"),
+    indexing_ops.Scatter: _scatter, T.IndexAdd: _index_add, sorting_ops.ArgSort: _argsort,
+    activation_ops.Softplus: _softplus,
     linear_ops.Linear: _linear,
     activation_ops.Softmax: _softmax("Softmax"), activation_ops.LogSoftmax: _softmax("LogSoftmax"),
     activation_ops.LogSumExp: _logsumexp, activation_ops.Erf: _erf, activation_ops.GELU: _gelu,
@@ -604,13 +746,25 @@ _INSIDE_RECURRENT = ("the time loop inside nn.RNN/LSTM/GRU, which export as whol
 REFUSED = {
     normalization_ops._NormalizeAffine: "a base class; its subclasses BatchNormTrain and LayerNormFunction "
                                         "are the ops",
-    T.IndexAdd: _BACKWARD_ONLY, embedding_ops.EmbeddingGrad: _BACKWARD_ONLY,
+    embedding_ops.EmbeddingGrad: _BACKWARD_ONLY,
     conv_ops.Conv2dGradWeight: _BACKWARD_ONLY,
     pooling_ops.MaxPool2dGrad: _BACKWARD_ONLY, pooling_ops.MaxPool2dGather: _BACKWARD_ONLY,
     pooling_ops.AvgPool2dGrad: _BACKWARD_ONLY,
     recurrent.LSTMSequence: _INSIDE_RECURRENT, recurrent.GRUSequence: _INSIDE_RECURRENT,
     recurrent.RNNSequence: _INSIDE_RECURRENT,
 }
+
+# Ops of layers above easyfit.onnx (which may not import them), refused by their qualified names.
+REFUSED_BY_NAME = {
+    "easyfit.distributed.sync_batchnorm.AllReduceSum":
+        "a sum over the processes of a data-parallel run (SyncBatchNorm's batch statistics in training mode); "
+        "an ONNX graph runs in one process: export the model in eval mode, where batch norm uses its "
+        "running statistics",
+}
+
+
+def _qualified_name(cls):
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def symbolic_for(op):
@@ -624,7 +778,7 @@ def symbolic_for(op):
 
 
 def refusal_reason(op):
-    reason = REFUSED.get(type(op))
+    reason = REFUSED.get(type(op)) or REFUSED_BY_NAME.get(_qualified_name(type(op)))
     if reason is not None:
         return f"it has no ONNX form: {reason}"
     return ("it has no ONNX form. A Function of your own can give one with a static method "

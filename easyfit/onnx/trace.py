@@ -9,7 +9,7 @@ one ONNX operator (an LSTM's loop over time then stays dynamic).
 import threading
 
 from ..core.autograd import user_frame_summary
-from ..core.tensor import Tensor, set_op_hook
+from ..core.tensor import Tensor, set_op_hook, set_write_hook
 from ..nn.module import set_call_hook
 
 
@@ -45,17 +45,24 @@ class Trace:
         self.paths = {id(module): path for path, module in model.named_modules()}
         self.whole_modules = whole_modules
         self.nodes = []
+        self.writes = []    # in-place writes: (method name, target array, operand arrays, ops before, source)
         self.scopes = []
         self.thread = threading.get_ident()   # ops of other threads (a loader's) are not recorded
         self.paused = False
 
     def __enter__(self):
-        self._previous = (set_op_hook(self._on_op), set_call_hook(self._on_module))
+        self._previous = (set_op_hook(self._on_op), set_call_hook(self._on_module), set_write_hook(self._on_write))
         return self
 
     def __exit__(self, *exc):
         set_op_hook(self._previous[0])
         set_call_hook(self._previous[1])
+        set_write_hook(self._previous[2])
+
+    def _on_write(self, name, target, operands):
+        if threading.get_ident() == self.thread:
+            self.writes.append((name, target.array, [o.array for o in operands if isinstance(o, Tensor)],
+                                len(self.nodes), user_frame_summary()))
 
     def _scope(self):
         return self.scopes[-1] if self.scopes else ""

@@ -9,13 +9,14 @@ from harness import Lambda, check_export, randn
 
 import easyfit as ef
 import easyfit.onnx as eo
-from easyfit.onnx.symbolics import SYMBOLICS, REFUSED
+from easyfit.onnx.symbolics import SYMBOLICS, REFUSED, REFUSED_BY_NAME
 
 
 def all_function_classes():
     for module in pkgutil.walk_packages(ef.__path__, "easyfit."):
         if not module.name.startswith(("easyfit.onnx", "easyfit.distributed")):
             importlib.import_module(module.name)
+    importlib.import_module("easyfit.distributed.sync_batchnorm")  # its op is refused by name (no MPI needed)
     found, todo = set(), [ef.Function]
     while todo:
         for cls in todo.pop().__subclasses__():
@@ -28,10 +29,13 @@ def all_function_classes():
 def test_every_function_has_an_onnx_form_or_a_documented_refusal():
     classes = all_function_classes()
     assert len(classes) > 40
-    missing = [f"{c.__module__}.{c.__qualname__}" for c in classes if c not in SYMBOLICS and c not in REFUSED]
+    names = {f"{c.__module__}.{c.__qualname__}" for c in classes}
+    missing = [f"{c.__module__}.{c.__qualname__}" for c in classes
+               if c not in SYMBOLICS and c not in REFUSED and f"{c.__module__}.{c.__qualname__}" not in REFUSED_BY_NAME]
     assert not missing, f"Functions with neither an ONNX form nor a refusal: {missing}"
     assert not set(SYMBOLICS) & set(REFUSED)
-    assert all(len(reason) > 20 for reason in REFUSED.values())
+    assert set(REFUSED_BY_NAME) <= names, "a refusal by name names no Function class"
+    assert all(len(reason) > 20 for reason in [*REFUSED.values(), *REFUSED_BY_NAME.values()])
 
 
 class Cube(ef.Function):
@@ -125,3 +129,24 @@ def test_ops_of_other_threads_are_not_traced(tmp_path):
         model(ef.ones(2))
     assert [type(node.op).__name__ for node in trace.nodes] == ["Tanh", "Mul"]
     assert np.allclose(done[0], np.e)
+
+
+def test_in_place_writes_into_graph_values_are_refused_not_exported_wrong(tmp_path):
+    """An in-place method records no op: exported, the graph would skip it and compute other
+    numbers than the model. It is refused, naming the method and the line."""
+    for forward in (lambda m, x: x.clone().mul_(2.0) + 1.0,            # into an op's output
+                    lambda m, x: (x * 1.0).relu_(),
+                    lambda m, x: ef.zeros(x.shape).copy_(x) * 3.0):      # a graph value copied out
+        path = tmp_path / "x.onnx"
+        with pytest.raises(eo.ExportError, match=r"in-place write.*out-of-place") as info:
+            eo.export(Lambda(forward), ef.tensor(randn(2, 3)), path)
+        assert "test_coverage_and_refusal.py" in str(info.value)
+        assert not path.exists()
+
+
+def test_a_constant_filled_in_place_before_use_exports(tmp_path):
+    def forward(m, x):
+        bias = ef.zeros(3)
+        bias.fill_(0.5)
+        return x + bias
+    check_export(Lambda(forward), lambda n: (randn(n, 3, seed=n),), tmp_path)

@@ -185,3 +185,81 @@ def test_transformer_encoder_and_decoder(tmp_path):
         expected = model(ef.tensor(source), ef.tensor(target)).numpy()
     np.testing.assert_allclose(runner.run(None, {"input_0": source, "input_1": target})[0], expected,
                                rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(padding=2, dilation=2), dict(groups=3, padding=1, bias=False),
+                                    dict(stride=3)])
+def test_conv1d_variants(tmp_path, kwargs):
+    model = nn.Sequential(nn.Conv1d(3, 6, 3, **kwargs), nn.Softplus())
+    proto = check_export(model, lambda n: (randn(n, 3, 11, seed=n),), tmp_path)
+    assert "Conv" in {n.op_type for n in proto.graph.node}
+
+
+def test_functional_conv_transpose_group_norm_interpolate(tmp_path):
+    weight, bias = ef.tensor(randn(4, 3, 3, 3, seed=9)), ef.tensor(randn(3, seed=8))
+    gamma, beta = ef.tensor(randn(4, seed=7)), ef.tensor(randn(4, seed=6))
+    model = Lambda(lambda m, x: (F.conv_transpose2d(x, weight, bias, stride=2, padding=1, output_padding=1),
+                                 F.group_norm(x, 2, gamma, beta), F.group_norm(x, 4),
+                                 F.interpolate(x, size=(7, 5), mode="nearest"),
+                                 F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True),
+                                 F.interpolate(x, size=(3, 9), mode="bilinear")))
+    check_export(model, images(4, 6), tmp_path)
+    for layer in (nn.UpsamplingNearest2d(scale_factor=3), nn.UpsamplingBilinear2d(size=(4, 10)),
+                  nn.Upsample(size=5, mode="nearest")):
+        check_export(nn.Sequential(layer), images(2, 3), tmp_path)
+
+
+def test_one_hot_of_computed_indices(tmp_path):
+    model = Lambda(lambda m, x: (F.one_hot(x.argmax(dim=1), 5), F.one_hot(x.argmin(dim=1), 7).astype(np.float32) * 2.0))
+    check_export(model, vectors(5), tmp_path)
+
+
+def test_losses_and_distances_of_the_new_contract(tmp_path):
+    model = Lambda(lambda m, a, b: (F.smooth_l1_loss(a, b), F.huber_loss(a, b, reduction="none", delta=0.5),
+                                    F.mse_loss(a, b), F.l1_loss(a, b, reduction="sum"),
+                                    F.kl_div(F.log_softmax(a, dim=1), F.softmax(b, dim=1), reduction="batchmean"),
+                                    F.cosine_similarity(a, b, dim=1), F.cosine_similarity(a[:, None], b[None], dim=-1)))
+    check_export(model, lambda n: (randn(n, 5, seed=n), randn(n, 5, seed=n + 1)), tmp_path)
+
+
+@pytest.mark.parametrize("norm_first,activation", [(False, "relu"), (True, "gelu")])
+def test_transformer_with_causal_and_padding_masks(tmp_path, norm_first, activation):
+    model = nn.Transformer(d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=16,
+                           dropout=0.0, batch_first=True, norm_first=norm_first, activation=activation)
+    causal = nn.Transformer.generate_square_subsequent_mask(4)
+    wrapper = Lambda(lambda m, source, target, padding: m.transformer(source, target, tgt_mask=causal,
+                                                                       src_key_padding_mask=padding),
+                     transformer=model)
+
+    def make(n):
+        padding = np.zeros((n, 6), dtype=bool)
+        padding[:, -1] = True
+        return randn(n, 6, 8, seed=n), randn(n, 4, 8, seed=n + 1), padding
+    proto = check_export(wrapper, make, tmp_path)
+    assert "Softmax" in {n.op_type for n in proto.graph.node}
+
+
+def test_transformer_encoder_sequence_first(tmp_path):
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 4, 16, dropout=0.0), 2)
+    model = Lambda(lambda m, x: m.encoder(x, is_causal=False), encoder=encoder)
+    check_export(model, lambda n: (randn(5, n, 8, seed=n),), tmp_path,
+                 dynamic_axes={"input": {1: "batch"}, "output": {1: "batch"}})
+
+
+@pytest.mark.parametrize("layer", [nn.Upsample(scale_factor=2), nn.Upsample(scale_factor=(3, 1)),
+                                   nn.UpsamplingNearest2d(scale_factor=2), nn.Upsample(scale_factor=2, mode="bilinear"),
+                                   nn.Upsample(scale_factor=1.5, mode="bilinear"),
+                                   nn.UpsamplingBilinear2d(scale_factor=2)])
+def test_upsample_by_a_scale_factor_is_one_resize_with_dynamic_spatial_axes(tmp_path, layer):
+    def make(n):
+        return (randn(2, 3, n + 2, n + 3, seed=n),)
+    proto = check_export(nn.Sequential(layer), make, tmp_path, sizes=(2, 1, 4),
+                         dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                       "output": {0: "batch", 2: "height", 3: "width"}})
+    assert [n.op_type for n in proto.graph.node if n.op_type not in ("Constant", "Identity")] == ["Resize"]
+
+
+def test_linear_upsample_of_sequences_is_a_resize(tmp_path):
+    proto = check_export(nn.Sequential(nn.Upsample(scale_factor=2, mode="linear", align_corners=False)),
+                         lambda n: (randn(n, 3, 7, seed=n),), tmp_path)
+    assert "Resize" in {n.op_type for n in proto.graph.node}

@@ -199,3 +199,35 @@ def test_an_imported_model_exports_again(tmp_path):
     again = tmp_path / "again"
     again.mkdir()
     check_export(imported, lambda n: (randn(n, 1, 8, 8, seed=n),), again)
+
+
+def test_transpose_without_perm_reverses_the_axes_and_with_perm_permutes(tmp_path):
+    """ONNX Transpose's default perm reverses the axes (NumPy's transpose), whatever the
+    tensor contract says transpose(x, a, b) means."""
+    import onnx
+    from onnx import helper, TensorProto
+    nodes = [helper.make_node("Transpose", ["x"], ["reversed"]),
+             helper.make_node("Transpose", ["x"], ["permuted"], perm=[1, 2, 0])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+                              [helper.make_tensor_value_info("reversed", TensorProto.FLOAT, [4, 3, 2]),
+                               helper.make_tensor_value_info("permuted", TensorProto.FLOAT, [3, 4, 2])])
+    path = tmp_path / "transpose.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    x = randn(2, 3, 4)
+    reversed_, permuted = eo.load(path)(ef.tensor(x))
+    np.testing.assert_array_equal(reversed_.numpy(), x.transpose())
+    np.testing.assert_array_equal(permuted.numpy(), x.transpose(1, 2, 0))
+
+
+def test_round_trip_of_resize_and_the_pytorch_contract_ops(tmp_path):
+    """Upsample (ONNX Resize), sort/topk (TopK), cumsum, sin/cos, scatter/scatter_add
+    (ScatterND) come back as easyfit ops with the same outputs and gradients."""
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Upsample(scale_factor=2),
+                          nn.Upsample(scale_factor=1.5, mode="bilinear"), nn.UpsamplingBilinear2d(scale_factor=2))
+    _check_round_trip(model, (randn(2, 2, 3, 4),), tmp_path)
+    ops = Lambda(lambda m, x: (ef.topk(m.fc(x), 2, dim=1).values, ef.sort(x, 1, descending=True).values,
+                               ef.cumsum(m.fc(x), 1), ef.sin(x) * ef.cos(x),
+                               ef.scatter(x, 1, x.argmax(dim=1, keepdim=True), m.fc(x)[:, :1]),
+                               ef.scatter_add(x, 1, x.argmin(dim=1, keepdim=True), m.fc(x)[:, :1])),
+                 fc=nn.Linear(5, 4))
+    _check_round_trip(ops, (randn(3, 5),), tmp_path)

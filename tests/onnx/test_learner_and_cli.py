@@ -35,7 +35,7 @@ def test_cli_export_of_a_trained_vision_run_matches_load_learner(tmp_path, capsy
     data = _image_folder(tmp_path / "images")
     run = tmp_path / "run"
     assert cli.main(["train", "vision", "--data", str(data), "--epochs", "1", "--bs", "8", "--out", str(run),
-                     "--arch", arch, "--set", "size=8", "--set", "width=4"]) == 0
+                     "--arch", arch, "--set", "size=8", "--set", "width=4", "--set", "mode=L"]) == 0
     out = tmp_path / "exported" / "model.onnx"
     assert cli.main(["export", str(run), str(out)]) == 0, capsys.readouterr().err
     assert "wrote" in capsys.readouterr().out

@@ -284,6 +284,10 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     if reduction == "batchmean":
         if input.ndim == 0:
             return sum(loss)
+        if loss.ndim and loss.shape[0] == input.shape[0]:
+            # the per-item sums' mean: sum / batch size, with the batch size read by an op (so a
+            # traced model, ONNX export, keeps it dynamic)
+            return mean(sum(loss, tuple(range(1, loss.ndim)))) if loss.ndim > 1 else mean(loss)
         return sum(loss) * (1.0 / input.shape[0])
     if reduction == "mean":
         warnings.warn("kl_div: reduction='mean' divides the total loss by both the batch size and the support "

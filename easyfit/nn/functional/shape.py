@@ -30,7 +30,10 @@ def one_hot(tensor, num_classes=-1):
         raise ValueError(f"one_hot: indices must be in [0, {num_classes}), got values from {int(indices.min())} "
                          f"to {int(indices.max())}")
     xp = get_array_module(indices)
-    return Tensor((indices[..., None] == xp.arange(num_classes)).astype(np.int64))
+    classes = xp.arange(num_classes)
+    if isinstance(tensor, Tensor):   # by tensor ops (a comparison and a cast), so tracing (ONNX export) sees it
+        return (reshape(tensor, tuple(tensor.shape) + (1,)) == Tensor(classes)).astype(np.int64)
+    return Tensor((indices[..., None] == classes).astype(np.int64))
 
 
 def pad(x, pad, mode="constant", value=0.0):
