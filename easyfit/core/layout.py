@@ -23,14 +23,22 @@ def _sizes(sizes):
 
 
 class View(Function):
-    """A reshape that shares the input's memory, as PyTorch's view; never a hidden copy."""
+    """PyTorch's view: a reshape that shares the input's memory, never a hidden copy of a
+    layout PyTorch would refuse too (`x.t().view(-1)` raises in both).
+
+    One exception: easyfit keeps conv and pooling results (and elementwise results of
+    them) as channels-last arrays seen as (N, C, H, W), where PyTorch's tensors are
+    contiguous. NumPy cannot view those as (N, -1), so the values are copied instead:
+    `y.view(y.size(0), -1)` after a conv works as in PyTorch; only a write through that
+    view would not reach `y` (docs/from-pytorch.md).
+    """
 
     def __init__(self, shape):
         self.shape = shape
 
     def forward(self, a):
         out = a.reshape(self.shape)
-        if out.size and not get_array_module(a).may_share_memory(out, a):
+        if out.size and not get_array_module(a).may_share_memory(out, a) and not _channels_last(a):
             raise RuntimeError(f"view{self.shape} of a tensor of shape {a.shape} whose memory layout "
                                f"(strides {a.strides}) cannot be viewed that way; use .reshape(...) instead")
         return out
@@ -39,8 +47,17 @@ class View(Function):
         return reshape(gy, self.inputs[0].shape)
 
 
+def _channels_last(a):
+    """Whether `a` is (N, C, H, W) stored as N, H, W, C: the layout of conv and pooling results."""
+    if a.ndim != 4:
+        return False
+    channels, width, item = a.shape[1], a.shape[3], a.itemsize
+    return a.strides[1] == item and a.strides[3] == channels * item and a.strides[2] == width * channels * item
+
+
 def view(x, *shape):
-    """The same memory seen with a new shape (one size may be -1); `view(dtype)` reinterprets the bytes."""
+    """x in a new shape (one size may be -1), sharing memory where the layout allows (see View);
+    `view(dtype)` reinterprets the bytes."""
     if len(shape) == 1 and not isinstance(shape[0], (tuple, list, int, np.integer)):
         return _wrap(x.array.view(np.dtype(shape[0])))
     return View(_sizes(shape))(x)

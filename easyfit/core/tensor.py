@@ -638,6 +638,10 @@ class Tensor:
     def contiguous(self):
         return layout.contiguous(self)
 
+    def is_contiguous(self):
+        """Whether the array is stored in C order (conv and pooling outputs are channels-last: False)."""
+        return bool(self.array.flags.c_contiguous)
+
     def clone(self):
         return layout.clone(self)
 

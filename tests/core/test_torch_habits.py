@@ -275,3 +275,23 @@ def test_device_objects_are_device_strings():
     assert ef.nn.Linear(2, 2).to(d).weight.device == "cpu"
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         ef.device("tpu")
+
+
+def test_view_after_a_conv_flattens_as_in_pytorch():
+    """The most common PyTorch CNN idiom: conv/pool outputs are channels-last arrays here, which
+    NumPy cannot view as (N, -1); view copies then instead of refusing (a user trial found it)."""
+    from easyfit import nn
+    conv = nn.Conv2d(1, 4, 3)
+    x = ef.randn(2, 1, 8, 8, requires_grad=True)
+    y = nn.functional.max_pool2d(conv(x), 2)
+    assert not y.is_contiguous()
+    flat = y.view(y.size(0), -1)
+    assert flat.shape == (2, 4 * 3 * 3)
+    np.testing.assert_array_equal(flat.numpy(), y.numpy().reshape(2, -1))
+    flat.sum().backward()
+    assert x.grad.shape == x.shape
+    plain = ef.arange(6.0)
+    shared = plain.view(2, 3)
+    shared.data[0, 0] = 10.0       # a viewable tensor still shares memory
+    assert plain[0].item() == 10.0
+    assert plain.is_contiguous() and plain.view(3, 2).is_contiguous()
