@@ -17,6 +17,7 @@ folder not found. Errors are one line on stderr; set EASYFIT_DEBUG=1 for a trace
 """
 import argparse
 import os
+import functools
 import shlex
 import shutil
 import subprocess
@@ -127,7 +128,11 @@ def _resume_folder(value):
 
 
 def _resume_command(recipe_name, out_dir):
-    """The command that continues this run after an interruption, as the user would type it."""
+    """The command that continues this run after an interruption, as the user would type it,
+    or None while the run has no checkpoint to continue from yet."""
+    from .run import RESUMABLE
+    if not (Path(out_dir) / "models" / f"{RESUMABLE}.safetensors").is_file():
+        return None
     return f"easyfit train {recipe_name} --resume {shlex.quote(str(out_dir))}"
 
 
@@ -207,7 +212,7 @@ def run_command(args, argv=None):
                 raise UsageError(f"--resume {args.resume}: that run is of recipe {recipe.NAME!r}, not {args.recipe!r}")
             if args.out and Path(args.out) != out_dir:
                 raise UsageError("--out and --resume name different folders; a run resumes where it was written")
-            args.resume_command = _resume_command(recipe.NAME, out_dir)
+            args.resume_command = functools.partial(_resume_command, recipe.NAME, out_dir)
             _refuse_changes_on_resume(args)
             if run.is_finished(out_dir):
                 raise UsageError(f"--resume {args.resume}: the run in {out_dir} has already finished (it has "
@@ -221,14 +226,14 @@ def run_command(args, argv=None):
             out_dir = Path(args.out)
             if run.is_finished(out_dir):
                 print(f"easyfit: {out_dir} holds a finished run; training again replaces it", file=sys.stderr)
-            args.resume_command = _resume_command(recipe.NAME, out_dir)
+            args.resume_command = functools.partial(_resume_command, recipe.NAME, out_dir)
             run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
             return EXIT_OK
         # Every run keeps its own folder; under mpiexec rank 0 claims it and tells the others.
         from easyfit import distributed
         out_dir = runs.new_run_dir(recipe.NAME) if distributed.is_main() else None
         out_dir = Path(distributed.broadcast(None if out_dir is None else str(out_dir)))
-        args.resume_command = _resume_command(recipe.NAME, out_dir)
+        args.resume_command = functools.partial(_resume_command, recipe.NAME, out_dir)
         try:
             run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
         finally:
@@ -275,9 +280,15 @@ def main(argv=None):
     try:
         return run_command(args, argv)
     except KeyboardInterrupt:
-        command = getattr(args, "resume_command", None)
-        print(f"easyfit: interrupted (resume with: {command})" if command else "easyfit: interrupted",
-              file=sys.stderr)
+        resume = getattr(args, "resume_command", None)
+        command = resume() if resume is not None else None
+        if command:
+            print(f"easyfit: interrupted (resume with: {command})", file=sys.stderr)
+        elif resume is not None:
+            print("easyfit: interrupted before the first checkpoint was written: nothing to resume; "
+                  "run the same command again", file=sys.stderr)
+        else:
+            print("easyfit: interrupted", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as error:  # one clear line, not a traceback, unless debugging
         if os.environ.get("EASYFIT_DEBUG"):

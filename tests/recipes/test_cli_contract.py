@@ -46,7 +46,9 @@ def test_ctrl_c_shows_the_real_resume_command(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     from recipes import run
 
-    def interrupted(*args, **kwargs):
+    def interrupted(recipe, config, out_dir, **kwargs):  # after the first checkpoint
+        (out_dir / "models").mkdir(parents=True)
+        (out_dir / "models" / f"{run.RESUMABLE}.safetensors").write_bytes(b"")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(run, "train", interrupted)
@@ -55,3 +57,21 @@ def test_ctrl_c_shows_the_real_resume_command(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert f"resume with: easyfit train vision --resume '{out}'" in err
     assert "OUT_DIR" not in err and "RECIPE" not in err
+
+
+@pytest.mark.parametrize("out_option", [True, False])
+def test_ctrl_c_before_the_first_checkpoint_offers_no_resume_command_that_would_fail(
+        tmp_path, capsys, monkeypatch, out_option):
+    """A user trial: an early Ctrl-C printed '--resume RUN', which then exited 3 (no checkpoint,
+    or, without --out, no run folder at all)."""
+    monkeypatch.chdir(tmp_path)
+    from recipes import run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "train", interrupted)
+    argv = ["train", "vision"] + (["--out", str(tmp_path / "early")] if out_option else [])
+    assert cli.main(argv) == cli.EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert "resume with" not in err and "nothing to resume" in err
