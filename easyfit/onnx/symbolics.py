@@ -421,6 +421,10 @@ def _softplus(g, op, x):
     return g.op("Where", g.op("Greater", scaled, g.constant(op.threshold, dtype)), x, smooth)
 
 
+def _triangle(g, op, x):
+    return g.op("Trilu", x, g.constant(op.diagonal, np.int64), upper=int(op.upper))
+
+
 def _argsort(g, op, x):
     """Sorting indices: ONNX TopK over the whole axis (its ties keep the lower index first,
     as easyfit's stable sort does)."""
@@ -726,7 +730,7 @@ SYMBOLICS = {
     C.Where: _where, C.Concatenate: _concatenate, C.Split: _split, C.Einsum: _einsum, C.Pad: _pad,
     C.Sin: _unary("Sin"), C.Cos: _unary("Cos"), C.CumSum: _cumsum, T.RootWithZeroSlope: _root_with_zero_slope,
     layout_ops.View: _view, layout_ops.Flip: _flip, layout_ops.Roll: _roll, layout_ops.Copy: _unary("Identity"),
-    indexing_ops.Scatter: _scatter, T.IndexAdd: _index_add, sorting_ops.ArgSort: _argsort,
+    layout_ops.Triangle: _triangle, indexing_ops.Scatter: _scatter, T.IndexAdd: _index_add, sorting_ops.ArgSort: _argsort,
     activation_ops.Softplus: _softplus,
     linear_ops.Linear: _linear,
     activation_ops.Softmax: _softmax("Softmax"), activation_ops.LogSoftmax: _softmax("LogSoftmax"),

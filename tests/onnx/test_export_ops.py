@@ -120,3 +120,14 @@ def test_static_axes_keep_the_example_size(tmp_path):
     import onnx
     eo.export(model, ef.tensor(randn(2, 3)), path, dynamic_axes={})
     assert [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim] == [2, 3]
+
+
+def test_tril_triu_are_trilu_and_a_causal_mask_follows_a_dynamic_length(tmp_path):
+    def forward(m, x):
+        length = x.shape[1]
+        mask = ef.triu(ef.full((length, length), float("-inf")), 1)
+        scores = x @ x.transpose(1, 2) + mask
+        return ef.softmax(scores, dim=-1), ef.tril(x, -1), ef.triu(x, 2)
+    proto = check_export(Lambda(forward), lambda n: (randn(2, n + 2, n + 2, seed=n),), tmp_path, sizes=(2, 1, 4),
+                         dynamic_axes={"input": {1: "length", 2: "width"}})
+    assert "Trilu" in {n.op_type for n in proto.graph.node}
