@@ -387,10 +387,9 @@ def _roll(g, op, x):
         flat = g.op("Reshape", x, g.ints([-1]))
         rolled = _roll_axis(g, flat, op.shifts, 0, int(np.prod(shapes[0])))
         return g.op("Reshape", rolled, g.ints(list(shapes[0])))
-    shifts = op.shifts if isinstance(op.shifts, tuple) else (op.shifts,)
-    dims = op.dims if isinstance(op.dims, tuple) else (op.dims,)
+    shifts, dims = np.broadcast_arrays(np.asarray(op.shifts), np.asarray(op.dims))  # as np.roll pairs them
     y = x
-    for shift, dim in zip(shifts, dims):
+    for shift, dim in zip(shifts.reshape(-1).tolist(), dims.reshape(-1).tolist()):
         dim = int(dim) % ndim
         if any(s[dim] != shapes[0][dim] for s in shapes):
             raise g.error(f"it rolls axis {dim}, which is dynamic; make that axis static in dynamic_axes")
