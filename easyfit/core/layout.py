@@ -10,7 +10,7 @@ import numpy as np
 
 from .backend import get_array_module
 from .spellings import numpy_spellings
-from .functions import Split, where
+from .functions import Split
 from .indexing import _dim, index_select
 from .tensor import Function, Tensor, _normalize_axis, _wrap, broadcast_to, expand_dims, reshape, transpose
 
@@ -269,19 +269,32 @@ def contiguous(x):
     return x if x.array.flags.c_contiguous else Copy()(x)
 
 
-def _triangle(x, keep):
+class Triangle(Function):
+    """The lower (tril) or upper (triu) triangle of the last two dimensions, zeros elsewhere:
+    a fixed mask, so the gradient is the same triangle of the incoming gradient."""
+
+    def __init__(self, diagonal, upper):
+        self.diagonal, self.upper = int(diagonal), bool(upper)
+
+    def forward(self, a):
+        xp = get_array_module(a)
+        return xp.triu(a, self.diagonal) if self.upper else xp.tril(a, self.diagonal)
+
+    def backward(self, gy):
+        return Triangle(self.diagonal, self.upper)(gy)
+
+
+def _triangle(x, diagonal, upper):
     if x.ndim < 2:
         raise ValueError(f"tril/triu need a tensor with at least 2 dimensions, got shape {x.shape}")
-    return where(keep, x, _wrap(get_array_module(x.array).zeros((), x.dtype)))
+    return Triangle(diagonal, upper)(x)
 
 
 def tril(x, diagonal=0):
     """The lower triangle (j <= i + diagonal) of the last two dimensions; zeros above."""
-    rows, columns = x.shape[-2:]
-    return _triangle(x, np.tri(rows, columns, diagonal, dtype=bool))
+    return _triangle(x, diagonal, upper=False)
 
 
 def triu(x, diagonal=0):
     """The upper triangle (j >= i + diagonal) of the last two dimensions; zeros below."""
-    rows, columns = x.shape[-2:]
-    return _triangle(x, ~np.tri(rows, columns, diagonal - 1, dtype=bool))
+    return _triangle(x, diagonal, upper=True)

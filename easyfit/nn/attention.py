@@ -4,6 +4,8 @@ import math
 import numpy as np
 
 from ..core.backend import get_array_module, to_device
+from ..core.creation import ones
+from ..core.layout import triu
 from ..core.functions import swapaxes, transpose, reshape, expand_dims, mean, where
 from ..core.tensor import Tensor, DEFAULT_FLOAT
 from . import functional as F
@@ -14,11 +16,11 @@ from .module import Module, Parameter
 __all__ = ["MultiheadAttention"]
 
 
-def _causal_mask(length, source_length=None):
+def _causal_mask(length, source_length=None, device="cpu"):
     """The boolean (length, source_length) mask that forbids attending to later positions (True above
-    the diagonal)."""
+    the diagonal). Built by tensor ops, so a traced model (ONNX export) keeps the lengths dynamic."""
     source_length = length if source_length is None else source_length
-    return np.triu(np.ones((length, source_length), dtype=np.bool_), k=1)
+    return triu(ones((length, source_length), device=device), 1) > 0
 
 
 class MultiheadAttention(Module):
@@ -88,7 +90,7 @@ class MultiheadAttention(Module):
         batched = self._check_inputs(query, key, value)
         if is_causal and attn_mask is None:
             length_axis = 1 if batched and self.batch_first else 0
-            attn_mask = _causal_mask(query.shape[length_axis], key.shape[length_axis])
+            attn_mask = _causal_mask(query.shape[length_axis], key.shape[length_axis], query.device)
         self_attention = query is key and key is value
         if not batched:
             query, key, value = (expand_dims(t, 1) for t in (query, key, value))

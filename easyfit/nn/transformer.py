@@ -18,7 +18,8 @@ import copy
 
 import numpy as np
 
-from ..core.creation import tensor
+from ..core.creation import full
+from ..core.layout import triu
 from ..core.tensor import DEFAULT_FLOAT
 from . import functional as F
 from . import init
@@ -295,6 +296,6 @@ class Transformer(Module):
 
     @staticmethod
     def generate_square_subsequent_mask(sz, device=None, dtype=None):
-        """The float causal mask (sz, sz): -inf above the diagonal, 0 elsewhere."""
-        mask = np.triu(np.full((sz, sz), -np.inf, dtype=np.dtype(DEFAULT_FLOAT if dtype is None else dtype)), k=1)
-        return tensor(mask, device=device)
+        """The float causal mask (sz, sz): -inf above the diagonal, 0 elsewhere (built by tensor
+        ops, so a traced model, ONNX export, keeps sz dynamic)."""
+        return triu(full((sz, sz), -np.inf, dtype=np.dtype(DEFAULT_FLOAT if dtype is None else dtype), device=device), 1)

@@ -13,7 +13,7 @@ from ..core.functions import (concatenate, einsum, exp, log, maximum, minimum, p
                               where, matmul)
 from ..core.functions import cos, cumsum, sin
 from ..core.indexing import Scatter
-from ..core.layout import split
+from ..core.layout import split, tril, triu
 from ..core.sorting import topk
 from ..core.tensor import clip, expand_dims
 from ..core.backend import to_device
@@ -490,6 +490,11 @@ def _text(value, default):
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _trilu(m, node, x, k=None):
+    diagonal = _ints(k)[0] if k is not None else 0
+    return triu(x, diagonal) if node.attributes.get("upper", 1) else tril(x, diagonal)
+
+
 def _cumsum(m, node, x, axis):
     if node.attributes.get("exclusive", 0) or node.attributes.get("reverse", 0):
         raise ValueError("CumSum with exclusive or reverse is not supported")
@@ -636,5 +641,5 @@ OPS = {
     "Shape": _shape, "ConstantOfShape": _constant_of_shape, "Range": _range,
     "LSTM": _recurrent("LSTM"), "GRU": _recurrent("GRU"), "RNN": _recurrent("RNN"),
     "Sin": lambda m, n, x: sin(x), "Cos": lambda m, n, x: cos(x), "CumSum": _cumsum, "TopK": _topk,
-    "ScatterND": _scatter_nd, "Resize": _resize,
+    "ScatterND": _scatter_nd, "Resize": _resize, "Trilu": _trilu,
 }

@@ -387,10 +387,9 @@ def _roll(g, op, x):
         flat = g.op("Reshape", x, g.ints([-1]))
         rolled = _roll_axis(g, flat, op.shifts, 0, int(np.prod(shapes[0])))
         return g.op("Reshape", rolled, g.ints(list(shapes[0])))
-    shifts = op.shifts if isinstance(op.shifts, tuple) else (op.shifts,)
-    dims = op.dims if isinstance(op.dims, tuple) else (op.dims,)
+    shifts, dims = np.broadcast_arrays(np.asarray(op.shifts), np.asarray(op.dims))  # as np.roll pairs them
     y = x
-    for shift, dim in zip(shifts, dims):
+    for shift, dim in zip(shifts.reshape(-1).tolist(), dims.reshape(-1).tolist()):
         dim = int(dim) % ndim
         if any(s[dim] != shapes[0][dim] for s in shapes):
             raise g.error(f"it rolls axis {dim}, which is dynamic; make that axis static in dynamic_axes")
@@ -419,6 +418,10 @@ def _softplus(g, op, x):
                   g.op("Log", g.op("Add", g.op("Exp", g.op("Neg", g.op("Abs", scaled))), g.constant(1, dtype))))
     smooth = g.op("Div", smooth, g.constant(op.beta, dtype))
     return g.op("Where", g.op("Greater", scaled, g.constant(op.threshold, dtype)), x, smooth)
+
+
+def _triangle(g, op, x):
+    return g.op("Trilu", x, g.constant(op.diagonal, np.int64), upper=int(op.upper))
 
 
 def _argsort(g, op, x):
@@ -726,7 +729,7 @@ SYMBOLICS = {
     C.Where: _where, C.Concatenate: _concatenate, C.Split: _split, C.Einsum: _einsum, C.Pad: _pad,
     C.Sin: _unary("Sin"), C.Cos: _unary("Cos"), C.CumSum: _cumsum, T.RootWithZeroSlope: _root_with_zero_slope,
     layout_ops.View: _view, layout_ops.Flip: _flip, layout_ops.Roll: _roll, layout_ops.Copy: _unary("Identity"),
-    indexing_ops.Scatter: _scatter, T.IndexAdd: _index_add, sorting_ops.ArgSort: _argsort,
+    layout_ops.Triangle: _triangle, indexing_ops.Scatter: _scatter, T.IndexAdd: _index_add, sorting_ops.ArgSort: _argsort,
     activation_ops.Softplus: _softplus,
     linear_ops.Linear: _linear,
     activation_ops.Softmax: _softmax("Softmax"), activation_ops.LogSoftmax: _softmax("LogSoftmax"),

@@ -263,3 +263,20 @@ def test_linear_upsample_of_sequences_is_a_resize(tmp_path):
     proto = check_export(nn.Sequential(nn.Upsample(scale_factor=2, mode="linear", align_corners=False)),
                          lambda n: (randn(n, 3, 7, seed=n),), tmp_path)
     assert "Resize" in {n.op_type for n in proto.graph.node}
+
+
+@pytest.mark.parametrize("how", ["is_causal", "generated_mask"])
+def test_causal_self_attention_keeps_the_sequence_length_dynamic(tmp_path, how):
+    """The causal masks (MultiheadAttention's is_causal, Transformer.generate_square_subsequent_mask
+    of x.shape[1]) are built by tensor ops, so they follow the length (ONNX Trilu) rather than
+    freezing it."""
+    if how == "is_causal":
+        model = Lambda(lambda m, x: m.attention(x, x, x, is_causal=True, need_weights=False)[0],
+                       attention=nn.MultiheadAttention(8, 2, batch_first=True))
+    else:
+        encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), 2)
+        model = Lambda(lambda m, x: m.encoder(x, mask=nn.Transformer.generate_square_subsequent_mask(x.shape[1]),
+                                              is_causal=True), encoder=encoder)
+    proto = check_export(model, lambda n: (randn(2, n + 2, 8, seed=n),), tmp_path, sizes=(2, 1, 4),
+                         dynamic_axes={"input": {0: "batch", 1: "time"}, "output": {0: "batch", 1: "time"}})
+    assert "Trilu" in {n.op_type for n in proto.graph.node}

@@ -51,7 +51,8 @@ CASES = {
                                      ef.unflatten(x, 2, (5, 1)), ef.narrow(x, 2, 1, 3), *ef.chunk(x, 2, dim=1),
                                      *ef.split(x, 2, dim=2), *x.split([1, 3], dim=1), ef.clone(x) * 2.0,
                                      x[:, 0].t(), ef.repeat_interleave(x, 2, dim=1)), X),
-    "flip_roll": (lambda m, x: (ef.flip(x, 1), x.flip((1, 2)), ef.roll(x, 2, 2), ef.roll(x, (1, -1), (1, 2)),
+    "flip_roll": (lambda m, x: (ef.flip(x, 1), x.flip((1, 2)), ef.roll(x, 2, 2), ef.roll(x, (1, -1), (1, 2)), ef.roll(x, 1, (1, 2)),
+                                ef.roll(x, (1, 2), 2),
                                 ef.roll(x[0], 3)), X),
     "cumsum_tril_triu": (lambda m, x: (ef.cumsum(x, 1), x.cumsum(dim=-1), ef.cumsum(x, axis=None), ef.tril(x),
                                        ef.triu(x, 1), ef.tril(x, -1), x.triu(diagonal=2)), X),
@@ -120,3 +121,14 @@ def test_static_axes_keep_the_example_size(tmp_path):
     import onnx
     eo.export(model, ef.tensor(randn(2, 3)), path, dynamic_axes={})
     assert [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim] == [2, 3]
+
+
+def test_tril_triu_are_trilu_and_a_causal_mask_follows_a_dynamic_length(tmp_path):
+    def forward(m, x):
+        length = x.shape[1]
+        mask = ef.triu(ef.full((length, length), float("-inf")), 1)
+        scores = x @ x.transpose(1, 2) + mask
+        return ef.softmax(scores, dim=-1), ef.tril(x, -1), ef.triu(x, 2)
+    proto = check_export(Lambda(forward), lambda n: (randn(2, n + 2, n + 2, seed=n),), tmp_path, sizes=(2, 1, 4),
+                         dynamic_axes={"input": {1: "length", 2: "width"}})
+    assert "Trilu" in {n.op_type for n in proto.graph.node}

@@ -226,7 +226,7 @@ def test_round_trip_of_resize_and_the_pytorch_contract_ops(tmp_path):
                           nn.Upsample(scale_factor=1.5, mode="bilinear"), nn.UpsamplingBilinear2d(scale_factor=2))
     _check_round_trip(model, (randn(2, 2, 3, 4),), tmp_path)
     ops = Lambda(lambda m, x: (ef.topk(m.fc(x), 2, dim=1).values, ef.sort(x, 1, descending=True).values,
-                               ef.cumsum(m.fc(x), 1), ef.sin(x) * ef.cos(x),
+                               ef.cumsum(m.fc(x), 1), ef.sin(x) * ef.cos(x), ef.triu(m.fc(x), 1) + ef.tril(x, -1).sum(),
                                ef.scatter(x, 1, x.argmax(dim=1, keepdim=True), m.fc(x)[:, :1]),
                                ef.scatter_add(x, 1, x.argmin(dim=1, keepdim=True), m.fc(x)[:, :1])),
                  fc=nn.Linear(5, 4))
