@@ -363,6 +363,16 @@ def _is_readable_file(source):
 
 # ----- files ------------------------------------------------------------------------------
 
+def write_bytes_atomically(path, data):
+    """Write `data` to `path` as `save` writes its files: atomically, fsynced, with the usual
+    permissions (0666 minus the umask, or the replaced file's mode). For other file formats
+    easyfit writes (ONNX)."""
+    def write(temporary):
+        with open(temporary, "wb") as out:
+            out.write(data)
+    _write_atomically(os.fspath(path), write)
+
+
 def _write_atomically(path, write):
     """Run `write(temporary_path)`, then fsync and rename the temporary over `path`."""
     folder = os.path.dirname(os.path.abspath(path))

@@ -10,12 +10,12 @@ written as Reshape's 0/-1. Anything that cannot be rebuilt that way is refused r
 than frozen to the example's size.
 """
 import os
-import tempfile
 
 import numpy as np
 
 from ..core.autograd import no_grad
 from ..core.backend import get_array_module, to_device
+from ..core.serialization import write_bytes_atomically
 from ..core.tensor import Tensor, _to_array
 from .trace import Trace, flatten_tensors
 
@@ -632,16 +632,5 @@ def _write(proto, f):
         f.write(data)
         return
     path = os.fspath(f)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".onnx-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_bytes_atomically(path, data)   # atomic, with the same permissions as easyfit's other files

@@ -163,3 +163,21 @@ def test_cli_export_of_a_trained_char_rnn_run(tmp_path, capsys):
     vocab_size = len(json.loads({p.key: p.value for p in __import__("onnx").load(str(out)).metadata_props}["vocab"]))
     rng = np.random.default_rng(1)
     _compare_run_with_onnx(run, out, [rng.integers(0, vocab_size, (2, 7)), rng.integers(0, vocab_size, (5, 3))])
+
+
+def test_an_exported_onnx_file_gets_the_usual_permissions(tmp_path):
+    """A user trial found exports written 0600 (tempfile's mode), unreadable to a server's user."""
+    import os
+    import easyfit as ef
+    from easyfit import nn
+    import easyfit.onnx as eo
+    mask = os.umask(0o022)
+    try:
+        path = tmp_path / "m.onnx"
+        eo.export(nn.Linear(3, 2), ef.randn(2, 3), path)
+        assert path.stat().st_mode & 0o777 == 0o644
+        path.chmod(0o640)          # replacing a file keeps its mode, as easyfit.save does
+        eo.export(nn.Linear(3, 2), ef.randn(2, 3), path)
+        assert path.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(mask)
