@@ -65,9 +65,16 @@ def _add_config_options(parser):
                                                      "easyfit-runs/RECIPE/run-NNN)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors on one line (as every other easyfit error), pointing at --help."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser():
     # allow_abbrev=False everywhere: '--epoch 3' must be an error, not silently '--epochs 3'
-    parser = argparse.ArgumentParser(prog="easyfit", description="Train ready-made deep-learning recipes.",
+    parser = _Parser(prog="easyfit", description="Train ready-made deep-learning recipes.",
                                      epilog="Exit codes: 0 ok, 1 failure, 2 bad usage/config, 3 not found.",
                                      allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"easyfit {easyfit.__version__}")

@@ -75,3 +75,14 @@ def test_ctrl_c_before_the_first_checkpoint_offers_no_resume_command_that_would_
     assert cli.main(argv) == cli.EXIT_FAILURE
     err = capsys.readouterr().err
     assert "resume with" not in err and "nothing to resume" in err
+
+
+@pytest.mark.parametrize("argv", [["train", "vision", "--epoch", "3"], ["train", "vision", "--bs", "0"],
+                                  ["no-such-verb"]])
+def test_usage_errors_are_one_line(argv, capsys):
+    """The docs promise one-line errors; argparse printed its usage block first (a user trial)."""
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "error:" in err and "--help" in err
