@@ -26,7 +26,13 @@ from .core import (Tensor, Function, tensor, as_tensor, is_tensor, from_numpy, z
 from .core.serialization import save, load
 from . import data, nn, optim, serialization, utils
 from .learner import Learner, load_learner
+from . import onnx  # the onnx package itself loads only on use
 from . import distributed  # registers Learner.distrib_ctx's context; MPI itself loads only under mpiexec
+from .learner import export as _learner_export
+
+# Learner.export_onnx writes through easyfit.onnx.export: the package root joins the two
+# layers, since neither may import the other (DESIGN.md).
+_learner_export.register_onnx_exporter(onnx.export)
 
 __all__ = [
     "Tensor", "Function", "tensor", "as_tensor", "is_tensor", "from_numpy", "zeros", "ones", "full", "empty",

@@ -12,7 +12,7 @@ ALLOWED = {  # layer -> the easyfit layers it may import
     "optim": {"core", "nn", "optim"},
     "data": {"core", "data"},
     "utils": {"core", "data", "utils"},  # PyTorch's torch.utils paths, re-exporting easyfit.data
-    "learner": {"core", "nn", "optim", "data", "learner", "onnx"},  # onnx only in Learner.export_onnx
+    "learner": {"core", "nn", "optim", "data", "learner"},
     "onnx": {"core", "nn", "onnx"},
     "distributed": {"core", "nn", "optim", "data", "learner", "distributed"},
 }

@@ -318,6 +318,16 @@ def onnx_metadata(learn, example):
     return metadata
 
 
+# easyfit.onnx sits above the learner (DESIGN.md), so the learner cannot import it; the package
+# root (`import easyfit`) hands easyfit.onnx.export in, and `export_onnx` writes through it.
+_onnx_exporter = [None]
+
+
+def register_onnx_exporter(export):
+    """Called by `import easyfit`: `export(model, args, f, **kwargs)` writes an ONNX file."""
+    _onnx_exporter[0] = export
+
+
 def export_learner_onnx(learn, path, example=None, **export_kwargs):
     path = os.fspath(path)
     if not os.path.isabs(path):
@@ -337,7 +347,9 @@ def export_learner_onnx(learn, path, example=None, **export_kwargs):
         export_kwargs["dynamic_axes"] = {"input": axes}
     metadata = onnx_metadata(learn, example)
     metadata.update(export_kwargs.pop("metadata", None) or {})
-    from ..onnx import export   # the onnx layer sits beside the learner; imported only here
+    export = _onnx_exporter[0]
+    if export is None:
+        raise RuntimeError("export_onnx: no ONNX exporter registered (import easyfit registers easyfit.onnx.export)")
     reset = getattr(learn.model, "reset_state", None)
     if callable(reset):   # a stateful model (char-RNN) exports its stateless step from a fresh state
         reset()

@@ -80,7 +80,7 @@ class TensorBoardCallback(Callback):
         # The first training forward pass runs under a trace that notes each op's module
         # path, so that the graph shows the modules as scopes (groups that open in TensorBoard).
         if self.log_graph and not self.graph_written and self.learner.training and self._trace is None:
-            from ..onnx.trace import Trace   # core and nn only: no onnx package is needed
+            from ..nn.tracing import Trace
             self._trace = Trace(self.learner.model, whole_modules={})
             self._trace.__enter__()
 

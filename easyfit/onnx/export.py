@@ -17,7 +17,7 @@ from ..core.autograd import no_grad
 from ..core.backend import get_array_module, to_device
 from ..core.serialization import write_bytes_atomically
 from ..core.tensor import Tensor, _to_array
-from .trace import Trace, flatten_tensors
+from ..nn.tracing import Trace, flatten_tensors
 
 
 class ExportError(ValueError):

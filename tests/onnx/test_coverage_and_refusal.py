@@ -119,7 +119,7 @@ def test_missing_onnx_names_the_extra(monkeypatch):
 
 def test_ops_of_other_threads_are_not_traced(tmp_path):
     import threading
-    from easyfit.onnx.trace import Trace
+    from easyfit.nn.tracing import Trace
     model = Lambda(lambda m, x: ef.tanh(x) * 2.0)
     done = []
     with Trace(model, whole_modules={}) as trace:

@@ -1,5 +1,8 @@
 """Recording one forward pass: every op with its inputs, outputs, module path and source line.
 
+The nn layer owns it because it needs only core and nn; ONNX export (easyfit.onnx) and
+TensorBoard's scoped graph (easyfit.learner) both build on it.
+
 The core offers two hooks (`Function.__call__` and `Module.__call__`); a `Trace` installs
 both for the duration of one forward pass. Ops are recorded as `TracedNode`s in call
 order. Modules whose class is in `whole_modules` (the recurrent layers, batch norm in
@@ -10,7 +13,7 @@ import threading
 
 from ..core.autograd import user_frame_summary
 from ..core.tensor import Tensor, set_op_hook, set_write_hook
-from ..nn.module import set_call_hook
+from .module import set_call_hook
 
 
 class TracedNode:
