@@ -25,8 +25,10 @@ class ExportError(ValueError):
 
 
 def _onnx():
+    """The onnx package, imported on first use (the `onnx` extra), for export and import alike."""
     try:
         import onnx
+        import onnx.numpy_helper  # noqa: F401  (the importer reads initializers with it)
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("easyfit.onnx needs the onnx package: pip install 'easyfit[onnx]'") from error
     return onnx

@@ -22,19 +22,11 @@ from ..core.tensor import IndexAdd, Tensor, reshape, transpose, broadcast_to, su
 from ..nn import functional as F
 from ..nn.module import Module, Parameter
 from ..nn.recurrent import LSTMSequence, GRUSequence, RNNSequence
+from .export import _onnx
 
 
 class OnnxImportError(ValueError):
     """The ONNX model uses something easyfit cannot build; the message names the node."""
-
-
-def _onnx():
-    try:
-        import onnx
-        import onnx.numpy_helper
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("easyfit.onnx needs the onnx package: pip install 'easyfit[onnx]'") from error
-    return onnx
 
 
 class _Node:
