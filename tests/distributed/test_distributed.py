@@ -437,3 +437,111 @@ def test_cli_under_mpiexec(tmp_path):
     result = subprocess.run([_mpiexec(), "-n", "2", *command, *_CLI_ARGS, "--out", str(out)],
                             capture_output=True, text=True, env=_env(), timeout=180, cwd=str(ROOT))
     _check_cli_run(result, out)
+
+
+# --nprocs: the parent process checks the command, claims the run folder and finishes it
+def _fake_ranks(monkeypatch, write, interrupt):
+    """Replace mpiexec by a function that writes what the ranks would have written into the
+    folder given with --out, then fails as a Ctrl-C would (or ends with exit code 0)."""
+    from recipes import cli
+    calls = []
+
+    def launch(nprocs, argv):
+        calls.append((nprocs, list(argv)))
+        out = Path(argv[argv.index("--out") + 1])
+        write(out)
+        if interrupt:
+            raise KeyboardInterrupt
+        return 0
+    monkeypatch.setattr(cli, "launch_processes", launch)
+    return calls
+
+
+def _config_only(out):
+    (out / "config.json").write_text("{}")
+
+
+def _checkpoint(out):
+    _config_only(out)
+    (out / "models").mkdir()
+    (out / "models" / "checkpoint_last.safetensors").write_bytes(b"saved by rank 0")
+
+
+def test_cli_nprocs_interrupted_with_a_checkpoint_prints_the_resume_command_once(tmp_path, monkeypatch, capsys):
+    from recipes import cli
+    monkeypatch.chdir(tmp_path)
+    calls = _fake_ranks(monkeypatch, _checkpoint, interrupt=True)
+    assert cli.main(["train", "vision", "--epochs", "1", "--nprocs", "2"]) == cli.EXIT_FAILURE
+    run = Path("easyfit-runs/vision/run-001")
+    assert calls == [(2, ["train", "vision", "--epochs", "1", "--out", str(run)])]  # the ranks write where told
+    err = capsys.readouterr().err
+    assert err.count("resume with") == 1
+    assert f"easyfit train vision --resume {run} --nprocs 2" in err
+    assert os.readlink("easyfit-runs/vision/latest") == "run-001"   # like a run in one process
+    assert (run / "models" / "checkpoint_last.safetensors").read_bytes() == b"saved by rank 0"
+
+
+def test_cli_nprocs_interrupted_before_a_checkpoint_leaves_no_empty_run(tmp_path, monkeypatch, capsys):
+    from recipes import cli
+    monkeypatch.chdir(tmp_path)
+    _fake_ranks(monkeypatch, _checkpoint, interrupt=False)   # a finished earlier run, marked latest
+    assert cli.main(["train", "vision", "--epochs", "1", "--nprocs", "2"]) == cli.EXIT_OK
+    _fake_ranks(monkeypatch, _config_only, interrupt=True)
+    assert cli.main(["train", "vision", "--epochs", "1", "--nprocs", "2"]) == cli.EXIT_FAILURE
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not Path("easyfit-runs/vision/run-002").exists()   # removed, as in one process
+    assert os.readlink("easyfit-runs/vision/latest") == "run-001"
+
+
+def test_cli_nprocs_refuses_a_recipe_that_cannot_be_sharded_before_starting_mpiexec(tmp_path, monkeypatch, capsys):
+    from recipes import cli
+    monkeypatch.chdir(tmp_path)
+    calls = _fake_ranks(monkeypatch, _checkpoint, interrupt=False)
+    assert cli.main(["train", "char-rnn", "--nprocs", "2"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("easyfit: error: the char-rnn recipe cannot train on 2 processes") and err.count("\n") == 1
+    assert calls == [] and not Path("easyfit-runs").exists()
+
+
+def test_cli_nprocs_checks_the_config_before_starting_mpiexec(tmp_path, monkeypatch, capsys):
+    from recipes import cli
+    monkeypatch.chdir(tmp_path)
+    calls = _fake_ranks(monkeypatch, _checkpoint, interrupt=False)
+    assert cli.main(["train", "vision", "--set", "no_such_setting=1", "--nprocs", "2"]) == cli.EXIT_USAGE
+    assert "no_such_setting" in capsys.readouterr().err
+    assert calls == [] and not Path("easyfit-runs").exists()
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_cli_under_mpiexec_refuses_a_recipe_that_cannot_be_sharded_once(tmp_path):
+    result = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "recipes.cli", "train", "char-rnn"],
+                            capture_output=True, text=True, env=_env(), timeout=60, cwd=str(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("cannot train on 2 processes") == 1, result.stderr
+    assert not (tmp_path / "easyfit-runs").exists()
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_cli_nprocs_ctrl_c_stops_every_rank_and_prints_the_resume_command(tmp_path):
+    """A real Ctrl-C (SIGINT to the command's process group, as a terminal sends it)."""
+    import signal
+    import time
+    env = _env()
+    command = [sys.executable, "-m", "recipes.cli", *_CLI_ARGS[:2], "--epochs", "30", *_CLI_ARGS[4:], "--nprocs", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               cwd=str(tmp_path), start_new_session=True)
+    run = tmp_path / "easyfit-runs" / "vision" / "run-001"
+    checkpoint = run / "models" / "checkpoint_last.safetensors"
+    deadline = time.monotonic() + 120
+    while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    out, err = process.communicate(timeout=60)   # every rank ends: no hang
+    assert process.returncode == 1, out + err
+    hint = f"easyfit train vision --resume {Path('easyfit-runs/vision/run-001')} --nprocs 2"
+    assert err.count("resume with") == 1 and hint in err, err
+    assert os.readlink(run.parent / "latest") == "run-001"
+    assert (run / "config.json").is_file() and checkpoint.is_file()
+    ef.load(checkpoint)   # complete and readable
