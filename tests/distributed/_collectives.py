@@ -83,5 +83,21 @@ np.testing.assert_allclose(share.grad.numpy(), full.grad.numpy()[rank::2], rtol=
 np.testing.assert_allclose(sync.running_var.numpy(), whole.running_var.numpy(), rtol=1e-5)
 np.testing.assert_allclose(dist.all_reduce(sync.weight.grad).numpy(), whole.weight.grad.numpy(), rtol=1e-4)
 
+# convert_sync_batchnorm: a model's BatchNorms, converted, keep the statistics of the global batch
+def bn_model():
+    ef.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(64, 5), nn.BatchNorm1d(5))
+
+
+converted, plain = dist.SyncBatchNorm.convert_sync_batchnorm(bn_model()), bn_model()
+assert [type(m).__name__ for m in converted].count("SyncBatchNorm") == 2
+for step in range(2):
+    converted(ef.tensor(images[rank::2]))
+    plain(ef.tensor(images))
+for key, value in plain.state_dict().items():
+    np.testing.assert_allclose(converted.state_dict()[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-6,
+                               err_msg=key)
+
 dist.barrier()
 print(f"rank {rank}: ok")

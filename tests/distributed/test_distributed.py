@@ -282,6 +282,31 @@ def test_sync_batchnorm_in_a_world_of_one_is_batchnorm():
     assert np.allclose(sync.running_var.numpy(), plain.running_var.numpy())
 
 
+def test_convert_sync_batchnorm_replaces_every_batchnorm_and_keeps_its_state():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=None), nn.ReLU())
+            self.heads = [nn.Linear(4, 2), nn.BatchNorm1d(2, eps=1e-3)]
+            self.same = self.body[1]                                  # one module held twice
+            self.pair = (nn.BatchNorm1d(3, affine=False), nn.Identity())
+
+    model = Net().eval()
+    before, weight = model.state_dict(), model.body[1].weight
+    assert dist.SyncBatchNorm.convert_sync_batchnorm(model) is model
+    assert [type(m).__name__ for m in model.modules()].count("SyncBatchNorm") == 3
+    assert model.same is model.body[1] and model.body[1].weight is weight   # optimizers keep their Parameters
+    bn = model.body[1]
+    assert (bn.momentum, model.heads[1].eps, model.pair[0].affine, bn.training) == (None, 1e-3, False, False)
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(np.array_equal(after[k].numpy(), before[k].numpy()) for k in before)
+    single = dist.SyncBatchNorm.convert_sync_batchnorm(nn.BatchNorm2d(3))
+    assert type(single) is dist.SyncBatchNorm
+    with pytest.raises(ValueError, match="process groups"):
+        dist.SyncBatchNorm.convert_sync_batchnorm(model, process_group="group")
+
+
 # ----------------------------------------------------------------------------------
 # two processes (mpiexec -n 2)
 # ----------------------------------------------------------------------------------
