@@ -172,6 +172,16 @@ def _mpiexec():
     return found
 
 
+def _launcher():
+    """mpiexec, after checking that the processes it starts will find mpi4py."""
+    try:
+        import mpi4py  # noqa: F401  (checked here: the children need it)
+    except ImportError:
+        raise UsageError("--nprocs needs mpi4py, which is not installed; install the MPI extra: "
+                         "pip install 'easyfit[mpi]'") from None
+    return _mpiexec()
+
+
 def launch_processes(nprocs, argv):
     """Run this same command line in `nprocs` processes under mpiexec; returns their exit code.
 
@@ -180,12 +190,7 @@ def launch_processes(nprocs, argv):
     mpiexec end them at once), waits for the ranks to end, then raises KeyboardInterrupt
     as a run in one process would.
     """
-    try:
-        import mpi4py  # noqa: F401  (checked here: the children need it)
-    except ImportError:
-        raise UsageError("--nprocs needs mpi4py, which is not installed; install the MPI extra: "
-                         "pip install 'easyfit[mpi]'") from None
-    command = [_mpiexec(), "-n", str(nprocs), sys.executable, "-m", "recipes.cli"] + list(argv)
+    command = [_launcher(), "-n", str(nprocs), sys.executable, "-m", "recipes.cli"] + list(argv)
     process = subprocess.Popen(command, start_new_session=True)
     interrupted = False
     while True:
@@ -245,6 +250,7 @@ def _train_on_processes(args, argv):
         _config_from_args(recipe, args)  # a bad setting is a usage error now, not in every rank later
         out_dir = Path(args.out) if args.out else None
     _refuse_unless_data_parallel(recipe, nprocs)
+    _launcher()  # a missing mpi4py or mpiexec is reported before a run folder is made
     if out_dir is None:
         out_dir = new_run = runs.new_run_dir(recipe.NAME)
         forwarded = forwarded + ["--out", str(out_dir)]

@@ -417,11 +417,13 @@ def test_collectives_and_a_hand_written_loop_on_two_processes():
 # ----------------------------------------------------------------------------------
 # the command line
 # ----------------------------------------------------------------------------------
-def test_cli_nprocs_without_mpi4py_names_the_extra(monkeypatch, capsys):
+def test_cli_nprocs_without_mpi4py_names_the_extra(tmp_path, monkeypatch, capsys):
     from recipes import cli
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     assert cli.main(["train", "vision", "--nprocs", "2", "--epochs", "1"]) == cli.EXIT_USAGE
     assert "pip install 'easyfit[mpi]'" in capsys.readouterr().err
+    assert not Path("easyfit-runs").exists()  # refused before a run folder was made
 
 
 def test_cli_nprocs_under_mpiexec_is_refused(monkeypatch, capsys):
