@@ -316,15 +316,15 @@ def run_command(args, argv=None):
         config = _config_from_args(recipe, args)
         if _refused_under_mpiexec(recipe):
             return EXIT_USAGE
+        from easyfit import distributed
         if args.out:
             out_dir = Path(args.out)
-            if run.is_finished(out_dir):
+            if run.is_finished(out_dir) and distributed.is_main():  # under mpiexec: said once
                 print(f"easyfit: {out_dir} holds a finished run; training again replaces it", file=sys.stderr)
             args.resume_command = functools.partial(_resume_command, recipe.NAME, out_dir)
             run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
             return EXIT_OK
         # Every run keeps its own folder; under mpiexec rank 0 claims it and tells the others.
-        from easyfit import distributed
         out_dir = runs.new_run_dir(recipe.NAME) if distributed.is_main() else None
         out_dir = Path(distributed.broadcast(None if out_dir is None else str(out_dir)))
         args.resume_command = functools.partial(_resume_command, recipe.NAME, out_dir)

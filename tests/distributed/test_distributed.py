@@ -464,6 +464,10 @@ def test_cli_under_mpiexec(tmp_path):
     result = subprocess.run([_mpiexec(), "-n", "2", *command, *_CLI_ARGS, "--out", str(out)],
                             capture_output=True, text=True, env=_env(), timeout=180, cwd=str(ROOT))
     _check_cli_run(result, out)
+    again = subprocess.run([_mpiexec(), "-n", "2", *command, *_CLI_ARGS, "--out", str(out)],
+                           capture_output=True, text=True, env=_env(), timeout=180, cwd=str(ROOT))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stderr.count("holds a finished run") == 1, again.stderr  # said by rank 0 alone
 
 
 # --nprocs: the parent process checks the command, claims the run folder and finishes it
