@@ -188,19 +188,29 @@ def launch_processes(nprocs, argv):
     mpiexec runs in its own session, so a Ctrl-C reaches this process alone, which
     passes it on to mpiexec once (mpiexec hands it to every rank; a second Ctrl-C makes
     mpiexec end them at once), waits for the ranks to end, then raises KeyboardInterrupt
-    as a run in one process would.
+    as a run in one process would. SIGTERM and SIGHUP are passed on too, and the
+    command still waits for the ranks and tidies the run folder.
     """
     command = [_launcher(), "-n", str(nprocs), sys.executable, "-m", "recipes.cli"] + list(argv)
     process = subprocess.Popen(command, start_new_session=True)
+
+    def forward(signum, frame):  # being in its own session, mpiexec no longer gets these with us
+        if process.poll() is None:
+            process.send_signal(signum)
+    forwarded = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {signum: signal.signal(signum, forward) for signum in forwarded}
     interrupted = False
-    while True:
-        try:
-            code = process.wait()
-            break
-        except KeyboardInterrupt:
-            interrupted = True
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+    try:
+        while True:
+            try:
+                code = process.wait()
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                forward(signal.SIGINT, None)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if interrupted:
         raise KeyboardInterrupt
     return code

@@ -555,8 +555,10 @@ def test_cli_under_mpiexec_refuses_a_recipe_that_cannot_be_sharded_once(tmp_path
 
 @needs_mpi
 @pytest.mark.slow
-def test_cli_nprocs_ctrl_c_stops_every_rank_and_prints_the_resume_command(tmp_path):
-    """A real Ctrl-C (SIGINT to the command's process group, as a terminal sends it)."""
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_cli_nprocs_ctrl_c_stops_every_rank_and_prints_the_resume_command(tmp_path, signal_name):
+    """A real Ctrl-C (SIGINT to the command's process group, as a terminal sends it), or a
+    SIGTERM to the command alone (as `timeout` or a batch system sends it)."""
     import signal
     import time
     env = _env()
@@ -568,11 +570,17 @@ def test_cli_nprocs_ctrl_c_stops_every_rank_and_prints_the_resume_command(tmp_pa
     deadline = time.monotonic() + 120
     while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGINT)
+    if signal_name == "SIGINT":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)   # every rank ends: no hang
-    assert process.returncode == 1, out + err
-    hint = f"easyfit train vision --resume {Path('easyfit-runs/vision/run-001')} --nprocs 2"
-    assert err.count("resume with") == 1 and hint in err, err
+    if signal_name == "SIGINT":
+        assert process.returncode == 1, out + err
+        hint = f"easyfit train vision --resume {Path('easyfit-runs/vision/run-001')} --nprocs 2"
+        assert err.count("resume with") == 1 and hint in err, err
+    else:
+        assert process.returncode != 0, out + err
     assert os.readlink(run.parent / "latest") == "run-001"
     assert (run / "config.json").is_file() and checkpoint.is_file()
     ef.load(checkpoint)   # complete and readable
