@@ -12,6 +12,9 @@
    Learner does). Reported: the median step time of each, the throughput ratio
    (1-process step time / 2-process step time: > 1 means 2 processes train faster) and
    the share of the 2-process step spent in the gradient allreduce.
+3. overlap: whether starting each gradient bucket's allreduce during backward (non-blocking
+   Iallreduce, as PyTorch DDP does from gradient hooks) would hide communication here;
+   emulated with each model's measured backward time and gradient size (see worker_overlap).
 
     flock /tmp/easyfit-bench.lock env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/distributed.py
 
@@ -57,9 +60,10 @@ def worker_allreduce():
         n = nbytes // 4
         buf = np.ones(n, dtype=np.float32)
         repeats = int(min(2000, max(10, 2**28 // nbytes)))
-        timings = {"raw": [], "inplace": [], "copy": []}
+        timings = {"raw": [], "inplace": [], "raw_new": [], "copy": []}
         calls = {"raw": lambda: comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM),
                  "inplace": lambda: world.all_reduce_(buf),
+                 "raw_new": lambda: comm.Allreduce(buf, np.empty_like(buf), op=MPI.SUM),
                  "copy": lambda: world.all_reduce(buf)}
         for _ in range(3):  # warm up
             for call in calls.values():
@@ -105,6 +109,94 @@ def _gradient_buckets(comm, MPI):
             flat[...] = 1.0
         out[name] = {"bytes": flat.nbytes, "raw": statistics.median(raw[5:]), "buckets": statistics.median(ours[5:])}
     return out
+
+
+def worker_overlap(model_name):
+    """Could starting each bucket's allreduce during backward (Iallreduce from gradient hooks) hide it?
+
+    easyfit's engine has no gradient hooks, so this measures the mechanism itself on the
+    model's numbers: its backward time C (measured on this process's share) as k = 4
+    chunks of BLAS work, and its gradient bytes as 4 buckets. "blocking" runs the chunks,
+    then allreduces the buckets (what easyfit does); "overlapped" starts a non-blocking
+    Iallreduce of bucket i right after chunk i and waits at the end, testing the requests
+    between sub-chunks as hooks firing per parameter would (MPI progresses only inside
+    MPI calls unless MPICH's asynchronous progress thread is switched on).
+    """
+    sys.path.insert(0, str(HERE))
+    from mpi4py import MPI
+    from train_step import Framework, build_cnn, build_mlp
+    import easyfit
+    comm = MPI.COMM_WORLD
+    rank, size = comm.rank, comm.size
+    fw = Framework("easyfit")
+    model, opt, loss_func, x, y, _ = {"mlp": build_mlp, "cnn": build_cnn}[model_name](fw, np.random.default_rng(0))
+    x_share, y_share = easyfit.tensor(x.numpy()[rank::size]), easyfit.tensor(y.numpy()[rank::size])
+    backward = []
+    for i in range(STEPS[model_name][0] + 5):
+        loss = loss_func(model(x_share), y_share)
+        start = time.perf_counter()
+        loss.backward()
+        backward.append(time.perf_counter() - start)
+        opt.zero_grad()
+    compute_time = statistics.median(backward[2:])
+    n = sum(int(np.prod(p.shape)) for p in model.parameters())
+    buckets = np.array_split(np.ones(n, np.float32), 4)
+    a = np.random.default_rng(0).normal(size=(96, 96)).astype(np.float32)
+    start, reps = time.perf_counter(), 0
+    while time.perf_counter() - start < 0.2:
+        a @ a
+        reps += 1
+    reps = max(1, int(reps / 0.2 * compute_time / 16))  # 4 chunks x 4 sub-chunks = the backward's time
+
+    def sub_chunk():
+        for _ in range(reps):
+            a @ a
+
+    def compute_only():
+        for _ in range(16):
+            sub_chunk()
+
+    for _ in range(2):  # calibrate on the real thing, the same in both processes
+        took = []
+        for _ in range(3):
+            start = time.perf_counter()
+            compute_only()
+            took.append(time.perf_counter() - start)
+        reps = comm.allreduce(max(1, round(reps * compute_time / statistics.median(took))), op=MPI.MIN)
+
+    def comm_only():
+        for b in buckets:
+            comm.Allreduce(MPI.IN_PLACE, b, op=MPI.SUM)
+
+    def blocking():
+        compute_only()
+        comm_only()
+
+    def overlapped():
+        requests = []
+        for b in buckets:
+            for _ in range(4):
+                sub_chunk()
+                if requests:
+                    MPI.Request.Testall(requests)
+            requests.append(comm.Iallreduce(MPI.IN_PLACE, b, op=MPI.SUM))
+        MPI.Request.Waitall(requests)
+
+    timings = {name: [] for name in ("compute", "comm", "blocking", "overlapped")}
+    calls = {"compute": compute_only, "comm": comm_only, "blocking": blocking, "overlapped": overlapped}
+    for i in range(14):
+        for name, call in calls.items():
+            comm.Barrier()
+            start = time.perf_counter()
+            call()
+            elapsed = comm.allreduce(time.perf_counter() - start, op=MPI.MAX)
+            if i >= 2:
+                timings[name].append(elapsed)
+            for b in buckets:
+                b[...] = 1.0
+    if rank == 0:
+        print(json.dumps({"backward": compute_time, "bytes": n * 4,
+                          **{name: statistics.median(values) for name, values in timings.items()}}))
 
 
 def worker_step(model_name, nprocs):
@@ -153,16 +245,19 @@ def _run(command, threads):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--worker", choices=["allreduce", "step"])
+    parser.add_argument("--worker", choices=["allreduce", "step", "overlap"])
     parser.add_argument("--model", choices=list(STEPS))
     parser.add_argument("--nprocs", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="processes per configuration (best median kept)")
-    parser.add_argument("--part", choices=["all", "allreduce", "step"], default="all", help="which benchmark to run")
+    parser.add_argument("--part", choices=["all", "allreduce", "step", "overlap"], default="all",
+                        help="which benchmark to run")
     args = parser.parse_args()
     if args.worker == "allreduce":
         return worker_allreduce()
     if args.worker == "step":
         return worker_step(args.model, args.nprocs)
+    if args.worker == "overlap":
+        return worker_overlap(args.model)
     mpiexec = _mpiexec()
     if mpiexec is None:
         sys.exit("bench/distributed.py needs mpiexec: pip install 'easyfit[mpi]'")
@@ -172,21 +267,24 @@ def main():
         bench_allreduce(mpiexec, me, args.rounds)
     if args.part in ("all", "step"):
         bench_steps(mpiexec, me, args.rounds)
+    if args.part in ("all", "overlap"):
+        bench_overlap(mpiexec, me, args.rounds)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 def bench_allreduce(mpiexec, me, n_rounds):
     rounds = [_run([mpiexec, "-n", "2", *me, "--worker", "allreduce"], 1) for _ in range(n_rounds)]
     print("allreduce of float32 over 2 processes (best of the rounds' medians)")
-    print(f"{'size':>8} {'raw MPI':>10} {'all_reduce_':>12} {'overhead':>9} {'all_reduce':>11} {'overhead':>9} "
-          f"{'GB/s raw':>9}")
+    print("in place: raw Allreduce(IN_PLACE, buf) vs all_reduce_(buf); new array: raw "
+          "Allreduce(buf, np.empty_like(buf)) vs all_reduce(buf)")
+    print(f"{'size':>8} {'raw MPI':>10} {'all_reduce_':>12} {'overhead':>9} {'raw new':>10} {'all_reduce':>11} "
+          f"{'overhead':>9} {'GB/s raw':>9}")
     for i, nbytes in enumerate(SIZES):
-        raw = min(r[i]["raw"] for r in rounds)
-        inplace = min(r[i]["inplace"] for r in rounds)
-        copy = min(r[i]["copy"] for r in rounds)
+        raw, inplace, raw_new, copy = (min(r[i][name] for r in rounds) for name in ("raw", "inplace", "raw_new",
+                                                                                     "copy"))
         size = f"{nbytes // 2**20} MB" if nbytes >= 2**20 else f"{nbytes // 2**10} KB"
         print(f"{size:>8} {raw * 1e6:>8.1f}us {inplace * 1e6:>10.1f}us {inplace / raw - 1:>8.1%} "
-              f"{copy * 1e6:>9.1f}us {copy / raw - 1:>8.1%} {nbytes / raw / 1e9:>9.2f}")
+              f"{raw_new * 1e6:>8.1f}us {copy * 1e6:>9.1f}us {copy / raw_new - 1:>8.1%} {nbytes / raw / 1e9:>9.2f}")
     print("\na model's gradients: GradientAverager.reduce (pack into buckets, reduce, unpack) vs one raw "
           "Allreduce of as many bytes")
     for model in ("mlp", "cnn"):
@@ -210,6 +308,20 @@ def bench_steps(mpiexec, me, n_rounds):
         print(f"{model:>6} {one['params']:>9,} {single['step'] * 1e3:>8.1f}ms {one['step'] * 1e3:>8.1f}ms "
               f"{two['step'] * 1e3:>8.1f}ms "
               f"{one['step'] / two['step']:>19.2f} {two['comm'] / two['step']:>10.1%}")
+
+
+def bench_overlap(mpiexec, me, n_rounds):
+    print("\noverlapping the gradient allreduce with backward (emulated: backward's time as BLAS work in 4 chunks, "
+          "the gradients as 4 buckets; 2 processes x 1 thread)")
+    print(f"{'model':>6} {'MB':>6} {'backward':>9} {'compute':>9} {'allreduce':>10} {'blocking':>9} "
+          f"{'overlapped':>11} {'gain':>6} {'ideal gain':>11}")
+    for model in STEPS:
+        best = min((_run([mpiexec, "-n", "2", *me, "--worker", "overlap", "--model", model], 1)
+                    for _ in range(n_rounds)), key=lambda r: r["overlapped"] + r["blocking"])
+        ideal = best["blocking"] - max(best["compute"], best["comm"])
+        print(f"{model:>6} {best['bytes'] / 2**20:>6.2f} {best['backward'] * 1e3:>7.1f}ms {best['compute'] * 1e3:>7.1f}ms "
+              f"{best['comm'] * 1e3:>8.2f}ms {best['blocking'] * 1e3:>7.1f}ms {best['overlapped'] * 1e3:>9.1f}ms "
+              f"{1 - best['overlapped'] / best['blocking']:>6.1%} {ideal / best['blocking']:>10.1%}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Each recipe module defines `NAME`, `DESCRIPTION`, `DEFAULT_DATA`, a `Config` dataclass,
 `build_learner(config, out_dir)` and `predict(learner, config, inputs)` (the char-RNN
-recipe also `generate`). Copy one as the start of your own project; the `easyfit`
-command line (`recipes.cli`) runs them.
+recipe also `generate`). A recipe that cannot train data-parallel sets `DATA_PARALLEL = False`,
+and `easyfit train RECIPE --nprocs N` refuses it before starting any process. Copy one as
+the start of your own project; the `easyfit` command line (`recipes.cli`) runs them.
 """
 import importlib
 

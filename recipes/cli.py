@@ -20,6 +20,7 @@ import os
 import functools
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -134,13 +135,14 @@ def _resume_folder(value):
     return runs.resolve_run_dir(path)
 
 
-def _resume_command(recipe_name, out_dir):
+def _resume_command(recipe_name, out_dir, nprocs=1):
     """The command that continues this run after an interruption, as the user would type it,
     or None while the run has no checkpoint to continue from yet."""
     from .run import RESUMABLE
     if not (Path(out_dir) / "models" / f"{RESUMABLE}.safetensors").is_file():
         return None
-    return f"easyfit train {recipe_name} --resume {shlex.quote(str(out_dir))}"
+    return (f"easyfit train {recipe_name} --resume {shlex.quote(str(out_dir))}"
+            + (f" --nprocs {nprocs}" if nprocs > 1 else ""))
 
 
 def _refuse_changes_on_resume(args):
@@ -170,20 +172,48 @@ def _mpiexec():
     return found
 
 
-def launch_processes(nprocs, argv):
-    """Run this same command line in `nprocs` processes under mpiexec; returns their exit code."""
-    if nprocs < 1:
-        raise UsageError(f"--nprocs must be at least 1, got {nprocs}")
+def _launcher():
+    """mpiexec, after checking that the processes it starts will find mpi4py."""
     try:
         import mpi4py  # noqa: F401  (checked here: the children need it)
     except ImportError:
         raise UsageError("--nprocs needs mpi4py, which is not installed; install the MPI extra: "
                          "pip install 'easyfit[mpi]'") from None
-    command = [_mpiexec(), "-n", str(nprocs), sys.executable, "-m", "recipes.cli"] + list(argv)
+    return _mpiexec()
+
+
+def launch_processes(nprocs, argv):
+    """Run this same command line in `nprocs` processes under mpiexec; returns their exit code.
+
+    mpiexec runs in its own session, so a Ctrl-C reaches this process alone, which
+    passes it on to mpiexec once (mpiexec hands it to every rank; a second Ctrl-C makes
+    mpiexec end them at once), waits for the ranks to end, then raises KeyboardInterrupt
+    as a run in one process would. SIGTERM and SIGHUP are passed on too, and the
+    command still waits for the ranks and tidies the run folder.
+    """
+    command = [_launcher(), "-n", str(nprocs), sys.executable, "-m", "recipes.cli"] + list(argv)
+    process = subprocess.Popen(command, start_new_session=True)
+
+    def forward(signum, frame):  # being in its own session, mpiexec no longer gets these with us
+        if process.poll() is None:
+            process.send_signal(signum)
+    forwarded = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {signum: signal.signal(signum, forward) for signum in forwarded}
+    interrupted = False
     try:
-        return subprocess.run(command).returncode
-    except KeyboardInterrupt:  # mpiexec got the Ctrl-C too and ends its processes
-        return EXIT_FAILURE
+        while True:
+            try:
+                code = process.wait()
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                forward(signal.SIGINT, None)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if interrupted:
+        raise KeyboardInterrupt
+    return code
 
 
 def _without_nprocs(argv):
@@ -198,14 +228,86 @@ def _without_nprocs(argv):
     return out
 
 
+def _refuse_unless_data_parallel(recipe, nprocs):
+    if nprocs > 1 and not getattr(recipe, "DATA_PARALLEL", True):
+        raise UsageError(f"the {recipe.NAME} recipe cannot train on {nprocs} processes: its data loader cannot be "
+                         "shared out between processes; train it in one process (without --nprocs or mpiexec)")
+
+
+def _train_on_processes(args, argv):
+    """`easyfit train ... --nprocs N`: check the command here, then run it under mpiexec.
+
+    Everything a run in one process checks before training (recipe, config, --resume)
+    is checked before any process starts. A new run's folder is claimed here and given
+    to the ranks (--out), and once they end, successful or not, it is finished as a
+    one-process run's is: marked `latest` if it holds a checkpoint or a model, removed
+    if not; after a Ctrl-C the resume command is printed (by `main`).
+    """
+    from easyfit import distributed
+    nprocs = args.nprocs
+    if nprocs < 1:
+        raise UsageError(f"--nprocs must be at least 1, got {nprocs}")
+    if distributed.launched_by_mpi():
+        raise UsageError("--nprocs starts mpiexec itself; under mpiexec leave it out "
+                         "(mpiexec -n N easyfit train RECIPE)")
+    forwarded = _without_nprocs(sys.argv[1:] if argv is None else argv)
+    new_run = None
+    if args.resume:
+        out_dir = _resume_folder(args.resume)
+        recipe, _ = _checked_resume(args, out_dir)
+    else:
+        recipe = get_recipe(args.recipe)
+        _config_from_args(recipe, args)  # a bad setting is a usage error now, not in every rank later
+        out_dir = Path(args.out) if args.out else None
+    _refuse_unless_data_parallel(recipe, nprocs)
+    _launcher()  # a missing mpi4py or mpiexec is reported before a run folder is made
+    if out_dir is None:
+        out_dir = new_run = runs.new_run_dir(recipe.NAME)
+        forwarded = forwarded + ["--out", str(out_dir)]
+    args.resume_command = functools.partial(_resume_command, recipe.NAME, out_dir, nprocs)
+    try:
+        return launch_processes(nprocs, forwarded)
+    finally:
+        if new_run is not None:
+            runs.finish_run(new_run)
+
+
+def _checked_resume(args, out_dir):
+    """(recipe, config) of the run `--resume` names, after checking that it can be resumed as asked."""
+    from . import run
+    recipe, config = run.read_run(out_dir)
+    if recipe.NAME != args.recipe:
+        raise UsageError(f"--resume {args.resume}: that run is of recipe {recipe.NAME!r}, not {args.recipe!r}")
+    if args.out and Path(args.out) != out_dir:
+        raise UsageError("--out and --resume name different folders; a run resumes where it was written")
+    _refuse_changes_on_resume(args)
+    if run.is_finished(out_dir):
+        raise UsageError(f"--resume {args.resume}: the run in {out_dir} has already finished (it has "
+                         f"{run.RESULTS_FILE} and {run.MODEL_FILE}); nothing to resume. To train more, "
+                         "start a new run with --out")
+    return recipe, config
+
+
+def _refused_under_mpiexec(recipe):
+    """Under `mpiexec -n N easyfit train RECIPE` with a recipe that cannot train data-parallel:
+    every rank finds it before any collective, rank 0 alone says so, and all exit with the
+    usage code (no MPI_Abort needed: nobody waits for anybody)."""
+    from easyfit import distributed
+    if not distributed.launched_by_mpi() or distributed.init() == 1:
+        return False
+    try:
+        _refuse_unless_data_parallel(recipe, distributed.world_size())
+    except UsageError as error:
+        if distributed.is_main():
+            print(f"easyfit: error: {error}", file=sys.stderr)
+        return True
+    return False
+
+
 def run_command(args, argv=None):
     from . import run
     if args.verb == "train" and args.nprocs != 1:
-        from easyfit import distributed
-        if distributed.launched_by_mpi():
-            raise UsageError("--nprocs starts mpiexec itself; under mpiexec leave it out "
-                             "(mpiexec -n N easyfit train RECIPE)")
-        return launch_processes(args.nprocs, _without_nprocs(sys.argv[1:] if argv is None else argv))
+        return _train_on_processes(args, argv)
     if args.verb == "recipes":
         for name in available():
             recipe = get_recipe(name)
@@ -214,30 +316,25 @@ def run_command(args, argv=None):
     if args.verb == "train":
         if args.resume:
             out_dir = _resume_folder(args.resume)
-            recipe, config = run.read_run(out_dir)
-            if recipe.NAME != args.recipe:
-                raise UsageError(f"--resume {args.resume}: that run is of recipe {recipe.NAME!r}, not {args.recipe!r}")
-            if args.out and Path(args.out) != out_dir:
-                raise UsageError("--out and --resume name different folders; a run resumes where it was written")
+            recipe, config = _checked_resume(args, out_dir)
             args.resume_command = functools.partial(_resume_command, recipe.NAME, out_dir)
-            _refuse_changes_on_resume(args)
-            if run.is_finished(out_dir):
-                raise UsageError(f"--resume {args.resume}: the run in {out_dir} has already finished (it has "
-                                 f"{run.RESULTS_FILE} and {run.MODEL_FILE}); nothing to resume. To train more, "
-                                 "start a new run with --out")
+            if _refused_under_mpiexec(recipe):
+                return EXIT_USAGE
             run.train(recipe, config, out_dir, logdir=args.logdir, resume=True)
             return EXIT_OK
         recipe = get_recipe(args.recipe)
         config = _config_from_args(recipe, args)
+        if _refused_under_mpiexec(recipe):
+            return EXIT_USAGE
+        from easyfit import distributed
         if args.out:
             out_dir = Path(args.out)
-            if run.is_finished(out_dir):
+            if run.is_finished(out_dir) and distributed.is_main():  # under mpiexec: said once
                 print(f"easyfit: {out_dir} holds a finished run; training again replaces it", file=sys.stderr)
             args.resume_command = functools.partial(_resume_command, recipe.NAME, out_dir)
             run.train(recipe, config, out_dir, logdir=args.logdir, lr_find=args.lr_find)
             return EXIT_OK
         # Every run keeps its own folder; under mpiexec rank 0 claims it and tells the others.
-        from easyfit import distributed
         out_dir = runs.new_run_dir(recipe.NAME) if distributed.is_main() else None
         out_dir = Path(distributed.broadcast(None if out_dir is None else str(out_dir)))
         args.resume_command = functools.partial(_resume_command, recipe.NAME, out_dir)

@@ -4,7 +4,9 @@ One allreduce per parameter would pay MPI's latency a hundred times a step; inst
 the gradients are copied into flat buffers ("buckets", 25 MB by default, one dtype
 each) and each bucket is reduced in one call, as PyTorch DDP and Horovod do. The
 buffers are fresh every step and the averaged gradients are views into them, so
-nothing a later step does can alias an earlier step's gradients.
+nothing a later step does can alias an earlier step's gradients (measured: handing
+back views into a fresh buffer costs less than copying into persistent buffers and
+back into the gradients; see docs/distributed.md).
 
 A process may weight its gradients (the Learner weights by the number of samples in
 its share of the batch, so an uneven last batch averages exactly like one process
@@ -48,6 +50,7 @@ class GradientAverager:
         self.bucket_bytes = int(bucket_bytes)
         self._signature = None
         self.buckets = []       # lists of parameters, one dtype each
+        self._plan = []         # see _make_plan
 
     def _layout(self):
         params = [p for p in _parameters(self.source) if p.requires_grad]
@@ -69,52 +72,73 @@ class GradientAverager:
                     size += nbytes
                 if bucket:
                     self.buckets.append(bucket)
+            self._plan = self._make_plan(len(params))
         return self.buckets
 
-    def reduce(self, weight=1.0, average=True):
-        """Reduce the parameters' current gradients in place (see the class); returns the sum of the weights."""
-        buckets = self._layout()
-        n_params = sum(len(b) for b in buckets)
-        # header: [weight, has-grad flag per parameter], reduced in float64
-        header = np.empty(1 + n_params, dtype=np.float64)
-        header[0] = weight
-        flats, index = [], 0
-        for bucket in buckets:
+    def _make_plan(self, n_params):
+        """Per bucket: (dtype, elements, [(parameter, offset, size)], header offset or None).
+
+        The header, [weight, has-gradient flag of every parameter], rides at the end of
+        the first float32/float64 bucket, so a step costs one allreduce per bucket and no
+        more (0/1 flags and sample counts are exact in float32); with only float16
+        gradients it is a separate float64 message.
+        """
+        plan, header_placed = [], False
+        for bucket in self.buckets:
             dtype = np.dtype(bucket[0].dtype)
-            flat = np.empty(sum(int(np.prod(p.shape)) for p in bucket), dtype=dtype)
-            offset = 0
+            entries, offset = [], 0
             for p in bucket:
-                n = int(np.prod(p.shape))
-                if p.grad is None:
-                    flat[offset:offset + n] = 0
-                    header[1 + index] = 0.0
+                size = int(np.prod(p.shape))
+                entries.append((p, offset, size))
+                offset += size
+            header_at = None
+            if not header_placed and dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+                header_at, header_placed = offset, True
+                offset += 1 + n_params
+            plan.append((dtype, offset, entries, header_at))
+        if not header_placed:
+            plan.append((np.dtype(np.float64), 1 + n_params, [], 0))
+        return plan
+
+    def reduce(self, weight=1.0, average=True):
+        """Reduce the parameters' current gradients in place (see the class); returns the sum of the weights.
+
+        One allreduce per bucket, in place, on a new buffer per step: the reduced
+        gradients are views into it (no copy back), and no later step writes there.
+        """
+        self._layout()
+        flats, header = [], None
+        for dtype, elements, entries, header_at in self._plan:
+            flat = np.empty(elements, dtype=dtype)
+            if header_at is not None:
+                header = flat[header_at:]
+                header[0] = weight
+            for p, offset, size in entries:
+                grad = p.grad
+                if grad is None:
+                    flat[offset:offset + size] = 0
                 else:
-                    grad = p.grad.array
-                    flat[offset:offset + n] = (grad if isinstance(grad, np.ndarray) else grad.get()).reshape(-1)
-                    header[1 + index] = 1.0
-                offset += n
-                index += 1
-            if average and weight != 1.0:
-                flat *= np.asarray(weight, dtype=dtype)
+                    array = grad.array
+                    flat[offset:offset + size] = (array if isinstance(array, np.ndarray) else array.get()).reshape(-1)
+            if average and weight != 1.0 and entries:
+                flat[:entries[-1][1] + entries[-1][2]] *= np.asarray(weight, dtype=dtype)
             flats.append(flat)
-        world.all_reduce_(header)
+        flags = [p.grad is not None for _, _, entries, _ in self._plan for p, _, _ in entries]
+        header[1:] = flags
         for flat in flats:
             world.all_reduce_(flat)
-        total_weight = header[0]
+        total_weight = float(header[0])
         if average and total_weight <= 0:
             raise ValueError(f"GradientAverager: the weights of all processes sum to {total_weight}; "
                              "each process's weight must be >= 0 and at least one > 0")
         index = 0
-        for bucket, flat in zip(buckets, flats):
-            if average:
-                flat /= np.asarray(total_weight, dtype=flat.dtype)
-            offset = 0
-            for p in bucket:
-                n = int(np.prod(p.shape))
+        for (dtype, _, entries, _), flat in zip(self._plan, flats):
+            if average and entries:
+                flat[:entries[-1][1] + entries[-1][2]] /= np.asarray(total_weight, dtype=dtype)
+            for p, offset, size in entries:
                 if header[1 + index] > 0:
-                    view = flat[offset:offset + n].reshape(p.shape)
+                    view = flat[offset:offset + size].reshape(p.shape)
                     p.grad = Tensor(view if p.device == "cpu" else to_device(view, p.device))
-                offset += n
                 index += 1
         return total_weight
 

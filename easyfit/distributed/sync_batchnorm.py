@@ -16,6 +16,7 @@ import numpy as np
 from ..core.backend import to_device
 from ..core.tensor import Function, Tensor
 from ..core import functions as _ops
+from ..nn.module import Module
 from ..nn.normalization import _BatchNorm
 from . import world
 
@@ -42,6 +43,27 @@ class SyncBatchNorm(_BatchNorm):
     run the layer in the same order (as for any collective).
     """
     expected_ndims = (2, 3, 4)
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module, process_group=None):
+        """`module` with every BatchNorm1d/2d in it replaced by a SyncBatchNorm (PyTorch's name).
+
+        Each SyncBatchNorm takes over its BatchNorm's settings, mode, Parameters (the
+        same objects, so an optimizer built earlier still holds them) and buffers, so
+        the state dict is unchanged. Modules held twice are converted once; containers
+        (Sequential, ModuleList, lists, tuples and dicts in attributes) are updated in
+        place. Returns the converted module: a new one when `module` itself is a
+        BatchNorm, else `module`. There are no process groups: all processes take part.
+
+        >>> from easyfit import nn
+        >>> model = SyncBatchNorm.convert_sync_batchnorm(nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8)))
+        >>> type(model[1]).__name__
+        'SyncBatchNorm'
+        """
+        if process_group is not None:
+            raise ValueError("SyncBatchNorm.convert_sync_batchnorm: easyfit has no process groups; every process "
+                             f"takes part (leave process_group=None), got {process_group!r}")
+        return _convert(module, cls, {})
 
     def forward(self, x):
         """Normalise with the global batch's statistics in training, the running ones in eval."""
@@ -76,3 +98,43 @@ class SyncBatchNorm(_BatchNorm):
             self.running_var.array *= 1 - momentum
             self.running_var.array += momentum * batch_var
         return y
+
+
+def _convert(value, cls, done):
+    """`value` with its BatchNorms replaced (see SyncBatchNorm.convert_sync_batchnorm); `done` maps id -> result."""
+    if isinstance(value, _BatchNorm) and not isinstance(value, SyncBatchNorm):
+        if id(value) not in done:
+            done[id(value)] = _sync_from(value, cls)
+        return done[id(value)]
+    if isinstance(value, Module):
+        if id(value) not in done:
+            done[id(value)] = value
+            for name, member in list(vars(value).items()):
+                converted = _convert(member, cls, done)
+                if converted is not member:
+                    setattr(value, name, converted)
+        return done[id(value)]
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            value[index] = _convert(item, cls, done)
+        return value
+    if isinstance(value, dict):
+        for key, item in list(value.items()):
+            value[key] = _convert(item, cls, done)
+        return value
+    if isinstance(value, tuple):
+        items = [_convert(item, cls, done) for item in value]
+        if all(new is old for new, old in zip(items, value)):
+            return value
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)  # a namedtuple, or not
+    return value
+
+
+def _sync_from(batchnorm, cls):
+    sync = cls(batchnorm.num_features, eps=batchnorm.eps, momentum=batchnorm.momentum, affine=batchnorm.affine,
+               track_running_stats=batchnorm.track_running_stats)
+    sync.weight, sync.bias = batchnorm.weight, batchnorm.bias
+    sync.running_mean, sync.running_var = batchnorm.running_mean, batchnorm.running_var
+    sync.num_batches_tracked = batchnorm.num_batches_tracked
+    sync.training = batchnorm.training
+    return sync

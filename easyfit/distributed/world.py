@@ -38,6 +38,7 @@ class _SingleProcess:
 
 
 _world = None      # None before init(); then an mpi4py communicator or _SingleProcess
+_world_size = 1    # its size, read once (the fast paths need no MPI call to know it)
 _mpi = None        # the mpi4py.MPI module when running under MPI
 
 
@@ -65,7 +66,7 @@ def init():
     uncaught exception in any of them is printed with its rank and ends the whole
     job (MPI_Abort), so the others never wait for ever in a collective.
     """
-    global _world, _mpi
+    global _world, _mpi, _world_size
     if _world is None:
         if launched_by_mpi():
             _mpi = _import_mpi()
@@ -75,7 +76,8 @@ def init():
                 sys.excepthook = _abort_on_uncaught
         else:
             _world = _SingleProcess()
-    return _world.size
+        _world_size = _world.size
+    return _world_size
 
 
 def is_initialized():
@@ -177,28 +179,45 @@ def all_reduce(x, op="sum"):
     Returns a new value of x's kind (Tensor, NumPy/CuPy array, number); x is unchanged.
     In a world of one it returns a copy of x.
     """
-    comm = _comm()
+    if _world is None:
+        init()
     if op not in _OPS:
         raise ValueError(f"easyfit.distributed.all_reduce: op must be one of {', '.join(map(repr, _OPS))}, got {op!r}")
-    array, back = _host_array(x)
-    if comm.size == 1:
-        return back(array.copy())
-    out = np.empty_like(array)
-    comm.Allreduce(array, out, op=_mpi_op(op))  # MPI writes the result straight into the new array
-    if op == "mean":
-        out = out / comm.size
-    return back(out)
+    if type(x) is np.ndarray:  # the common case, kept short: small messages are dominated by Python
+        array, back = np.ascontiguousarray(x), None
+    else:
+        array, back = _host_array(x)
+    if _world_size == 1:
+        out = array.copy()
+    else:
+        out = np.empty_like(array)
+        _world.Allreduce(array, out, op=_mpi_ops[op])  # MPI writes the result straight into the new array
+        if op == "mean":
+            out = out / _world_size
+    return out if back is None else back(out)
 
 
 def all_reduce_(array, op="sum"):
-    """`all_reduce` in place on a C-contiguous NumPy array: no new array (the gradient buckets' fast path)."""
-    comm = _world if _world is not None else _comm()
-    if comm.size > 1:
-        if type(array) is not np.ndarray or not array.flags.c_contiguous:
-            raise TypeError("easyfit.distributed.all_reduce_: needs a C-contiguous NumPy array")
-        comm.Allreduce(_mpi.IN_PLACE, array, op=_mpi_op(op))
+    """`all_reduce` in place on a contiguous NumPy array: no new array (the gradient buckets' fast path).
+
+    Kept to one MPI call and a few Python operations (about 0.2 us over raw mpi4py):
+    mpi4py itself refuses a non-contiguous array.
+    """
+    if _world is None:
+        init()
+    if _world_size > 1:
+        if type(array) is not np.ndarray:
+            raise TypeError(f"easyfit.distributed.all_reduce_: needs a contiguous NumPy array, got "
+                            f"{type(array).__name__}")
+        mpi_op = _mpi_ops.get(op)  # 'mean' is MPI's SUM, divided below
+        if mpi_op is None:
+            _mpi_op(op)  # raises, naming the ops
+        try:
+            _world.Allreduce(_mpi.IN_PLACE, array, op=mpi_op)
+        except BufferError:
+            raise TypeError("easyfit.distributed.all_reduce_: needs a contiguous NumPy array") from None
         if op == "mean":
-            array /= comm.size
+            array /= _world_size
     return array
 
 

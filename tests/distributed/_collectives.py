@@ -22,6 +22,17 @@ assert mean.dtype == np.float32 and np.allclose(mean, np.arange(4) + 0.5), mean
 assert dist.all_reduce(rank + 1, op="max") == 2 and dist.all_reduce(float(rank), op="min") == 0.0
 assert dist.all_reduce(np.int64(rank + 1)) == 3
 
+# all_reduce_ in place: the same array back; a non-contiguous one or a bad op is refused
+buffer = np.arange(4, dtype=np.float32) + rank
+assert dist.all_reduce_(buffer, op="mean") is buffer and np.allclose(buffer, np.arange(4) + 0.5)
+for bad, kwargs in ((np.zeros((4, 4))[:, ::2], {}), ([1.0, 2.0], {}), (np.zeros(2), {"op": "avg"})):
+    try:
+        dist.all_reduce_(bad, **kwargs)
+    except (TypeError, ValueError) as error:
+        assert "all_reduce" in str(error), error
+    else:
+        raise AssertionError(f"all_reduce_ accepted {bad!r} {kwargs}")
+
 # broadcast: arrays keep their kind; a shape mismatch is an error naming both
 assert np.array_equal(dist.broadcast(np.full(3, rank), root=1), np.full(3, 1))
 assert dist.broadcast({"rank": rank})["rank"] == 0
@@ -56,6 +67,24 @@ params = np.concatenate([p.numpy().ravel() for p in model.parameters()])
 others = dist.all_gather(params)
 assert np.array_equal(others[0], others[1]), "ranks diverged"
 
+# GradientAverager: weighted mean over several buckets of two dtypes; the header's has-gradient flags
+tensors = [ef.nn.Parameter(np.zeros((3, 4), np.float32)), ef.nn.Parameter(np.zeros(5, np.float64)),
+          ef.nn.Parameter(np.zeros(2, np.float32)), ef.nn.Parameter(np.zeros(3, np.float64))]
+for bucket_bytes in (16, 2**20):
+    averager = dist.GradientAverager(tensors, bucket_bytes=bucket_bytes)
+    for step in range(2):  # the second step reuses the layout
+        tensors[0].grad = ef.tensor(np.full((3, 4), rank + 1.0, np.float32))
+        tensors[1].grad = ef.tensor(np.full(5, rank + 1.0))
+        tensors[2].grad = ef.tensor(np.full(2, 2.0, np.float32)) if rank == 1 else None   # only in rank 1
+        tensors[3].grad = None                                                             # nowhere
+        assert averager.reduce(weight=rank + 1.0) == 3.0
+        np.testing.assert_allclose(tensors[0].grad.numpy(), 5 / 3, rtol=1e-6)   # (1 * 1 + 2 * 2) / (1 + 2)
+        np.testing.assert_allclose(tensors[1].grad.numpy(), 5 / 3, rtol=1e-12)
+        assert tensors[1].grad.dtype == np.float64 and tensors[0].grad.shape == (3, 4)
+        np.testing.assert_allclose(tensors[2].grad.numpy(), 4 / 3, rtol=1e-6)  # rank 0 counts as zeros
+        assert tensors[3].grad is None
+    assert len(averager.buckets) == (4 if bucket_bytes == 16 else 2)
+
 # the same steps in one process on the whole batch (mean of equal shares = mean of the batch)
 if rank == 0:
     ef.manual_seed(0)
@@ -82,6 +111,22 @@ np.testing.assert_allclose(out.numpy(), expected.numpy()[rank::2], rtol=1e-4, at
 np.testing.assert_allclose(share.grad.numpy(), full.grad.numpy()[rank::2], rtol=1e-3, atol=1e-4)
 np.testing.assert_allclose(sync.running_var.numpy(), whole.running_var.numpy(), rtol=1e-5)
 np.testing.assert_allclose(dist.all_reduce(sync.weight.grad).numpy(), whole.weight.grad.numpy(), rtol=1e-4)
+
+# convert_sync_batchnorm: a model's BatchNorms, converted, keep the statistics of the global batch
+def bn_model():
+    ef.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(64, 5), nn.BatchNorm1d(5))
+
+
+converted, plain = dist.SyncBatchNorm.convert_sync_batchnorm(bn_model()), bn_model()
+assert [type(m).__name__ for m in converted].count("SyncBatchNorm") == 2
+for step in range(2):
+    converted(ef.tensor(images[rank::2]))
+    plain(ef.tensor(images))
+for key, value in plain.state_dict().items():
+    np.testing.assert_allclose(converted.state_dict()[key].numpy(), value.numpy(), rtol=1e-5, atol=1e-6,
+                               err_msg=key)
 
 dist.barrier()
 print(f"rank {rank}: ok")

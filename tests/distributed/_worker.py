@@ -35,7 +35,9 @@ def make_learner(batch_size, path):
     train = DataLoader(ArrayDataset(x[:N_TRAIN], y[:N_TRAIN]), batch_size=batch_size, shuffle=True, seed=3,
                        num_workers=0)
     valid = DataLoader(ArrayDataset(x[N_TRAIN:], y[N_TRAIN:]), batch_size=batch_size, num_workers=0)
-    ef.manual_seed(0)
+    # each rank draws different initial weights: distrib_ctx must start them all from rank 0's
+    # (the one-process reference, rank 0 of a world of one, draws rank 0's)
+    ef.manual_seed(distributed.rank())
     # no bias before the BatchNorm: its true gradient is 0, and Adam would amplify rounding noise there
     model = nn.Sequential(nn.Linear(N_FEATURES, 16, bias=False), distributed.SyncBatchNorm(16), nn.ReLU(),
                           nn.Linear(16, N_CLASSES))

@@ -282,6 +282,31 @@ def test_sync_batchnorm_in_a_world_of_one_is_batchnorm():
     assert np.allclose(sync.running_var.numpy(), plain.running_var.numpy())
 
 
+def test_convert_sync_batchnorm_replaces_every_batchnorm_and_keeps_its_state():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=None), nn.ReLU())
+            self.heads = [nn.Linear(4, 2), nn.BatchNorm1d(2, eps=1e-3)]
+            self.same = self.body[1]                                  # one module held twice
+            self.pair = (nn.BatchNorm1d(3, affine=False), nn.Identity())
+
+    model = Net().eval()
+    before, weight = model.state_dict(), model.body[1].weight
+    assert dist.SyncBatchNorm.convert_sync_batchnorm(model) is model
+    assert [type(m).__name__ for m in model.modules()].count("SyncBatchNorm") == 3
+    assert model.same is model.body[1] and model.body[1].weight is weight   # optimizers keep their Parameters
+    bn = model.body[1]
+    assert (bn.momentum, model.heads[1].eps, model.pair[0].affine, bn.training) == (None, 1e-3, False, False)
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(np.array_equal(after[k].numpy(), before[k].numpy()) for k in before)
+    single = dist.SyncBatchNorm.convert_sync_batchnorm(nn.BatchNorm2d(3))
+    assert type(single) is dist.SyncBatchNorm
+    with pytest.raises(ValueError, match="process groups"):
+        dist.SyncBatchNorm.convert_sync_batchnorm(model, process_group="group")
+
+
 # ----------------------------------------------------------------------------------
 # two processes (mpiexec -n 2)
 # ----------------------------------------------------------------------------------
@@ -392,11 +417,13 @@ def test_collectives_and_a_hand_written_loop_on_two_processes():
 # ----------------------------------------------------------------------------------
 # the command line
 # ----------------------------------------------------------------------------------
-def test_cli_nprocs_without_mpi4py_names_the_extra(monkeypatch, capsys):
+def test_cli_nprocs_without_mpi4py_names_the_extra(tmp_path, monkeypatch, capsys):
     from recipes import cli
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     assert cli.main(["train", "vision", "--nprocs", "2", "--epochs", "1"]) == cli.EXIT_USAGE
     assert "pip install 'easyfit[mpi]'" in capsys.readouterr().err
+    assert not Path("easyfit-runs").exists()  # refused before a run folder was made
 
 
 def test_cli_nprocs_under_mpiexec_is_refused(monkeypatch, capsys):
@@ -437,3 +464,123 @@ def test_cli_under_mpiexec(tmp_path):
     result = subprocess.run([_mpiexec(), "-n", "2", *command, *_CLI_ARGS, "--out", str(out)],
                             capture_output=True, text=True, env=_env(), timeout=180, cwd=str(ROOT))
     _check_cli_run(result, out)
+    again = subprocess.run([_mpiexec(), "-n", "2", *command, *_CLI_ARGS, "--out", str(out)],
+                           capture_output=True, text=True, env=_env(), timeout=180, cwd=str(ROOT))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stderr.count("holds a finished run") == 1, again.stderr  # said by rank 0 alone
+
+
+# --nprocs: the parent process checks the command, claims the run folder and finishes it
+def _fake_ranks(monkeypatch, write, interrupt):
+    """Replace mpiexec by a function that writes what the ranks would have written into the
+    folder given with --out, then fails as a Ctrl-C would (or ends with exit code 0)."""
+    from recipes import cli
+    calls = []
+
+    def launch(nprocs, argv):
+        calls.append((nprocs, list(argv)))
+        out = Path(argv[argv.index("--out") + 1])
+        write(out)
+        if interrupt:
+            raise KeyboardInterrupt
+        return 0
+    monkeypatch.setattr(cli, "launch_processes", launch)
+    return calls
+
+
+def _config_only(out):
+    (out / "config.json").write_text("{}")
+
+
+def _checkpoint(out):
+    _config_only(out)
+    (out / "models").mkdir()
+    (out / "models" / "checkpoint_last.safetensors").write_bytes(b"saved by rank 0")
+
+
+def test_cli_nprocs_interrupted_with_a_checkpoint_prints_the_resume_command_once(tmp_path, monkeypatch, capsys):
+    from recipes import cli
+    monkeypatch.chdir(tmp_path)
+    calls = _fake_ranks(monkeypatch, _checkpoint, interrupt=True)
+    assert cli.main(["train", "vision", "--epochs", "1", "--nprocs", "2"]) == cli.EXIT_FAILURE
+    run = Path("easyfit-runs/vision/run-001")
+    assert calls == [(2, ["train", "vision", "--epochs", "1", "--out", str(run)])]  # the ranks write where told
+    err = capsys.readouterr().err
+    assert err.count("resume with") == 1
+    assert f"easyfit train vision --resume {run} --nprocs 2" in err
+    assert os.readlink("easyfit-runs/vision/latest") == "run-001"   # like a run in one process
+    assert (run / "models" / "checkpoint_last.safetensors").read_bytes() == b"saved by rank 0"
+
+
+def test_cli_nprocs_interrupted_before_a_checkpoint_leaves_no_empty_run(tmp_path, monkeypatch, capsys):
+    from recipes import cli
+    monkeypatch.chdir(tmp_path)
+    _fake_ranks(monkeypatch, _checkpoint, interrupt=False)   # a finished earlier run, marked latest
+    assert cli.main(["train", "vision", "--epochs", "1", "--nprocs", "2"]) == cli.EXIT_OK
+    _fake_ranks(monkeypatch, _config_only, interrupt=True)
+    assert cli.main(["train", "vision", "--epochs", "1", "--nprocs", "2"]) == cli.EXIT_FAILURE
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not Path("easyfit-runs/vision/run-002").exists()   # removed, as in one process
+    assert os.readlink("easyfit-runs/vision/latest") == "run-001"
+
+
+def test_cli_nprocs_refuses_a_recipe_that_cannot_be_sharded_before_starting_mpiexec(tmp_path, monkeypatch, capsys):
+    from recipes import cli
+    monkeypatch.chdir(tmp_path)
+    calls = _fake_ranks(monkeypatch, _checkpoint, interrupt=False)
+    assert cli.main(["train", "char-rnn", "--nprocs", "2"]) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("easyfit: error: the char-rnn recipe cannot train on 2 processes") and err.count("\n") == 1
+    assert calls == [] and not Path("easyfit-runs").exists()
+
+
+def test_cli_nprocs_checks_the_config_before_starting_mpiexec(tmp_path, monkeypatch, capsys):
+    from recipes import cli
+    monkeypatch.chdir(tmp_path)
+    calls = _fake_ranks(monkeypatch, _checkpoint, interrupt=False)
+    assert cli.main(["train", "vision", "--set", "no_such_setting=1", "--nprocs", "2"]) == cli.EXIT_USAGE
+    assert "no_such_setting" in capsys.readouterr().err
+    assert calls == [] and not Path("easyfit-runs").exists()
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_cli_under_mpiexec_refuses_a_recipe_that_cannot_be_sharded_once(tmp_path):
+    result = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "recipes.cli", "train", "char-rnn"],
+                            capture_output=True, text=True, env=_env(), timeout=60, cwd=str(tmp_path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("cannot train on 2 processes") == 1, result.stderr
+    assert not (tmp_path / "easyfit-runs").exists()
+
+
+@needs_mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_cli_nprocs_ctrl_c_stops_every_rank_and_prints_the_resume_command(tmp_path, signal_name):
+    """A real Ctrl-C (SIGINT to the command's process group, as a terminal sends it), or a
+    SIGTERM to the command alone (as `timeout` or a batch system sends it)."""
+    import signal
+    import time
+    env = _env()
+    command = [sys.executable, "-m", "recipes.cli", *_CLI_ARGS[:2], "--epochs", "30", *_CLI_ARGS[4:], "--nprocs", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               cwd=str(tmp_path), start_new_session=True)
+    run = tmp_path / "easyfit-runs" / "vision" / "run-001"
+    checkpoint = run / "models" / "checkpoint_last.safetensors"
+    deadline = time.monotonic() + 120
+    while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if signal_name == "SIGINT":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)   # every rank ends: no hang
+    if signal_name == "SIGINT":
+        assert process.returncode == 1, out + err
+        hint = f"easyfit train vision --resume {Path('easyfit-runs/vision/run-001')} --nprocs 2"
+        assert err.count("resume with") == 1 and hint in err, err
+    else:
+        assert process.returncode != 0, out + err
+    assert os.readlink(run.parent / "latest") == "run-001"
+    assert (run / "config.json").is_file() and checkpoint.is_file()
+    ef.load(checkpoint)   # complete and readable
