@@ -13,6 +13,7 @@ and dtype, as with MPI itself.
 """
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -125,6 +126,9 @@ def abort(message=None, code=1):
         sys.stderr.write(message if message.endswith("\n") else message + "\n")
     sys.stderr.flush()
     sys.stdout.flush()
+    # The launcher forwards our output through a pipe; MPI_Abort makes it kill the job at
+    # once, so give it a moment to pass the message on before the job ends.
+    time.sleep(0.3)
     _comm().Abort(code)
     os._exit(code)  # MPI_Abort may return in the calling process before the launcher ends it
 

@@ -401,8 +401,9 @@ def test_lr_find_on_two_processes_equals_one_process(tmp_path):
 @pytest.mark.slow
 def test_an_exception_in_rank_1_ends_every_rank(tmp_path):
     result = _mpirun(HERE / "_worker.py", "fail", tmp_path, timeout=60)  # a hang would time out here
-    assert result.returncode != 0
-    assert "rank 1 of 2 failed" in result.stderr and "RuntimeError: boom in rank 1" in result.stderr
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "rank 1 of 2 failed" in result.stderr and "RuntimeError: boom in rank 1" in result.stderr, \
+        f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert not list(tmp_path.glob("rank*.npz"))
 
 
