@@ -1492,6 +1492,8 @@ class Reshape(Function):
         return a.reshape(self.shape)
 
     def backward(self, gy):
+        if not _grad_enabled[0]:
+            return _wrap(gy.array.reshape(self.inputs[0].array.shape))
         return reshape(gy, self.inputs[0].shape)
 
 
@@ -1612,6 +1614,9 @@ class Sum(Function):
 
     def backward(self, gy):
         shape = self.inputs[0].shape
+        if not _grad_enabled[0]:   # a read-only broadcast view: the consumers never write into it
+            g = gy.array if self.keepdims else gy.array.reshape(_keepdims_shape(shape, self.axis))
+            return _wrap(get_array_module(g).broadcast_to(g, shape))
         if not self.keepdims:
             gy = reshape(gy, _keepdims_shape(shape, self.axis))
         return broadcast_to(gy, shape)
