@@ -11,6 +11,7 @@ import sys
 import traceback
 from contextlib import contextmanager
 
+from . import threads
 from .backend import get_array_module
 
 # Global switches, read on every op: plain module-level lists are the cheapest lookup.
@@ -124,6 +125,7 @@ def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
     `capture` (a list of tensors), nothing is accumulated; the gradients reaching those
     tensors are returned in the same order (None where none arrived).
     """
+    threads.adapt()   # BLAS threads follow the machine's load (at most one look a second)
     captured = None
     capture_index = None
     if capture is not None:
