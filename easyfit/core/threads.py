@@ -12,54 +12,20 @@ The number goes to OpenBLAS through its own `openblas_set_num_threads`, found in
 library NumPy loaded (no extra dependency); where there is none (another BLAS, another
 OS), the functions here report None and change nothing.
 """
-import ctypes
-import glob
 import os
 import time
 
-import numpy as np
+from . import blas
 
-# Names of the setter and getter in the OpenBLAS builds NumPy ships (scipy-openblas, with
-# its 64-bit-integer suffix) and in a plain OpenBLAS.
-_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads", "openblas_set_num_threads64_",
-            "openblas_set_num_threads")
-_GETTERS = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads", "openblas_get_num_threads64_",
-            "openblas_get_num_threads")
 INTERVAL = 1.0          # seconds between two looks at the machine's load
 
-_library = []           # [(setter, getter)] once looked up; [None] when there is no OpenBLAS
 _state = {"fixed": None, "current": None, "next": 0.0, "sample": None}
 
 
 def _openblas():
     """(setter, getter) of the OpenBLAS that NumPy loaded, or None."""
-    if not _library:
-        _library.append(_find_openblas())
-    return _library[0]
-
-
-def _find_openblas():
-    candidates = []
-    try:
-        with open("/proc/self/maps") as maps:   # the library as loaded, wherever it lies
-            candidates = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
-    except OSError:
-        pass
-    numpy_dir = os.path.dirname(os.path.dirname(np.__file__))
-    for pattern in ("numpy.libs/*openblas*", "numpy/.dylibs/*openblas*", "numpy.libs/*.dll"):
-        candidates += glob.glob(os.path.join(numpy_dir, pattern))
-    for path in candidates:
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        setter = next((getattr(library, n) for n in _SETTERS if hasattr(library, n)), None)
-        getter = next((getattr(library, n) for n in _GETTERS if hasattr(library, n)), None)
-        if setter is not None and getter is not None:
-            setter.argtypes, setter.restype = [ctypes.c_int], None
-            getter.argtypes, getter.restype = [], ctypes.c_int
-            return setter, getter
-    return None
+    found = blas.functions()
+    return (found["set"], found["get"]) if found else None
 
 
 def _cpu_count():
