@@ -85,11 +85,13 @@ class Adam(Optimizer):
             xp.sqrt(maximum, out=second)
         else:
             xp.sqrt(exp_avg_sq, out=second)
-        second /= bias_correction2_sqrt
-        second += group["eps"]
+        # m / (sqrt(v) / c2 + eps) is c2 * m / (sqrt(v) + eps * c2): one pass fewer, and with
+        # axpy the update p -= step_size * c2 * (m / denominator) is one more.
+        second += group["eps"] * bias_correction2_sqrt
         xp.divide(exp_avg, second, out=first)
-        if not blas.axpy(-step_size, first, param):
-            first *= -step_size
+        scale = -step_size * bias_correction2_sqrt
+        if not blas.axpy(scale, first, param):
+            first *= scale
             param += first
 
 
