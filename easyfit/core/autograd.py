@@ -118,6 +118,20 @@ def _owns(array, taken):
     return array.base is None and array.flags.writeable and id(array) not in taken
 
 
+def _accumulate(grad, gx, create_graph, owned):
+    """grad + gx for a leaf's `.grad`. Without create_graph, and when `.grad` holds its own
+    writable memory from an earlier backward (not an array of this pass, which other
+    gradients may still share), the sum is written into it in place, as PyTorch does:
+    gradient accumulation over micro-batches allocates nothing."""
+    array = grad.array
+    if (not create_graph and grad.creator is None and id(array) not in owned and array.base is None
+            and array.flags.writeable and array.shape == gx.array.shape and array.dtype == gx.array.dtype
+            and type(array) is type(gx.array)):
+        get_array_module(array).add(array, gx.array, out=array)
+        return grad
+    return grad + gx
+
+
 def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
     """Backpropagate `root_grads` (Tensors) from `roots` through their graph.
 
@@ -158,7 +172,10 @@ def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
                 if creator is None:
                     if capture_index is None:
                         if x.grad is not None:
-                            x.grad = x.grad + gx
+                            previous = x.grad
+                            x.grad = _accumulate(previous, gx, create_graph, owned)
+                            if x.grad is previous:
+                                continue   # summed in place into memory of x's own
                         elif gx.creator is None and not _owns(gx.array, owned):
                             x.grad = type(gx)(gx.array.copy())
                         else:
@@ -177,7 +194,12 @@ def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
                     counter += 1
                     push(heap, (-creator.generation, counter, creator))
                 index = x.output_index
-                slot[index] = gx if slot[index] is None else slot[index] + gx
+                if slot[index] is None:
+                    slot[index] = gx
+                elif create_graph:
+                    slot[index] = slot[index] + gx
+                else:   # a sum nobody differentiates: on the arrays, no op dispatched
+                    slot[index] = type(gx)(slot[index].array + gx.array)
             if not heap:
                 break
             fn = pop(heap)[2]
