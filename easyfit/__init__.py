@@ -22,7 +22,8 @@ from .core import (Tensor, Function, tensor, as_tensor, is_tensor, from_numpy, z
                    unsqueeze, squeeze, expand, broadcast_to, repeat_interleave, tile, flip, roll, cat, concatenate,
                    stack, split, chunk, narrow, flatten, unflatten, clone, tril, triu, gather, scatter, scatter_add,
                    index_select, masked_fill, device, cuda, accelerator, float, double, half, float16, float32,
-                   float64, long, int, short, int8, int16, int32, int64, uint8, bool, bool_)
+                   float64, long, int, short, int8, int16, int32, int64, uint8, bool, bool_, set_num_threads,
+                   get_num_threads)
 from .core.serialization import save, load
 from . import data, nn, optim, serialization, utils
 from .learner import Learner, load_learner
@@ -47,7 +48,7 @@ __all__ = [
     "repeat_interleave", "tile", "flip", "roll", "cat", "concatenate", "stack", "split", "chunk", "narrow", "flatten",
     "unflatten", "clone", "tril", "triu", "gather", "scatter", "scatter_add", "index_select", "masked_fill", "device",
     "cuda", "accelerator", "float", "double", "half", "float16", "float32", "float64", "long", "int", "short", "int8",
-    "int16", "int32", "int64", "uint8", "bool", "bool_", "save", "load", "data", "nn", "optim", "serialization",
+    "int16", "int32", "int64", "uint8", "bool", "bool_", "set_num_threads", "get_num_threads", "save", "load", "data", "nn", "optim", "serialization",
     "utils", "Learner", "load_learner",
 ]
 

@@ -21,6 +21,7 @@ from .gradients import grad, gradcheck, gradgradcheck
 from .dtypes import (float, double, half, float16, float32, float64, long, int, short, int8, int16, int32, int64,
                      uint8, bool, bool_)
 from .devices import device
+from .threads import set_num_threads, get_num_threads
 from . import cuda, accelerator
 
 clip = clamp  # NumPy's name for clamp

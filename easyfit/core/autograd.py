@@ -11,6 +11,7 @@ import sys
 import traceback
 from contextlib import contextmanager
 
+from . import threads
 from .backend import get_array_module
 
 # Global switches, read on every op: plain module-level lists are the cheapest lookup.
@@ -117,6 +118,20 @@ def _owns(array, taken):
     return array.base is None and array.flags.writeable and id(array) not in taken
 
 
+def _accumulate(grad, gx, create_graph, owned):
+    """grad + gx for a leaf's `.grad`. Without create_graph, and when `.grad` holds its own
+    writable memory from an earlier backward (not an array of this pass, which other
+    gradients may still share), the sum is written into it in place, as PyTorch does:
+    gradient accumulation over micro-batches allocates nothing."""
+    array = grad.array
+    if (not create_graph and grad.creator is None and id(array) not in owned and array.base is None
+            and array.flags.writeable and array.shape == gx.array.shape and array.dtype == gx.array.dtype
+            and type(array) is type(gx.array)):
+        get_array_module(array).add(array, gx.array, out=array)
+        return grad
+    return grad + gx
+
+
 def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
     """Backpropagate `root_grads` (Tensors) from `roots` through their graph.
 
@@ -124,6 +139,7 @@ def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
     `capture` (a list of tensors), nothing is accumulated; the gradients reaching those
     tensors are returned in the same order (None where none arrived).
     """
+    threads.adapt()   # BLAS threads follow the machine's load (at most one look a second)
     captured = None
     capture_index = None
     if capture is not None:
@@ -156,7 +172,10 @@ def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
                 if creator is None:
                     if capture_index is None:
                         if x.grad is not None:
-                            x.grad = x.grad + gx
+                            previous = x.grad
+                            x.grad = _accumulate(previous, gx, create_graph, owned)
+                            if x.grad is previous:
+                                continue   # summed in place into memory of x's own
                         elif gx.creator is None and not _owns(gx.array, owned):
                             x.grad = type(gx)(gx.array.copy())
                         else:
@@ -175,7 +194,12 @@ def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
                     counter += 1
                     push(heap, (-creator.generation, counter, creator))
                 index = x.output_index
-                slot[index] = gx if slot[index] is None else slot[index] + gx
+                if slot[index] is None:
+                    slot[index] = gx
+                elif create_graph:
+                    slot[index] = slot[index] + gx
+                else:   # a sum nobody differentiates: on the arrays, no op dispatched
+                    slot[index] = type(gx)(slot[index].array + gx.array)
             if not heap:
                 break
             fn = pop(heap)[2]

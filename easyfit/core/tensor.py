@@ -9,6 +9,7 @@ and arguments, NumPy's keyword names being accepted where they mean the same
 indexing, sorting, creation), which Tensor's methods call.
 """
 import builtins
+import math
 import operator
 import weakref
 
@@ -307,34 +308,58 @@ class Tensor:
         run_backward([self], [grad], retain_graph, create_graph)
 
     # ----- operators --------------------------------------------------------------
+    # A Python int or float with a floating tensor takes the scalar ops (AddScalar, ...):
+    # the number stays an attribute of the op, not a graph input, so backward neither
+    # differentiates it nor sums a broadcast gradient for it. Its dtype is the tensor's
+    # (PyTorch's rule: a float32 tensor times 0.5 stays float32).
     def __add__(self, other):
+        if type(other) in _PYTHON_NUMBERS and self.array.dtype.kind in "fc":
+            return AddScalar(other)(self)
         return Add()(self, _operand(other, self))
 
     def __radd__(self, other):
+        if type(other) in _PYTHON_NUMBERS and self.array.dtype.kind in "fc":
+            return AddScalar(other)(self)
         return Add()(_operand(other, self), self)
 
     def __sub__(self, other):
+        if type(other) in _PYTHON_NUMBERS and self.array.dtype.kind in "fc":
+            return AddScalar(-other)(self)   # x + (-c) is x - c exactly in IEEE arithmetic
         return Sub()(self, _operand(other, self))
 
     def __rsub__(self, other):
+        if type(other) in _PYTHON_NUMBERS and self.array.dtype.kind in "fc":
+            return RSubScalar(other)(self)
         return Sub()(_operand(other, self), self)
 
     def __mul__(self, other):
+        if type(other) in _PYTHON_NUMBERS and self.array.dtype.kind in "fc":
+            return MulScalar(other)(self)
         return Mul()(self, _operand(other, self))
 
     def __rmul__(self, other):
+        if type(other) in _PYTHON_NUMBERS and self.array.dtype.kind in "fc":
+            return MulScalar(other)(self)
         return Mul()(_operand(other, self), self)
 
     def __truediv__(self, other):
+        if type(other) in _PYTHON_NUMBERS and self.array.dtype.kind in "fc":
+            return DivScalar(other)(self)
         return Div()(self, _operand(other, self))
 
     def __rtruediv__(self, other):
+        if type(other) in _PYTHON_NUMBERS and self.array.dtype.kind in "fc":
+            return RDivScalar(other)(self)
         return Div()(_operand(other, self), self)
 
     def __pow__(self, other):
+        if type(other) in _PYTHON_NUMBERS and self.array.dtype.kind in "fc":
+            return PowScalar(other)(self)
         return Pow()(self, _operand(other, self))
 
     def __rpow__(self, other):
+        if type(other) in _PYTHON_NUMBERS and other > 0 and self.array.dtype.kind in "fc":
+            return RPowScalar(other)(self)
         return Pow()(_operand(other, self), self)
 
     def __matmul__(self, other):
@@ -960,9 +985,12 @@ class Function:
         return grads
 
     def _conform(self, grads):
-        """Wrap raw arrays a user's backward returned and sum broadcast gradients."""
+        """Wrap raw arrays a user's backward returned and sum broadcast gradients (of the
+        inputs that need them: a constant's gradient is dropped, not reduced)."""
         result = []
         for x, g in zip(self.inputs, grads):
+            if g is not None and not x.requires_grad:
+                g = None
             if g is not None:
                 if not isinstance(g, Tensor):
                     g = Tensor(_to_array(g, x.array.dtype, like=x.array))
@@ -1114,12 +1142,16 @@ def _keepdims_shape(shape, axis):
 
 # ----- elementwise arithmetic ------------------------------------------------------
 
+# Without create_graph (grad mode off in backward), the backward of these hot ops works on
+# the arrays directly: no op is recorded, so dispatching a Tensor op would only add cost.
+
 class Add(Function):
     def forward(self, a, b):
         return a + b
 
     def backward(self, gy):
-        return gy, gy
+        a, b = self.inputs
+        return (gy if a.requires_grad else None), (gy if b.requires_grad else None)
 
 
 class Sub(Function):
@@ -1127,7 +1159,11 @@ class Sub(Function):
         return a - b
 
     def backward(self, gy):
-        return gy, (-gy if self.needs_grad(1) else None)
+        a, b = self.inputs
+        gb = None
+        if b.requires_grad:
+            gb = -gy if _grad_enabled[0] else _wrap(-gy.array)
+        return (gy if a.requires_grad else None), gb
 
 
 class Mul(Function):
@@ -1136,6 +1172,9 @@ class Mul(Function):
 
     def backward(self, gy):
         a, b = self.inputs
+        if not _grad_enabled[0]:
+            return (_wrap(gy.array * b.array) if a.requires_grad else None,
+                    _wrap(gy.array * a.array) if b.requires_grad else None)
         return (gy * b if a.requires_grad else None,
                 gy * a if b.requires_grad else None)
 
@@ -1146,9 +1185,162 @@ class Div(Function):
 
     def backward(self, gy):
         a, b = self.inputs
+        if not _grad_enabled[0]:
+            ga = _wrap(gy.array / b.array) if a.requires_grad else None
+            gb = None
+            if b.requires_grad:
+                gb = -gy.array * a.array
+                gb /= b.array * b.array
+                gb = _wrap(gb)
+            return ga, gb
         ga = gy / b if a.requires_grad else None
         gb = -gy * a / (b * b) if b.requires_grad else None
         return ga, gb
+
+
+# ----- arithmetic with a Python number ---------------------------------------------
+# The number c is an attribute, not an input: one input, no broadcast-gradient reduction,
+# no gradient computed for c. Without create_graph, backward works on the arrays directly
+# (no op recorded, no Tensor op dispatched); under it, backward is written with ops so it
+# can be differentiated again.
+
+_PYTHON_NUMBERS = (float, int)
+_constants = {}
+
+
+def _constant(value, like):
+    """`value` for arithmetic with the array `like`: a cached 0-d NumPy array of like's dtype
+    (NumPy multiplies by one about twice as fast as by a Python float, and the result is the
+    same: NEP 50 casts a Python number to the array's dtype), or the number itself for CuPy."""
+    if type(like) is not np.ndarray:
+        return value
+    key = (value, like.dtype)
+    constant = _constants.get(key)
+    if constant is None:
+        constant = np.array(value, dtype=like.dtype)
+        if value == 0 or value != value:   # 0.0 and -0.0 (and NaNs) share a key: not cached
+            return constant
+        if len(_constants) > 1024:
+            _constants.clear()
+        _constants[key] = constant
+    return constant
+
+
+class AddScalar(Function):
+    """x + c (and x - c, as x + (-c))."""
+
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def forward(self, a):
+        return a + _constant(self.scalar, a)
+
+    def backward(self, gy):
+        return gy
+
+
+class RSubScalar(Function):
+    """c - x."""
+
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def forward(self, a):
+        return _constant(self.scalar, a) - a
+
+    def backward(self, gy):
+        if not _grad_enabled[0]:
+            return _wrap(-gy.array)
+        return -gy
+
+
+class MulScalar(Function):
+    """x * c."""
+
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def forward(self, a):
+        return a * _constant(self.scalar, a)
+
+    def backward(self, gy):
+        if not _grad_enabled[0]:
+            return _wrap(gy.array * _constant(self.scalar, gy.array))
+        return gy * self.scalar
+
+
+class DivScalar(Function):
+    """x / c."""
+
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def forward(self, a):
+        return a / _constant(self.scalar, a)
+
+    def backward(self, gy):
+        if not _grad_enabled[0]:
+            return _wrap(gy.array / _constant(self.scalar, gy.array))
+        return gy / self.scalar
+
+
+class RDivScalar(Function):
+    """c / x; its gradient -gy * c / x**2."""
+
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def forward(self, a):
+        return _constant(self.scalar, a) / a
+
+    def backward(self, gy):
+        x = self.inputs[0]
+        if not _grad_enabled[0]:
+            xa = x.array
+            g = gy.array * _constant(-self.scalar, xa)
+            g /= xa * xa
+            return _wrap(g)
+        return gy * -self.scalar / (x * x)
+
+
+class PowScalar(Function):
+    """x ** c; its gradient gy * c * x ** (c - 1), and 0 for c == 0 (as in PyTorch)."""
+
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def forward(self, a):
+        return a ** self.scalar   # NumPy's own fast paths for 2, 0.5, -1 take the Python number
+
+    def backward(self, gy):
+        c, x = self.scalar, self.inputs[0]
+        if c == 0:
+            return _wrap(get_array_module(gy.array).zeros_like(gy.array))
+        if not _grad_enabled[0]:
+            xa = x.array
+            g = xa * _constant(c, xa) if c == 2 else (xa ** _constant(c - 1, xa)) * _constant(c, xa)
+            g *= gy.array
+            return _wrap(g)
+        return gy * (x ** (c - 1) * c)
+
+
+class RPowScalar(Function):
+    """c ** x for c > 0; its gradient gy * c ** x * log(c)."""
+    save_outputs = True
+
+    def __init__(self, scalar):
+        self.scalar = scalar
+
+    def forward(self, a):
+        return _constant(self.scalar, a) ** a
+
+    def backward(self, gy):
+        log_c = math.log(self.scalar)
+        if not _grad_enabled[0]:
+            g = gy.array * self.output().array
+            g *= _constant(log_c, g)
+            return _wrap(g)
+        return gy * self.output() * log_c
 
 
 class Neg(Function):
@@ -1156,7 +1348,7 @@ class Neg(Function):
         return -a
 
     def backward(self, gy):
-        return -gy
+        return -gy if _grad_enabled[0] else _wrap(-gy.array)
 
 
 class Pow(Function):
@@ -1300,6 +1492,8 @@ class Reshape(Function):
         return a.reshape(self.shape)
 
     def backward(self, gy):
+        if not _grad_enabled[0]:
+            return _wrap(gy.array.reshape(self.inputs[0].array.shape))
         return reshape(gy, self.inputs[0].shape)
 
 
@@ -1420,6 +1614,9 @@ class Sum(Function):
 
     def backward(self, gy):
         shape = self.inputs[0].shape
+        if not _grad_enabled[0]:   # a read-only broadcast view: the consumers never write into it
+            g = gy.array if self.keepdims else gy.array.reshape(_keepdims_shape(shape, self.axis))
+            return _wrap(get_array_module(g).broadcast_to(g, shape))
         if not self.keepdims:
             gy = reshape(gy, _keepdims_shape(shape, self.axis))
         return broadcast_to(gy, shape)

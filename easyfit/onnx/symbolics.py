@@ -58,6 +58,15 @@ def _binary(op_type):
     return symbolic
 
 
+def _with_scalar(op_type, scalar_first=False):
+    """x op c (or c op x) for an op that keeps its Python number c as an attribute."""
+    def symbolic(g, op, x):
+        c = g.constant(op.scalar, _in_dtype(g, 0))
+        return g.op(op_type, c, x) if scalar_first else g.op(op_type, x, c)
+    symbolic.__name__ = f"scalar_{op_type}"
+    return symbolic
+
+
 def _maximum(g, op, a, b):
     out = _out_dtype(g)
     return g.op("Min" if op.take_min else "Max", g.cast(a, _in_dtype(g, 0), out), g.cast(b, _in_dtype(g, 1), out))
@@ -724,6 +733,10 @@ SYMBOLICS = {
     T.Reshape: _reshape, T.Transpose: _transpose, T.BroadcastTo: _broadcast_to, T.SumTo: _sum_to,
     T.Sum: _reduction("ReduceSum"), T.Mean: _reduction("ReduceMean"), T.Max: _max, T.GetItem: _getitem,
     T.Compare: _compare, T.ArgMax: _argmax,
+    T.AddScalar: _with_scalar("Add"), T.RSubScalar: _with_scalar("Sub", scalar_first=True),
+    T.MulScalar: _with_scalar("Mul"), T.DivScalar: _with_scalar("Div"),
+    T.RDivScalar: _with_scalar("Div", scalar_first=True), T.PowScalar: _with_scalar("Pow"),
+    T.RPowScalar: _with_scalar("Pow", scalar_first=True),
     C.Exp: _unary("Exp"), C.Sqrt: _unary("Sqrt"), C.Tanh: _unary("Tanh"), C.Sigmoid: _unary("Sigmoid"),
     C.ReLU: _unary("Relu"), C.TanhGrad: _tanh_grad, C.SigmoidGrad: _sigmoid_grad, C.Maximum: _maximum,
     C.Where: _where, C.Concatenate: _concatenate, C.Split: _split, C.Einsum: _einsum, C.Pad: _pad,

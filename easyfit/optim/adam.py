@@ -1,6 +1,7 @@
 """Adam and AdamW (decoupled weight decay), with optional AMSGrad."""
 import math
 
+from ..core import blas
 from ..core.backend import get_array_module
 from .optimizer import Optimizer
 
@@ -55,19 +56,23 @@ class Adam(Optimizer):
                 xp.add(grad, first, out=first)
                 grad = first
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        # exp_avg.lerp_(grad, 1 - beta1), with PyTorch's two formulas for the two halves of the weight
+        # Where OpenBLAS applies (large float NumPy arrays), m = beta1 m + (1 - beta1) g and
+        # v = beta2 v + (1 - beta2) g^2 are one pass each (axpby); else NumPy's ufuncs do
+        # PyTorch's lerp_ (its two formulas for the two halves of the weight) and addcmul_.
         weight = 1 - beta1
-        xp.subtract(grad, exp_avg, out=second)
-        if abs(weight) < 0.5:
-            second *= weight
-            exp_avg += second
-        else:
-            second *= beta1  # 1 - weight
-            xp.subtract(grad, second, out=exp_avg)
-        exp_avg_sq *= beta2
-        xp.multiply(grad, 1 - beta2, out=second)
-        second *= grad
-        exp_avg_sq += second
+        if not blas.axpby(weight, grad, beta1, exp_avg):
+            xp.subtract(grad, exp_avg, out=second)
+            if abs(weight) < 0.5:
+                second *= weight
+                exp_avg += second
+            else:
+                second *= beta1  # 1 - weight
+                xp.subtract(grad, second, out=exp_avg)
+        xp.multiply(grad, grad, out=second)
+        if not blas.axpby(1 - beta2, second, beta2, exp_avg_sq):
+            exp_avg_sq *= beta2
+            second *= 1 - beta2
+            exp_avg_sq += second
 
         step = state["step"]
         step_size = lr / (1 - beta1 ** step)
@@ -80,11 +85,14 @@ class Adam(Optimizer):
             xp.sqrt(maximum, out=second)
         else:
             xp.sqrt(exp_avg_sq, out=second)
-        second /= bias_correction2_sqrt
-        second += group["eps"]
-        xp.multiply(exp_avg, -step_size, out=first)
-        first /= second
-        param += first
+        # m / (sqrt(v) / c2 + eps) is c2 * m / (sqrt(v) + eps * c2): one pass fewer, and with
+        # axpy the update p -= step_size * c2 * (m / denominator) is one more.
+        second += group["eps"] * bias_correction2_sqrt
+        xp.divide(exp_avg, second, out=first)
+        scale = -step_size * bias_correction2_sqrt
+        if not blas.axpy(scale, first, param):
+            first *= scale
+            param += first
 
 
 class AdamW(Adam):

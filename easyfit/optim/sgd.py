@@ -1,4 +1,5 @@
 """Stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
+from ..core import blas
 from ..core.backend import get_array_module
 from .optimizer import Optimizer
 
@@ -47,18 +48,20 @@ class SGD(Optimizer):
             if buffer is None:
                 buffer = state["momentum_buffer"] = xp.array(grad, dtype=param.dtype, copy=True)
             else:
-                buffer *= momentum
                 dampening = group["dampening"]
-                if dampening != 0:
-                    xp.multiply(grad, 1 - dampening, out=second)
-                    buffer += second
-                else:
-                    buffer += grad
+                if not blas.axpby(1 - dampening, grad, momentum, buffer):   # one pass where BLAS applies
+                    buffer *= momentum
+                    if dampening != 0:
+                        xp.multiply(grad, 1 - dampening, out=second)
+                        buffer += second
+                    else:
+                        buffer += grad
             if group["nesterov"]:
                 xp.multiply(buffer, momentum, out=second)
                 xp.add(grad, second, out=first)
                 grad = first
             else:
                 grad = buffer
-        xp.multiply(grad, -group["lr"], out=second)
-        param += second
+        if not blas.axpy(-group["lr"], grad, param):
+            xp.multiply(grad, -group["lr"], out=second)
+            param += second

@@ -364,3 +364,37 @@ def test_multi_output_op_with_unused_outputs():
     a, b, c = ef.split(x, 2)  # chunks of two, as in PyTorch
     (b * 2).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [0, 0, 2, 2, 0, 0])
+
+
+def test_a_second_backward_accumulates_into_the_grad_in_place_as_pytorch_does():
+    w = ef.tensor([1.0, 2.0], requires_grad=True)
+    (w * 3.0).sum().backward()
+    grad, memory = w.grad, w.grad.array
+    (w * w).sum().backward()             # two paths reach w in this pass: 2 w, plus the earlier 3
+    assert w.grad is grad and w.grad.array is memory
+    assert w.grad.tolist() == [5.0, 7.0]
+
+
+def test_accumulation_never_writes_into_a_gradient_of_the_same_pass_or_of_a_graph():
+    a = ef.tensor([1.0, 2.0], requires_grad=True)
+    b = ef.tensor([3.0, 4.0], requires_grad=True)
+    (a + b).sum().backward()             # a.grad and b.grad come from one array: b's is a copy
+    (a * 2.0).sum().backward()
+    assert a.grad.tolist() == [3.0, 3.0] and b.grad.tolist() == [1.0, 1.0]
+    x = ef.tensor([1.0, 2.0], requires_grad=True)
+    (x ** 3).sum().backward(create_graph=True)
+    first = x.grad
+    (x * 1.0).sum().backward()
+    assert first.tolist() == [3.0, 12.0] and x.grad.tolist() == [4.0, 13.0]
+
+
+def test_a_tensor_used_twice_sums_its_gradients_with_and_without_create_graph():
+    x = ef.tensor([0.5, 1.5], requires_grad=True)
+    y = ef.tanh(x)
+    (g,) = ef.grad((y * y + y).sum(), x, create_graph=True)
+    (gg,) = ef.grad(g.sum(), x)
+    (g_plain,) = ef.grad((ef.tanh(x) * ef.tanh(x) + ef.tanh(x)).sum(), x)
+    np.testing.assert_allclose(g.numpy(), g_plain.numpy(), rtol=1e-6)
+    t = np.tanh(np.array([0.5, 1.5]))
+    np.testing.assert_allclose(g_plain.numpy(), (2 * t + 1) * (1 - t * t), rtol=1e-6)
+    np.testing.assert_allclose(gg.numpy(), (2 * (1 - t * t) ** 2 - (2 * t + 1) * 2 * t * (1 - t * t)), rtol=1e-5)
