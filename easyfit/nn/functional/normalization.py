@@ -2,6 +2,7 @@
 as layer_norm over each group's features."""
 import numpy as np
 
+from ...core import compiled
 from ...core.autograd import _grad_enabled
 from ...core.backend import get_array_module
 from ...core.tensor import _wrap, Function, mean, reshape, sum, Tensor, transpose
@@ -241,6 +242,81 @@ class BatchNormTrain(_NormalizeAffine):
         return tuple(grads)
 
 
+# ----- layer_norm's compiled path (numba, the `fast` extra) --------------------------------
+# NumPy needs about 15 passes over the data for layer_norm's forward and backward; these
+# make one pass per row for each (a row stays in cache between its sums and its writes).
+# Sums accumulate in float64; `reassoc` lets the compiler split them over SIMD lanes.
+_REDUCTION_MATH = {"reassoc", "contract"}
+
+
+@compiled.kernel(fastmath=_REDUCTION_MATH)
+def _layer_norm_forward_kernel(x2, weight, bias, eps, y, row_mean, row_invstd):
+    rows, features = x2.shape
+    for i in range(rows):
+        row, out = x2[i], y[i]
+        total = 0.0
+        for j in range(features):
+            total += row[j]
+        mu = total / features
+        squares = 0.0
+        for j in range(features):
+            d = row[j] - mu
+            squares += d * d
+        invstd = 1.0 / np.sqrt(squares / features + eps)
+        row_mean[i] = mu
+        row_invstd[i] = invstd
+        mu_t, invstd_t = row.dtype.type(mu), row.dtype.type(invstd)
+        for j in range(features):
+            out[j] = (row[j] - mu_t) * invstd_t * weight[j] + bias[j]
+
+
+_GRAD_FLUSH_ROWS = 64  # rows summed into weight/bias gradients in the input's dtype before a float64 flush
+
+
+@compiled.kernel(fastmath=_REDUCTION_MATH)
+def _layer_norm_backward_kernel(x2, g2, weight, row_mean, row_invstd, gx, gw, gb, need_gx):
+    """Per row, with xhat = (x - mean) * invstd and g*w the gradient of xhat:
+    gx = invstd * (g*w - mean(g*w) - xhat * mean(g*w*xhat)); over all rows, gw += g*xhat
+    and gb += g (float64 gw, gb; partial sums of a few rows in the input's dtype)."""
+    rows, features = x2.shape
+    dtype = x2.dtype.type
+    gw_rows = np.zeros(features, x2.dtype)
+    gb_rows = np.zeros(features, x2.dtype)
+    for i in range(rows):
+        row, grow = x2[i], g2[i]
+        mu, invstd = dtype(row_mean[i]), dtype(row_invstd[i])
+        if need_gx:
+            sum_g = 0.0
+            sum_g_xhat = 0.0
+            for j in range(features):
+                g_weighted = grow[j] * weight[j]
+                sum_g += g_weighted
+                sum_g_xhat += g_weighted * ((row[j] - mu) * invstd)
+            mean_g, mean_g_xhat = dtype(sum_g / features), dtype(sum_g_xhat / features)
+            out = gx[i]
+            for j in range(features):
+                xhat = (row[j] - mu) * invstd
+                gb_rows[j] += grow[j]
+                gw_rows[j] += grow[j] * xhat
+                out[j] = invstd * (grow[j] * weight[j] - mean_g - xhat * mean_g_xhat)
+        else:
+            for j in range(features):
+                gb_rows[j] += grow[j]
+                gw_rows[j] += grow[j] * ((row[j] - mu) * invstd)
+        if (i + 1) % _GRAD_FLUSH_ROWS == 0 or i == rows - 1:
+            for j in range(features):
+                gw[j] += gw_rows[j]
+                gb[j] += gb_rows[j]
+                gw_rows[j] = 0
+                gb_rows[j] = 0
+
+
+def _compiled_layer_norm_applies(*arrays):
+    """The compiled kernels run on NumPy float32/float64 arrays when numba is enabled."""
+    return (all(type(a) is np.ndarray for a in arrays) and arrays[0].dtype in (np.float32, np.float64)
+            and compiled.numba_enabled())
+
+
 class LayerNormFunction(_NormalizeAffine):
     """Layer normalization over the last `normalized_ndim` axes."""
     stats_axis = 1
@@ -284,6 +360,13 @@ class LayerNormFunction(_NormalizeAffine):
         y = xp.empty_like(x2)
         mean_all = xp.empty(rows, dtype=x2.dtype)
         invstd_all = xp.empty(rows, dtype=x2.dtype)
+        if _compiled_layer_norm_applies(x2):
+            dtype = x2.dtype
+            weight = np.ones(features, dtype) if weight is None else np.ascontiguousarray(weight, dtype)
+            bias = np.zeros(features, dtype) if bias is None else np.ascontiguousarray(bias, dtype)
+            _layer_norm_forward_kernel(x2, weight, bias, float(self.eps), y, mean_all, invstd_all)
+            self.row_mean, self.row_invstd = mean_all, invstd_all
+            return y.reshape(x.shape)
         for start, stop in self._blocks(x2):
             block, out = x2[start:stop], y[start:stop]
             mu = xp.einsum("ij->i", block, out=mean_all[start:stop])
@@ -317,9 +400,12 @@ class LayerNormFunction(_NormalizeAffine):
         need_w = weight_t is not None and weight_t.requires_grad
         need_b = bias_t is not None and bias_t.requires_grad
         weight = weight_t.array.reshape(-1) if weight_t is not None else None
+        if _compiled_layer_norm_applies(x2, g2):
+            return self._backward_compiled(x, weight_t, bias_t, x2, g2, weight, need_w, need_b)
         gw = xp.zeros(features, dtype=dtype) if need_w else None
         gb = xp.zeros(features, dtype=dtype) if need_b else None
-        gx = xp.empty((rows, features), dtype=dtype) if x.requires_grad else None
+        gx = xp.empty(x.shape, dtype=dtype) if x.requires_grad else None   # its final shape: no copy on a leaf
+        gx2 = gx.reshape(rows, features) if gx is not None else None
         for start, stop in self._blocks(x2):
             g_block = g2[start:stop]
             mu, invstd = self.row_mean[start:stop, None], self.row_invstd[start:stop, None]
@@ -339,16 +425,33 @@ class LayerNormFunction(_NormalizeAffine):
             mean_g = xp.einsum("ij->i", scratch)
             mean_g *= 1.0 / features
             xhat *= mean_gx[:, None]
-            out = gx[start:stop]
+            out = gx2[start:stop]
             xp.subtract(scratch, xhat, out=out)
             mean_g *= invstd[:, 0]
             out *= invstd
             out -= mean_g[:, None]
-        grads = [_wrap(gx.reshape(x.shape)) if gx is not None else None]
+        grads = [_wrap(gx) if gx is not None else None]
         if self.has_weight:
-            grads.append(_wrap(gw.reshape(weight_t.shape)) if need_w else None)
+            grads.append(_wrap(gw.reshape(weight_t.shape).copy()) if need_w else None)
         if self.has_bias:
-            grads.append(_wrap(gb.reshape(bias_t.shape)) if need_b else None)
+            grads.append(_wrap(gb.reshape(bias_t.shape).copy()) if need_b else None)
+        return tuple(grads)
+
+    def _backward_compiled(self, x, weight_t, bias_t, x2, g2, weight, need_w, need_b):
+        dtype = x2.dtype
+        features = x2.shape[1]
+        weight = np.ones(features, dtype) if weight is None else np.ascontiguousarray(weight, dtype)
+        # Gradients are allocated in their final shapes: a leaf's .grad then takes the array
+        # itself (a reshaped view would be copied by the engine).
+        gx = np.empty(x.shape, dtype=dtype) if x.requires_grad else np.empty((0, features), dtype=dtype)
+        gw, gb = np.zeros(features), np.zeros(features)
+        _layer_norm_backward_kernel(x2, np.ascontiguousarray(g2), weight, self.row_mean, self.row_invstd,
+                                    gx.reshape(-1, features), gw, gb, x.requires_grad)
+        grads = [_wrap(gx) if x.requires_grad else None]
+        if self.has_weight:
+            grads.append(_wrap(gw.reshape(weight_t.shape).astype(dtype)) if need_w else None)
+        if self.has_bias:
+            grads.append(_wrap(gb.reshape(bias_t.shape).astype(dtype)) if need_b else None)
         return tuple(grads)
 
     def _backward_ops(self, gy):

@@ -1,0 +1,126 @@
+"""The normalization and pooling kernels on both paths: compiled (numba, the `fast` extra)
+and NumPy (`numba_disabled()`, also what runs without numba or on CuPy arrays). Each path
+is checked against PyTorch, finite differences and second derivatives."""
+import contextlib
+
+import numpy as np
+import pytest
+
+import easyfit as ef
+from easyfit import nn
+from easyfit.core import compiled
+from easyfit.nn import functional as F
+from easyfit.nn.functional import normalization
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(params=["numba", "numpy"])
+def kernel_path(request):
+    """Runs the test once on each path; the compiled one is skipped when numba is absent."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+        assert compiled.numba_enabled()
+        yield "numba"
+    else:
+        with compiled.numba_disabled():
+            yield "numpy"
+
+
+def check(fn, *inputs, atol=1e-5):
+    """gradcheck of fn, then of its backward as a function of (inputs, output gradient):
+    every first and second derivative against finite differences, in float64."""
+    assert ef.gradcheck(fn, list(inputs), atol=atol)
+    seed = ef.tensor(np.random.default_rng(9).standard_normal(fn(*inputs).shape), requires_grad=True)
+
+    def backward_of(*args):
+        *xs, grad_out = args
+        grads = ef.grad(fn(*xs), list(xs), grad_outputs=grad_out, create_graph=True, allow_unused=True)
+        return [g if g is not None else ef.zeros(x.shape, dtype=np.float64) for g, x in zip(grads, xs)]
+    assert ef.gradcheck(backward_of, list(inputs) + [seed], atol=atol)
+
+
+def randn(*shape, seed=1, dtype=np.float32):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def torch_layer_norm_step(x, weight, bias, grad_out, normalized_shape):
+    xt = torch.tensor(x, requires_grad=True)
+    wt = None if weight is None else torch.tensor(weight, requires_grad=True)
+    bt = None if bias is None else torch.tensor(bias, requires_grad=True)
+    y = torch.nn.functional.layer_norm(xt, normalized_shape, wt, bt)
+    y.backward(torch.tensor(grad_out))
+    return [y.detach().numpy(), xt.grad.numpy()] + [None if t is None else t.grad.numpy() for t in (wt, bt)]
+
+
+@pytest.mark.parametrize("affine", ["weight and bias", "weight only", "none"])
+@pytest.mark.parametrize("shape, normalized_shape", [((64, 256), (256,)), ((3, 7, 5), (7, 5)), ((2, 1), (1,))])
+def test_layer_norm_against_torch(kernel_path, affine, shape, normalized_shape):
+    x = randn(*shape) * 3 + 1
+    weight = randn(*normalized_shape, seed=2) * 0.5 + 1 if affine != "none" else None
+    bias = randn(*normalized_shape, seed=3) if affine == "weight and bias" else None
+    grad_out = randn(*shape, seed=4)
+    expected = torch_layer_norm_step(x, weight, bias, grad_out, normalized_shape)
+    xe = ef.tensor(x, requires_grad=True)
+    we = None if weight is None else ef.tensor(weight, requires_grad=True)
+    be = None if bias is None else ef.tensor(bias, requires_grad=True)
+    y = F.layer_norm(xe, normalized_shape, we, be)
+    y.backward(ef.tensor(grad_out))
+    got = [y.numpy(), xe.grad.numpy()] + [None if t is None else t.grad.numpy() for t in (we, be)]
+    for ours, theirs, name in zip(got, expected, ["y", "gx", "gw", "gb"]):
+        if theirs is None:
+            assert ours is None
+        else:
+            np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4, err_msg=name)
+    # gradients arrive in the inputs' shapes and own their memory
+    assert xe.grad.shape == xe.shape and xe.grad.numpy().base is None
+
+
+def test_layer_norm_paths_agree_on_large_means_and_many_rows(kernel_path):
+    """A mean that dwarfs the spread (1000 +- 1) and more rows than one gradient flush."""
+    x = randn(300, 33) + 1000
+    grad_out = randn(300, 33, seed=5)
+    expected = torch_layer_norm_step(x.astype(np.float64), np.ones(33), np.zeros(33),
+                                     grad_out.astype(np.float64), (33,))
+    layer = nn.LayerNorm(33)
+    xe = ef.tensor(x, requires_grad=True)
+    layer(xe).backward(ef.tensor(grad_out))
+    np.testing.assert_allclose(xe.grad.numpy(), expected[1], atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(layer.weight.grad.numpy(), expected[2], atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(layer.bias.grad.numpy(), expected[3], atol=1e-4, rtol=1e-4)
+
+
+def test_layer_norm_with_a_broadcast_output_gradient(kernel_path):
+    """The gradient of a sum arrives as a broadcast (stride 0) array."""
+    x = ef.tensor(randn(4, 6), requires_grad=True)
+    F.layer_norm(x, (6,)).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.zeros((4, 6)), atol=1e-5)  # d(sum of xhat)/dx is 0
+
+
+def test_layer_norm_only_parameter_gradients(kernel_path):
+    layer = nn.LayerNorm(5)
+    x = ef.tensor(randn(3, 5))            # no gradient for x
+    layer(x).backward(ef.tensor(randn(3, 5, seed=2)))
+    xt = torch.tensor(randn(3, 5))
+    theirs = torch.nn.LayerNorm(5)
+    theirs(xt).backward(torch.tensor(randn(3, 5, seed=2)))
+    np.testing.assert_allclose(layer.weight.grad.numpy(), theirs.weight.grad.numpy(), atol=1e-5)
+    np.testing.assert_allclose(layer.bias.grad.numpy(), theirs.bias.grad.numpy(), atol=1e-5)
+
+
+def t64(*shape, seed=0, shift=0.0):
+    return ef.tensor(randn(*shape, seed=seed, dtype=np.float64) + shift, requires_grad=True)
+
+
+def test_layer_norm_finite_differences_and_second_derivatives(kernel_path):
+    check(lambda x, w, b: F.layer_norm(x, (2, 3), w, b), t64(2, 2, 3), t64(2, 3, seed=1, shift=1), t64(2, 3, seed=2))
+    check(lambda x: F.layer_norm(x, 4), t64(3, 4))
+
+
+def test_compiled_path_is_taken_only_where_it_applies():
+    pytest.importorskip("numba")
+    x = np.zeros((2, 3), np.float32)
+    assert normalization._compiled_layer_norm_applies(x)
+    assert not normalization._compiled_layer_norm_applies(x.astype(np.float16))
+    with compiled.numba_disabled():
+        assert not normalization._compiled_layer_norm_applies(x)
