@@ -124,3 +124,61 @@ def test_compiled_path_is_taken_only_where_it_applies():
     assert not normalization._compiled_layer_norm_applies(x.astype(np.float16))
     with compiled.numba_disabled():
         assert not normalization._compiled_layer_norm_applies(x)
+
+
+def channels_last(x):
+    """The same NCHW array stored as NHWC in memory, as a conv's output is."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(3, 2), stride=1),
+    dict(kernel_size=3, stride=2, dilation=2), dict(kernel_size=2, stride=3),
+], ids=str)
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last"])
+def test_max_pool2d_against_torch(kernel_path, kwargs, layout):
+    """Nine channels: a conv-like (channels-last) input takes the compiled path; ReLU-like
+    zeros make ties (the first maximum wins, as in PyTorch)."""
+    x = np.maximum(randn(3, 9, 9, 8), 0)
+    x = channels_last(x) if layout == "channels-last" else x
+    grad_out = None
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.max_pool2d(xt, **kwargs)
+    grad_out = randn(*yt.shape, seed=3)
+    yt.backward(torch.tensor(grad_out))
+    for gradient_layout in ("channels-first", "channels-last"):
+        xe = ef.tensor(x, requires_grad=True)
+        ye = F.max_pool2d(xe, **kwargs)
+        np.testing.assert_array_equal(ye.numpy(), yt.detach().numpy())
+        ye.backward(ef.tensor(grad_out if gradient_layout == "channels-first" else channels_last(grad_out)))
+        np.testing.assert_allclose(xe.grad.numpy(), xt.grad.numpy(), atol=1e-6)
+        with ef.no_grad():
+            np.testing.assert_array_equal(F.max_pool2d(ef.tensor(x), **kwargs).numpy(), yt.detach().numpy())
+
+
+def test_max_pool2d_nan_wins_its_window(kernel_path):
+    x = randn(1, 8, 4, 4)
+    x[0, 3, 1, 2] = np.nan
+    x = channels_last(x)
+    ours = F.max_pool2d(ef.tensor(x), 2).numpy()
+    theirs = torch.nn.functional.max_pool2d(torch.tensor(x), 2).numpy()
+    np.testing.assert_array_equal(np.isnan(ours), np.isnan(theirs))
+    np.testing.assert_array_equal(ours[~np.isnan(ours)], theirs[~np.isnan(theirs)])
+
+
+def test_max_pool2d_finite_differences_and_second_derivatives(kernel_path):
+    # distinct values (a unique max per window), stored channels-last with 8 channels
+    x = np.random.default_rng(0).permutation(2 * 8 * 5 * 5).reshape(2, 5, 5, 8) / 10.0
+    x_nhwc = ef.tensor(x, dtype=np.float64, requires_grad=True)
+    check(lambda x: F.max_pool2d(ef.transpose(x, (0, 3, 1, 2)), 2), x_nhwc)
+    check(lambda x: F.max_pool2d(ef.transpose(x, (0, 3, 1, 2)), 3, stride=2, padding=1), x_nhwc)
+
+
+def test_compiled_pool_path_is_taken_only_where_it_applies():
+    from easyfit.nn.functional import pooling
+    pytest.importorskip("numba")
+    assert pooling._compiled_pool_applies(np.zeros((2, 4, 4, 8), np.float32))
+    assert not pooling._compiled_pool_applies(np.zeros((16, 4, 4, 1), np.float32))  # one-channel images
+    assert not pooling._compiled_pool_applies(np.zeros((2, 4, 4, 8), np.float16))
+    with compiled.numba_disabled():
+        assert not pooling._compiled_pool_applies(np.zeros((2, 4, 4, 8), np.float32))
