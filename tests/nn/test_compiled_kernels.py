@@ -120,10 +120,10 @@ def test_layer_norm_finite_differences_and_second_derivatives(kernel_path):
 def test_compiled_path_is_taken_only_where_it_applies():
     pytest.importorskip("numba")
     x = np.zeros((2, 3), np.float32)
-    assert normalization._compiled_layer_norm_applies(x)
-    assert not normalization._compiled_layer_norm_applies(x.astype(np.float16))
+    assert normalization._compiled_applies(x)
+    assert not normalization._compiled_applies(x.astype(np.float16))
     with compiled.numba_disabled():
-        assert not normalization._compiled_layer_norm_applies(x)
+        assert not normalization._compiled_applies(x)
 
 
 def channels_last(x):
@@ -182,3 +182,59 @@ def test_compiled_pool_path_is_taken_only_where_it_applies():
     assert not pooling._compiled_pool_applies(np.zeros((2, 4, 4, 8), np.float16))
     with compiled.numba_disabled():
         assert not pooling._compiled_pool_applies(np.zeros((2, 4, 4, 8), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (6, 3), (4, 3, 7)], ids=str)
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last"])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_against_torch(kernel_path, shape, layout, affine):
+    """Both memory layouts (planes of a channel; rows of channels), with a mean that dwarfs
+    the spread in one channel, and the running statistics."""
+    x = randn(*shape) * 2 + 1
+    x[:, 1] += 1000
+    if layout == "channels-last":
+        if len(shape) != 4:
+            pytest.skip("channels-last storage is a 4-D layout")
+        x = channels_last(x)
+    grad_out = randn(*shape, seed=4)
+    theirs = (torch.nn.BatchNorm2d if len(shape) == 4 else torch.nn.BatchNorm1d)(3, affine=affine)
+    ours = (nn.BatchNorm2d if len(shape) == 4 else nn.BatchNorm1d)(3, affine=affine)
+    if affine:
+        with torch.no_grad():
+            theirs.weight.uniform_(0.5, 1.5)
+            theirs.bias.uniform_(-0.5, 0.5)
+    initial = {k: v.detach().numpy().copy() for k, v in theirs.state_dict().items()}
+    xt = torch.tensor(x, requires_grad=True)
+    yt = theirs(xt)
+    yt.backward(torch.tensor(grad_out))
+    for gradient_layout in ("channels-first", "channels-last") if len(shape) == 4 else ("channels-first",):
+        ours.load_state_dict(initial)
+        xe = ef.tensor(x, requires_grad=True)
+        ye = ours(xe)
+        np.testing.assert_allclose(ye.numpy(), yt.detach().numpy(), atol=2e-3, rtol=1e-3)
+        ye.backward(ef.tensor(grad_out if gradient_layout == "channels-first" else channels_last(grad_out)))
+        np.testing.assert_allclose(xe.grad.numpy(), xt.grad.numpy(), atol=2e-3, rtol=1e-3)
+        if affine:
+            np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(), atol=2e-3, rtol=1e-3)
+            np.testing.assert_allclose(ours.bias.grad.numpy(), theirs.bias.grad.numpy(), atol=1e-3, rtol=1e-4)
+            ours.weight.grad = ours.bias.grad = None
+        np.testing.assert_allclose(ours.running_mean.numpy(), theirs.running_mean.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(ours.running_var.numpy(), theirs.running_var.numpy(), rtol=1e-4)
+
+
+def test_batch_norm_output_keeps_the_input_layout(kernel_path):
+    x = channels_last(randn(2, 16, 4, 4))
+    y = nn.BatchNorm2d(16)(ef.tensor(x)).numpy()
+    assert y.transpose(0, 2, 3, 1).flags.c_contiguous      # channels-last in, channels-last out
+    y = nn.BatchNorm2d(16)(ef.tensor(np.ascontiguousarray(x))).numpy()
+    assert y.flags.c_contiguous
+
+
+def test_batch_norm_finite_differences_and_second_derivatives(kernel_path):
+    def train_norm(x, w, b):
+        return F.batch_norm(x, None, None, w, b, training=True)
+    check(train_norm, t64(4, 3, 2, 2), t64(3, seed=1, shift=1), t64(3, seed=2))
+    check(lambda x: F.batch_norm(x, None, None, training=True), t64(5, 3))
+    x_nhwc = t64(2, 4, 5, 3)   # stored channels-last, as a conv's output
+    check(lambda x, w, b: train_norm(ef.transpose(x, (0, 3, 1, 2)), w, b), x_nhwc, t64(3, seed=1, shift=1),
+          t64(3, seed=2))
