@@ -77,7 +77,7 @@ def train_torch(config):
     state = {k: torch.tensor(v.numpy().copy()) for k, v in learn.model.state_dict().items()}
     model.load_state_dict(state)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.wd)
-    loss_func = torch.nn.CrossEntropyLoss()
+    loss_func = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     total = config.epochs * len(dls.train)
     lr_at, mom_at = one_cycle_lr(config.lr), one_cycle_mom()
     step = 0

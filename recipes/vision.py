@@ -46,6 +46,7 @@ class Config:
     augment: bool = False            # fastai-style augmentation: small rotations and zooms, lighting (aug_transforms)
     dropout: float = 0.25
     width: int = 32                  # channels of the first stage
+    label_smoothing: float = 0.0     # cross-entropy against (1 - e) one-hot + e uniform targets
 
 
 # ----- models -------------------------------------------------------------------------
@@ -176,11 +177,13 @@ def build_dataloaders(config):
 def build_learner(config, out_dir):
     if config.arch not in ARCHS:   # before loading any data: a typo is bad usage (exit 2)
         raise ConfigError(f"unknown arch {config.arch!r} for the vision recipe; choose one of: {', '.join(ARCHS)}")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ConfigError(f"config key 'label_smoothing' must be in [0, 1), got {config.label_smoothing}")
     dls = build_dataloaders(config)
     xb, _ = dls.train.one_batch()
     _, channels, height, _ = xb.shape
     model = build_model(config, channels, len(dls.classes), height)
-    return Learner(dls, model, nn.CrossEntropyLoss(), opt_func=AdamW, lr=config.lr, wd=config.wd,
+    return Learner(dls, model, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), opt_func=AdamW, lr=config.lr, wd=config.wd,
                    metrics=accuracy, path=out_dir)
 
 
