@@ -58,8 +58,8 @@ def torch_cnn(config, in_channels, n_classes, size):
     import torch.nn as tnn
     width, spatial = config.width, size // 4
     return tnn.Sequential(
-        tnn.Conv2d(in_channels, width, 3, padding=1), tnn.BatchNorm2d(width), tnn.ReLU(), tnn.MaxPool2d(2),
-        tnn.Conv2d(width, 2 * width, 3, padding=1), tnn.BatchNorm2d(2 * width), tnn.ReLU(), tnn.MaxPool2d(2),
+        tnn.Conv2d(in_channels, width, 3, padding=1), tnn.BatchNorm2d(width), tnn.MaxPool2d(2), tnn.ReLU(),
+        tnn.Conv2d(width, 2 * width, 3, padding=1), tnn.BatchNorm2d(2 * width), tnn.MaxPool2d(2), tnn.ReLU(),
         tnn.Flatten(), tnn.Linear(2 * width * spatial * spatial, 128), tnn.ReLU(), tnn.Dropout(config.dropout),
         tnn.Linear(128, n_classes))
 
