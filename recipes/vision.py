@@ -5,7 +5,7 @@ Fashion-MNIST / MNIST (IDX files; Debian's `dataset-fashion-mnist`), CIFAR-10 (b
 batches), or any folder of `class_name/image.png` files.
 
     easyfit train vision                                  # digits, small CNN
-    easyfit train vision --data fashion-mnist --epochs 3  # 91%+ test accuracy
+    easyfit train vision --data fashion-mnist --epochs 3  # 92%+ test accuracy
     easyfit train vision --data path/to/images --arch resnet --set size=64
 """
 from dataclasses import dataclass
@@ -33,7 +33,7 @@ class Config:
     data_path: Optional[str] = None  # where a named dataset's files are (default: the usual search)
     arch: str = "cnn"                # cnn | resnet
     epochs: int = 5
-    lr: float = 3e-3
+    lr: float = 1e-2                 # one-cycle maximum: with BatchNorm the CNN trains fast at 1e-2
     bs: int = 64
     seed: int = 42
     wd: float = 0.01                 # decoupled weight decay (AdamW), as fastai does
@@ -44,14 +44,14 @@ class Config:
     flip: bool = False               # random horizontal flips (off for digits and characters)
     crop_padding: int = 0            # random crops with this much padding (0: off)
     augment: bool = False            # fastai-style augmentation: small rotations and zooms, lighting (aug_transforms)
-    dropout: float = 0.25
+    dropout: float = 0.1             # before the last layer (cnn)
     width: int = 32                  # channels of the first stage
     label_smoothing: float = 0.0     # cross-entropy against (1 - e) one-hot + e uniform targets
 
 
 # ----- models -------------------------------------------------------------------------
 
-def small_cnn(in_channels, n_classes, size, width=32, dropout=0.25):
+def small_cnn(in_channels, n_classes, size, width=32, dropout=0.1):
     """Two conv-BN-pool-ReLU stages and a two-layer head (a LeNet-like CNN with BatchNorm).
 
     ReLU follows the max-pool: the two orders compute the same values and gradients (max
