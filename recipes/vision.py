@@ -5,7 +5,7 @@ Fashion-MNIST / MNIST (IDX files; Debian's `dataset-fashion-mnist`), CIFAR-10 (b
 batches), or any folder of `class_name/image.png` files.
 
     easyfit train vision                                  # digits, small CNN
-    easyfit train vision --data fashion-mnist --epochs 3  # 92%+ test accuracy
+    easyfit train vision --data fashion-mnist --epochs 3  # 91%+ test accuracy
     easyfit train vision --data path/to/images --arch resnet --set size=64
 """
 from dataclasses import dataclass
