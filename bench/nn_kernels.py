@@ -22,8 +22,10 @@ import time
 import numpy as np
 
 THREADS = 2
-# name -> (layer constructor arguments, input shape); the layer is built with the same
-# arguments in both frameworks.
+# name -> (layer, constructor arguments, input shape[, "channels_last"]); the layer is built
+# with the same arguments in both frameworks. "channels_last" stores the input (N, H, W, C)
+# in memory, as a conv's output is in both frameworks (torch.channels_last); its output
+# gradient is stored the same way.
 CASES = {
     "conv 32->64 3x3 p1, 64x32x28x28": ("Conv2d", (32, 64, 3), {"padding": 1}, (64, 32, 28, 28)),
     "conv 1->32 3x3 p1, 64x1x28x28": ("Conv2d", (1, 32, 3), {"padding": 1}, (64, 1, 28, 28)),
@@ -34,10 +36,17 @@ CASES = {
     "depthwise conv 64 3x3 p1, 32x64x32x32": ("Conv2d", (64, 64, 3), {"padding": 1, "groups": 64},
                                               (32, 64, 32, 32)),
     "maxpool 2, 64x64x28x28": ("MaxPool2d", (2,), {}, (64, 64, 28, 28)),
+    "maxpool 2, 64x32x28x28 channels-last": ("MaxPool2d", (2,), {}, (64, 32, 28, 28), "channels_last"),
     "batchnorm2d 32, 32x32x32x32": ("BatchNorm2d", (32,), {}, (32, 32, 32, 32)),
+    "batchnorm2d 32, 64x32x28x28 channels-last": ("BatchNorm2d", (32,), {}, (64, 32, 28, 28), "channels_last"),
     "linear 784->512, 128": ("Linear", (784, 512), {}, (128, 784)),
     "layernorm 256, 64x64x256": ("LayerNorm", (256,), {}, (64, 64, 256)),
 }
+
+
+def stored(a, layout):
+    """a (N, C, H, W), stored channels-last in memory when layout asks for it."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) if layout else a
 
 
 def measure(framework, repeats, threads=THREADS):
@@ -56,11 +65,14 @@ def measure(framework, repeats, threads=THREADS):
         def tensor(a, grad=False):
             return ef.tensor(a, requires_grad=grad)
     results = {}
-    for name, (layer_name, args, kwargs, shape) in CASES.items():
+    for name, (layer_name, args, kwargs, shape, *layout) in CASES.items():
         layer = getattr(nn, layer_name)(*args, **kwargs)
-        x = tensor(rng.standard_normal(shape).astype(np.float32), grad=True)
+        x = tensor(stored(rng.standard_normal(shape).astype(np.float32), layout), grad=True)
         out_shape = tuple(layer(x).shape)
-        seed = tensor(rng.standard_normal(out_shape).astype(np.float32))
+        seed = tensor(stored(rng.standard_normal(out_shape).astype(np.float32), layout))
+        if framework == "torch" and layout:
+            x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+            seed = seed.contiguous(memory_format=torch.channels_last)
 
         def step():
             layer(x).backward(seed)

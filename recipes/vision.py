@@ -33,7 +33,7 @@ class Config:
     data_path: Optional[str] = None  # where a named dataset's files are (default: the usual search)
     arch: str = "cnn"                # cnn | resnet
     epochs: int = 5
-    lr: float = 3e-3
+    lr: float = 1e-2                 # one-cycle maximum: with BatchNorm the CNN trains fast at 1e-2
     bs: int = 64
     seed: int = 42
     wd: float = 0.01                 # decoupled weight decay (AdamW), as fastai does
@@ -44,18 +44,23 @@ class Config:
     flip: bool = False               # random horizontal flips (off for digits and characters)
     crop_padding: int = 0            # random crops with this much padding (0: off)
     augment: bool = False            # fastai-style augmentation: small rotations and zooms, lighting (aug_transforms)
-    dropout: float = 0.25
+    dropout: float = 0.1             # before the last layer (cnn)
     width: int = 32                  # channels of the first stage
+    label_smoothing: float = 0.0     # cross-entropy against (1 - e) one-hot + e uniform targets
 
 
 # ----- models -------------------------------------------------------------------------
 
-def small_cnn(in_channels, n_classes, size, width=32, dropout=0.25):
-    """Two conv-BN-ReLU-pool stages and a two-layer head (a LeNet-like CNN with BatchNorm)."""
+def small_cnn(in_channels, n_classes, size, width=32, dropout=0.1):
+    """Two conv-BN-pool-ReLU stages and a two-layer head (a LeNet-like CNN with BatchNorm).
+
+    ReLU follows the max-pool: the two orders compute the same values and gradients (max
+    and ReLU commute), and this one applies ReLU to a quarter of the activations.
+    """
     spatial = size // 4
     return nn.Sequential(
-        nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.MaxPool2d(2), nn.ReLU(),
         nn.Flatten(),
         nn.Linear(2 * width * spatial * spatial, 128), nn.ReLU(), nn.Dropout(dropout),
         nn.Linear(128, n_classes),
@@ -176,11 +181,13 @@ def build_dataloaders(config):
 def build_learner(config, out_dir):
     if config.arch not in ARCHS:   # before loading any data: a typo is bad usage (exit 2)
         raise ConfigError(f"unknown arch {config.arch!r} for the vision recipe; choose one of: {', '.join(ARCHS)}")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ConfigError(f"config key 'label_smoothing' must be in [0, 1), got {config.label_smoothing}")
     dls = build_dataloaders(config)
     xb, _ = dls.train.one_batch()
     _, channels, height, _ = xb.shape
     model = build_model(config, channels, len(dls.classes), height)
-    return Learner(dls, model, nn.CrossEntropyLoss(), opt_func=AdamW, lr=config.lr, wd=config.wd,
+    return Learner(dls, model, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), opt_func=AdamW, lr=config.lr, wd=config.wd,
                    metrics=accuracy, path=out_dir)
 
 

@@ -119,6 +119,7 @@ def test_a_recipe_run_is_one_clear_run_with_one_set_of_hparams_and_histograms(tm
     assert "bs" in hparams and "batch_size" not in hparams
     assert "epochs" in hparams and "n_epoch" not in hparams and "lr_max" not in hparams and "wd" in hparams
     assert hparams["bs"].string_value == "64" and hparams["epochs"].string_value == "1"
-    assert hparams["lr"].number_value == pytest.approx(3e-3)
+    from recipes import vision
+    assert hparams["lr"].number_value == pytest.approx(vision.Config().lr)   # the recipe's default
     experiment = plugin_data_pb2.HParamsPluginData.FromString(plugin["_hparams_/experiment"]).experiment
     assert {m.name.tag for m in experiment.metric_infos} == {"valid/loss", "valid/accuracy"}

@@ -178,6 +178,8 @@ def test_fashion_mnist_small_cnn_reaches_91_percent_in_3_epochs(tmp_path):
     ("width=0", "config key 'width' must be at least 1"),
     ("valid_pct=0", "config key 'valid_pct' must be between 0 and 1"),
     ("epochs=0", "config key 'epochs' must be at least 1"),
+    ("label_smoothing=1", "config key 'label_smoothing' must be in [0, 1)"),
+    ("label_smoothing=-0.1", "config key 'label_smoothing' must be in [0, 1)"),
 ])
 def test_unusable_settings_are_refused_before_training(setting, message, tmp_path, capsys):
     out = tmp_path / "run"

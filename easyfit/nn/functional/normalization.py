@@ -2,9 +2,21 @@
 as layer_norm over each group's features."""
 import numpy as np
 
+from ...core import compiled
 from ...core.autograd import _grad_enabled
 from ...core.backend import get_array_module
 from ...core.tensor import _wrap, Function, mean, reshape, sum, Tensor, transpose
+
+
+# Compiled kernels' floating-point options: `reassoc` lets the compiler split sums over SIMD
+# lanes, `contract` fuses multiply-adds; NaN and inf keep their meaning.
+_REDUCTION_MATH = {"reassoc", "contract"}
+
+
+def _compiled_applies(*arrays):
+    """The compiled kernels run on NumPy float32/float64 arrays when numba is enabled."""
+    return (all(type(a) is np.ndarray for a in arrays) and arrays[0].dtype in (np.float32, np.float64)
+            and compiled.numba_enabled())
 
 
 def _features_last_2d(a, axis):
@@ -111,6 +123,105 @@ class _NormalizeAffine(Function):
         return tuple(grads)
 
 
+# ----- batch_norm's compiled path (numba, the `fast` extra) ------------------------------
+# Training-mode batch_norm in three passes over the data instead of about ten: forward is
+# one pass for the statistics (sums of x - shift and its square, shifted by each channel's
+# first value so that float64 sums lose nothing to a large mean) and one for the output;
+# backward is one pass for the two per-channel sums and one for gx = a*gy + b*x + c with
+# per-channel a, b, c. Nothing but the statistics is saved: backward reads x itself.
+# Two layouts, as the NumPy path: rows of channels (channels-last: a conv's output) and
+# (N, C, L) (stored channels-first).
+
+@compiled.kernel(fastmath=_REDUCTION_MATH)
+def _batch_norm_sums_rows(x2, shift, sums, squares):
+    rows, channels = x2.shape
+    for r in range(rows):
+        for c in range(channels):
+            d = x2[r, c] - shift[c]
+            sums[c] += d
+            squares[c] += d * d
+
+
+@compiled.kernel(fastmath=_REDUCTION_MATH)
+def _batch_norm_sums_planes(x3, shift, sums, squares):
+    n, channels, length = x3.shape
+    for b in range(n):
+        for c in range(channels):
+            s = 0.0
+            q = 0.0
+            k = shift[c]
+            for i in range(length):
+                d = x3[b, c, i] - k
+                s += d
+                q += d * d
+            sums[c] += s
+            squares[c] += q
+
+
+@compiled.kernel(fastmath=_REDUCTION_MATH)
+def _batch_norm_affine_rows(x2, mean, scale, offset, y2):
+    """y = (x - mean) * scale + offset per channel (forward: scale = invstd * weight)."""
+    rows, channels = x2.shape
+    for r in range(rows):
+        for c in range(channels):
+            y2[r, c] = (x2[r, c] - mean[c]) * scale[c] + offset[c]
+
+
+@compiled.kernel(fastmath=_REDUCTION_MATH)
+def _batch_norm_affine_planes(x3, mean, scale, offset, y3):
+    n, channels, length = x3.shape
+    for b in range(n):
+        for c in range(channels):
+            m, a, o = mean[c], scale[c], offset[c]
+            for i in range(length):
+                y3[b, c, i] = (x3[b, c, i] - m) * a + o
+
+
+@compiled.kernel(fastmath=_REDUCTION_MATH)
+def _batch_norm_grad_sums_rows(g2, x2, mean, sum_g, sum_g_centered):
+    rows, channels = x2.shape
+    for r in range(rows):
+        for c in range(channels):
+            g = g2[r, c]
+            sum_g[c] += g
+            sum_g_centered[c] += g * (x2[r, c] - mean[c])
+
+
+@compiled.kernel(fastmath=_REDUCTION_MATH)
+def _batch_norm_grad_sums_planes(g3, x3, mean, sum_g, sum_g_centered):
+    n, channels, length = x3.shape
+    for b in range(n):
+        for c in range(channels):
+            s = 0.0
+            q = 0.0
+            m = mean[c]
+            for i in range(length):
+                g = g3[b, c, i]
+                s += g
+                q += g * (x3[b, c, i] - m)
+            sum_g[c] += s
+            sum_g_centered[c] += q
+
+
+@compiled.kernel(fastmath=_REDUCTION_MATH)
+def _batch_norm_grad_input_rows(g2, x2, mean, a, b, offset, gx2):
+    """gx = a*g + b*(x - mean) + offset per channel."""
+    rows, channels = x2.shape
+    for r in range(rows):
+        for c in range(channels):
+            gx2[r, c] = g2[r, c] * a[c] + (x2[r, c] - mean[c]) * b[c] + offset[c]
+
+
+@compiled.kernel(fastmath=_REDUCTION_MATH)
+def _batch_norm_grad_input_planes(g3, x3, mean, a, b, offset, gx3):
+    n, channels, length = x3.shape
+    for i in range(n):
+        for c in range(channels):
+            m, ac, bc, oc = mean[c], a[c], b[c], offset[c]
+            for j in range(length):
+                gx3[i, c, j] = g3[i, c, j] * ac + (x3[i, c, j] - m) * bc + oc
+
+
 class BatchNormTrain(_NormalizeAffine):
     """Batch normalization with batch statistics, over every axis but 1 (channels)."""
     stats_axis = 0
@@ -172,6 +283,9 @@ class BatchNormTrain(_NormalizeAffine):
     def forward(self, x, *affine):
         """Saves x - mean (not the normalized x): y = (x - mean) * (invstd * weight) + bias
         is then two passes, and backward folds invstd into per-channel factors."""
+        self.compiled_view = None
+        if _compiled_applies(x):
+            return self._forward_compiled(x, affine)
         xp = get_array_module(x)
         dtype = x.dtype
         if self._channels_first(x):
@@ -197,6 +311,66 @@ class BatchNormTrain(_NormalizeAffine):
             y += per_channel(affine[-1])
         return self._restore(y, x.shape)
 
+    def _compiled_layout(self, a, like=None):
+        """(view, kernels' suffix): (N, C, L) planes for an input stored channels-first,
+        else contiguous rows of channels. `like` gives the view's shape for gradients."""
+        if like is None:
+            if self._channels_first(a):
+                return a.reshape(a.shape[0], a.shape[1], -1), "planes"
+            return np.ascontiguousarray(self.to_2d(a)), "rows"
+        if like.ndim == 3:
+            return np.ascontiguousarray(a).reshape(like.shape), "planes"
+        return np.ascontiguousarray(self.to_2d(a)), "rows"
+
+    def _forward_compiled(self, x, affine):
+        dtype = x.dtype
+        view, layout = self._compiled_layout(x)
+        channels = x.shape[1]
+        planes = layout == "planes"
+        count = view.shape[0] * view.shape[2] if planes else view.shape[0]
+        shift = (view[0, :, 0] if planes else view[0]).astype(np.float64)
+        sums, squares = np.zeros(channels), np.zeros(channels)
+        (_batch_norm_sums_planes if planes else _batch_norm_sums_rows)(view, shift, sums, squares)
+        shifted_mean = sums / count
+        var = np.maximum(squares / count - shifted_mean * shifted_mean, 0.0)
+        mean = shift + shifted_mean
+        invstd = 1.0 / np.sqrt(var + self.eps)
+        scale = invstd * affine[0] if self.has_weight else invstd
+        offset = affine[-1].astype(dtype) if self.has_bias else np.zeros(channels, dtype)
+        y = np.empty(view.shape, dtype)
+        (_batch_norm_affine_planes if planes else _batch_norm_affine_rows)(
+            view, mean.astype(dtype), scale.astype(dtype), np.ascontiguousarray(offset, dtype), y)
+        self.batch_mean, self.batch_var = mean, var
+        self.compiled_view, self.invstd, self.centered = view, invstd, None
+        return self._restore(y, x.shape)
+
+    def _backward_compiled(self, gy):
+        x, view, invstd = self.inputs[0], self.compiled_view, self.invstd
+        dtype = view.dtype
+        planes = view.ndim == 3
+        g, _ = self._compiled_layout(gy, like=view)
+        channels = x.shape[1]
+        count = view.shape[0] * view.shape[2] if planes else view.shape[0]
+        mean = self.batch_mean.astype(dtype)
+        sum_g, sum_g_centered = np.zeros(channels), np.zeros(channels)
+        (_batch_norm_grad_sums_planes if planes else _batch_norm_grad_sums_rows)(g, view, mean, sum_g, sum_g_centered)
+        sum_g_xhat = sum_g_centered * invstd
+        grads = [None]
+        if self.has_weight:
+            grads.append(_wrap(sum_g_xhat.astype(dtype)) if self.inputs[1].requires_grad else None)
+        if self.has_bias:
+            grads.append(_wrap(sum_g.astype(dtype)) if self.inputs[-1].requires_grad else None)
+        if x.requires_grad:
+            # gx = w*invstd * (g - sum(g)/M - xhat * sum(g*xhat)/M), xhat = (x - mean)*invstd
+            a = invstd * self.inputs[1].array if self.has_weight else invstd
+            b = -a * invstd * sum_g_xhat / count
+            offset = -a * sum_g / count
+            gx = np.empty(view.shape, dtype)
+            (_batch_norm_grad_input_planes if planes else _batch_norm_grad_input_rows)(
+                g, view, mean, a.astype(dtype), b.astype(dtype), offset.astype(dtype), gx)
+            grads[0] = _wrap(self._restore(gx, x.shape))
+        return tuple(grads)
+
     def _per_channel(self, vector, dtype, channels_first):
         """A per-channel vector shaped to broadcast against the saved layout."""
         return vector.astype(dtype, copy=False)[:, None] if channels_first else self._tile(vector, dtype)
@@ -211,6 +385,8 @@ class BatchNormTrain(_NormalizeAffine):
         """Closed form with the per-channel sums shared between the three gradients; with
         xhat = (x - mean) * invstd and M values per channel,
         gx = weight * invstd * (gy - sum(gy)/M - xhat * sum(gy * xhat)/M)."""
+        if self.compiled_view is not None:
+            return self._backward_compiled(gy)
         xp = get_array_module(gy)
         x = self.inputs[0]
         centered, invstd = self.centered, self.invstd
@@ -239,6 +415,74 @@ class BatchNormTrain(_NormalizeAffine):
             gx *= per_channel(scale)
             grads[0] = _wrap(self._restore(gx, x.shape))
         return tuple(grads)
+
+
+# ----- layer_norm's compiled path (numba, the `fast` extra) --------------------------------
+# NumPy needs about 15 passes over the data for layer_norm's forward and backward; these
+# make one pass per row for each (a row stays in cache between its sums and its writes).
+# Sums accumulate in float64; `reassoc` lets the compiler split them over SIMD lanes.
+
+
+@compiled.kernel(fastmath=_REDUCTION_MATH)
+def _layer_norm_forward_kernel(x2, weight, bias, eps, y, row_mean, row_invstd):
+    rows, features = x2.shape
+    for i in range(rows):
+        row, out = x2[i], y[i]
+        total = 0.0
+        for j in range(features):
+            total += row[j]
+        mu = total / features
+        squares = 0.0
+        for j in range(features):
+            d = row[j] - mu
+            squares += d * d
+        invstd = 1.0 / np.sqrt(squares / features + eps)
+        row_mean[i] = mu
+        row_invstd[i] = invstd
+        mu_t, invstd_t = row.dtype.type(mu), row.dtype.type(invstd)
+        for j in range(features):
+            out[j] = (row[j] - mu_t) * invstd_t * weight[j] + bias[j]
+
+
+_GRAD_FLUSH_ROWS = 64  # rows summed into weight/bias gradients in the input's dtype before a float64 flush
+
+
+@compiled.kernel(fastmath=_REDUCTION_MATH)
+def _layer_norm_backward_kernel(x2, g2, weight, row_mean, row_invstd, gx, gw, gb, need_gx):
+    """Per row, with xhat = (x - mean) * invstd and g*w the gradient of xhat:
+    gx = invstd * (g*w - mean(g*w) - xhat * mean(g*w*xhat)); over all rows, gw += g*xhat
+    and gb += g (float64 gw, gb; partial sums of a few rows in the input's dtype)."""
+    rows, features = x2.shape
+    dtype = x2.dtype.type
+    gw_rows = np.zeros(features, x2.dtype)
+    gb_rows = np.zeros(features, x2.dtype)
+    for i in range(rows):
+        row, grow = x2[i], g2[i]
+        mu, invstd = dtype(row_mean[i]), dtype(row_invstd[i])
+        if need_gx:
+            sum_g = 0.0
+            sum_g_xhat = 0.0
+            for j in range(features):
+                g_weighted = grow[j] * weight[j]
+                sum_g += g_weighted
+                sum_g_xhat += g_weighted * ((row[j] - mu) * invstd)
+            mean_g, mean_g_xhat = dtype(sum_g / features), dtype(sum_g_xhat / features)
+            out = gx[i]
+            for j in range(features):
+                xhat = (row[j] - mu) * invstd
+                gb_rows[j] += grow[j]
+                gw_rows[j] += grow[j] * xhat
+                out[j] = invstd * (grow[j] * weight[j] - mean_g - xhat * mean_g_xhat)
+        else:
+            for j in range(features):
+                gb_rows[j] += grow[j]
+                gw_rows[j] += grow[j] * ((row[j] - mu) * invstd)
+        if (i + 1) % _GRAD_FLUSH_ROWS == 0 or i == rows - 1:
+            for j in range(features):
+                gw[j] += gw_rows[j]
+                gb[j] += gb_rows[j]
+                gw_rows[j] = 0
+                gb_rows[j] = 0
 
 
 class LayerNormFunction(_NormalizeAffine):
@@ -284,6 +528,13 @@ class LayerNormFunction(_NormalizeAffine):
         y = xp.empty_like(x2)
         mean_all = xp.empty(rows, dtype=x2.dtype)
         invstd_all = xp.empty(rows, dtype=x2.dtype)
+        if _compiled_applies(x2):
+            dtype = x2.dtype
+            weight = np.ones(features, dtype) if weight is None else np.ascontiguousarray(weight, dtype)
+            bias = np.zeros(features, dtype) if bias is None else np.ascontiguousarray(bias, dtype)
+            _layer_norm_forward_kernel(x2, weight, bias, float(self.eps), y, mean_all, invstd_all)
+            self.row_mean, self.row_invstd = mean_all, invstd_all
+            return y.reshape(x.shape)
         for start, stop in self._blocks(x2):
             block, out = x2[start:stop], y[start:stop]
             mu = xp.einsum("ij->i", block, out=mean_all[start:stop])
@@ -317,9 +568,12 @@ class LayerNormFunction(_NormalizeAffine):
         need_w = weight_t is not None and weight_t.requires_grad
         need_b = bias_t is not None and bias_t.requires_grad
         weight = weight_t.array.reshape(-1) if weight_t is not None else None
+        if _compiled_applies(x2, g2):
+            return self._backward_compiled(x, weight_t, bias_t, x2, g2, weight, need_w, need_b)
         gw = xp.zeros(features, dtype=dtype) if need_w else None
         gb = xp.zeros(features, dtype=dtype) if need_b else None
-        gx = xp.empty((rows, features), dtype=dtype) if x.requires_grad else None
+        gx = xp.empty(x.shape, dtype=dtype) if x.requires_grad else None   # its final shape: no copy on a leaf
+        gx2 = gx.reshape(rows, features) if gx is not None else None
         for start, stop in self._blocks(x2):
             g_block = g2[start:stop]
             mu, invstd = self.row_mean[start:stop, None], self.row_invstd[start:stop, None]
@@ -339,16 +593,33 @@ class LayerNormFunction(_NormalizeAffine):
             mean_g = xp.einsum("ij->i", scratch)
             mean_g *= 1.0 / features
             xhat *= mean_gx[:, None]
-            out = gx[start:stop]
+            out = gx2[start:stop]
             xp.subtract(scratch, xhat, out=out)
             mean_g *= invstd[:, 0]
             out *= invstd
             out -= mean_g[:, None]
-        grads = [_wrap(gx.reshape(x.shape)) if gx is not None else None]
+        grads = [_wrap(gx) if gx is not None else None]
         if self.has_weight:
-            grads.append(_wrap(gw.reshape(weight_t.shape)) if need_w else None)
+            grads.append(_wrap(gw.reshape(weight_t.shape).copy()) if need_w else None)
         if self.has_bias:
-            grads.append(_wrap(gb.reshape(bias_t.shape)) if need_b else None)
+            grads.append(_wrap(gb.reshape(bias_t.shape).copy()) if need_b else None)
+        return tuple(grads)
+
+    def _backward_compiled(self, x, weight_t, bias_t, x2, g2, weight, need_w, need_b):
+        dtype = x2.dtype
+        features = x2.shape[1]
+        weight = np.ones(features, dtype) if weight is None else np.ascontiguousarray(weight, dtype)
+        # Gradients are allocated in their final shapes: a leaf's .grad then takes the array
+        # itself (a reshaped view would be copied by the engine).
+        gx = np.empty(x.shape, dtype=dtype) if x.requires_grad else np.empty((0, features), dtype=dtype)
+        gw, gb = np.zeros(features), np.zeros(features)
+        _layer_norm_backward_kernel(x2, np.ascontiguousarray(g2), weight, self.row_mean, self.row_invstd,
+                                    gx.reshape(-1, features), gw, gb, x.requires_grad)
+        grads = [_wrap(gx) if x.requires_grad else None]
+        if self.has_weight:
+            grads.append(_wrap(gw.reshape(weight_t.shape).astype(dtype)) if need_w else None)
+        if self.has_bias:
+            grads.append(_wrap(gb.reshape(bias_t.shape).astype(dtype)) if need_b else None)
         return tuple(grads)
 
     def _backward_ops(self, gy):
@@ -384,7 +655,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
             running_var.array *= 1 - m
             running_var.array += (m * count / (count - 1)) * fn.batch_var.astype(running_var.dtype, copy=False)
         if not _grad_enabled[0] or not y.requires_grad:
-            fn.centered = None  # nothing will run backward: free the saved centered input now
+            fn.centered = fn.compiled_view = None  # nothing will run backward: free what was saved for it
         return y
     if running_mean is None or running_var is None:
         raise ValueError("batch_norm: running_mean and running_var are needed when training=False")

@@ -1,6 +1,7 @@
 """Max, average and adaptive-average 2-D pooling: loops over the kernel offsets only."""
 import numpy as np
 
+from ...core import compiled
 from ...core.autograd import _grad_enabled
 from ...core.backend import get_array_module, to_device
 from ...core.tensor import Function, matmul, mean, Tensor
@@ -52,6 +53,93 @@ def _from_images(images, batch, channels_first):
     return images.reshape(batch, -1, images.shape[1], images.shape[2])
 
 
+# ----- max-pooling's compiled path (numba, the `fast` extra) ------------------------------
+# One pass over the input for the maxima and the winning offsets (the NumPy path makes four
+# per kernel offset), and one pass for the backward's routing, over contiguous stacks of
+# images (n, H, W, c). Padding counts as -inf; as in PyTorch a NaN wins its window, and
+# otherwise the first maximum wins ties.
+
+@compiled.kernel
+def _max_pool_forward_kernel(xh, kh, kw, sh, sw, ph, pw, dh, dw, out, argmax):
+    """Maxima into out and, when argmax is not empty, the winning offsets into it."""
+    n, h, w, c = xh.shape
+    oh, ow = out.shape[1], out.shape[2]
+    record = argmax.size > 0
+    for b in range(n):
+        for oy in range(oh):
+            for ox in range(ow):
+                for k in range(kh * kw):
+                    iy = oy * sh - ph + (k // kw) * dh
+                    ix = ox * sw - pw + (k % kw) * dw
+                    inside = 0 <= iy < h and 0 <= ix < w
+                    if k == 0:
+                        for ch in range(c):
+                            out[b, oy, ox, ch] = xh[b, iy, ix, ch] if inside else -np.inf
+                        if record:
+                            for ch in range(c):
+                                argmax[b, oy, ox, ch] = 0
+                    elif inside and record:
+                        code = argmax.dtype.type(k)
+                        for ch in range(c):  # branch-free, so that it runs as SIMD
+                            v = xh[b, iy, ix, ch]
+                            current = out[b, oy, ox, ch]
+                            better = (v > current) | (v != v)
+                            out[b, oy, ox, ch] = v if better else current
+                            argmax[b, oy, ox, ch] = code if better else argmax[b, oy, ox, ch]
+                    elif inside:
+                        for ch in range(c):
+                            v = xh[b, iy, ix, ch]
+                            current = out[b, oy, ox, ch]
+                            out[b, oy, ox, ch] = v if (v > current) | (v != v) else current
+
+
+@compiled.kernel
+def _max_pool_backward_kernel(gy, argmax, kh, kw, sh, sw, ph, pw, dh, dw, out, tiled):
+    """Routes gy to the winners in out (n, H, W, c). When the windows tile the input exactly
+    (disjoint, covering it), every element of out is written; otherwise out must hold
+    zeros and gradients are added (overlapping windows may share a winner)."""
+    n, h, w, c = out.shape
+    oh, ow = gy.shape[1], gy.shape[2]
+    row_offset = np.empty(kh * kw, np.int64)     # offset k's place in its window, without
+    column_offset = np.empty(kh * kw, np.int64)  # an integer division per element
+    for k in range(kh * kw):
+        row_offset[k] = (k // kw) * dh - ph
+        column_offset[k] = (k % kw) * dw - pw
+    for b in range(n):
+        for oy in range(oh):
+            for ox in range(ow):
+                if tiled:
+                    for k in range(kh * kw):
+                        iy = oy * sh + (k // kw)
+                        ix = ox * sw + (k % kw)
+                        for ch in range(c):
+                            out[b, iy, ix, ch] = gy[b, oy, ox, ch] if argmax[b, oy, ox, ch] == k else 0
+                else:  # add each gradient once, at its winner
+                    for ch in range(c):
+                        k = argmax[b, oy, ox, ch]
+                        iy = oy * sh + row_offset[k]
+                        ix = ox * sw + column_offset[k]
+                        if 0 <= iy < h and 0 <= ix < w:
+                            out[b, iy, ix, ch] += gy[b, oy, ox, ch]
+
+
+# Below this many channels per image (N*C one-channel images: an input stored
+# channels-first) the compiled loops run too short for SIMD and the NumPy path is faster.
+_COMPILED_POOL_MIN_CHANNELS = 8
+
+
+def _compiled_pool_applies(xh):
+    """The compiled kernels run on NumPy float32/float64 stacks of images with many channels."""
+    return (type(xh) is np.ndarray and xh.dtype in (np.float32, np.float64)
+            and xh.shape[3] >= _COMPILED_POOL_MIN_CHANNELS and compiled.numba_enabled())
+
+
+def _windows_tile(g, h, w):
+    """True when the windows are disjoint and cover every input element."""
+    return (g.ph == 0 and g.pw == 0 and g.dh * (g.kh - 1) + 1 == g.sh and g.dw * (g.kw - 1) + 1 == g.sw
+            and (g.kh == 1 or g.dh == 1) and (g.kw == 1 or g.dw == 1) and g.oh * g.sh == h and g.ow * g.sw == w)
+
+
 class MaxPool2d(Function):
     """Max over each window; remembers which kernel offset won for the backward."""
 
@@ -68,6 +156,14 @@ class MaxPool2d(Function):
         # Without a graph no backward runs: the maxima alone are a third of the work.
         argmax = xp.empty(out.shape, dtype=np.int8 if g.kh * g.kw < 127 else np.int32) \
             if _grad_enabled[0] else None
+        if _compiled_pool_applies(xh):
+            # int32 winners: with int8 ones the compiled loop does not vectorize (5x slower)
+            record = argmax is not None
+            argmax = np.empty(out.shape if record else (0, 0, 0, 0), np.int32)
+            _max_pool_forward_kernel(np.ascontiguousarray(xh), g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, out, argmax)
+            self.argmax = argmax if record else None
+            self.argmax = argmax
+            return _from_images(out, x.shape[0], self.channels_first)
         # A few images at a time: the dozen passes below then run in cache (about 2x faster).
         for start, stop in _chunks(n, h * w, c):
             self._forward_chunk(xh[start:stop], out[start:stop], None if argmax is None else argmax[start:stop])
@@ -115,6 +211,12 @@ class MaxPool2dGrad(Function):
         gyh = _as_images(gy, self.channels_first)
         n, _, _, c = gyh.shape
         h, w = self.x_shape[2:]
+        if _compiled_pool_applies(gyh):
+            tiled = _windows_tile(g, h, w)
+            out = np.empty((n, h, w, c), dtype=gy.dtype) if tiled else np.zeros((n, h, w, c), dtype=gy.dtype)
+            # a strided gradient (from a Flatten: channels-first) is 10x slower to walk than to copy
+            _max_pool_backward_kernel(np.ascontiguousarray(gyh), self.argmax, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, out, tiled)
+            return _from_images(out, self.x_shape[0], self.channels_first)
         out = xp.empty((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy.dtype)
         for start, stop in _chunks(n, h * w, c):
             self._route_chunk(gyh[start:stop], self.argmax[start:stop], out[start:stop])
