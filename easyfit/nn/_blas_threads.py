@@ -85,56 +85,63 @@ def set_blas_threads(n):
 class ThreadChoice:
     """Picks the BLAS thread count for a step loop by timing it: the library's default or one.
 
-    `run(key, loop, work)` calls `loop()` with the chosen count in force and times it;
-    `key` names the kind of loop (shapes, forward or backward), and each key keeps its
-    own record; `work` (the number of steps) scales the time. The first two calls of a
-    key try each setting; afterwards the faster one (by its last measured time per unit
-    of work) runs, and the other is tried again after 4
-    calls, then after twice as many each time it loses (up to 256), and after 4 again
-    when it wins, so a machine that gets busy or quiet is followed within a few
-    calls while a losing setting costs a small fraction of the time. Only the count
-    changes, never the arithmetic: results are identical either way.
+    `run(key, loop, n_steps)` runs `loop(first, stop)` over steps 0..n_steps with the
+    chosen count in force; `key` names the kind of loop (its shapes, forward or
+    backward), and each key keeps its own record. A probe call runs its first eighth
+    of the steps (at least 4, at most half) with the other setting and the rest with the
+    current one, and keeps the setting whose steps were faster: both are timed in the
+    same call, under the same load, and a losing probe costs a few steps, not a call.
+    The first call of a key probes; the next probe comes after 4 calls, then after twice
+    as many each time the current setting wins (up to 256), and after 4 again when it
+    loses, so a machine that gets busy or quiet is followed within a few calls. Only the
+    count changes, never the arithmetic: results are identical either way.
     """
 
     MAX_INTERVAL = 256
+    MIN_PROBE_STEPS = 4
 
     def __init__(self):
         self.records = {}
 
-    def run(self, key, loop, work=1):
+    def run(self, key, loop, n_steps):
         default = blas_threads()
-        if default is None or default <= 1:
-            return loop()
+        if default is None or default <= 1 or n_steps < 2 * self.MIN_PROBE_STEPS:
+            if default is not None and default > 1 and key in self.records and self.records[key]["best"] == 1:
+                return self._with_threads(1, default, loop, 0, n_steps)
+            return loop(0, n_steps)
         record = self.records.get(key)
         if record is None:
-            record = self.records[key] = {"seconds": {}, "best": default, "interval": 4, "countdown": 0}
-        seconds = record["seconds"]
-        other = 1 if record["best"] == default else default
-        if default not in seconds:
-            threads = default
-        elif 1 not in seconds:
-            threads = 1
-        elif record["countdown"] <= 0:
-            threads = other
-        else:
-            threads = record["best"]
+            record = self.records[key] = {"best": default, "interval": 4, "countdown": 0, "probes": 0,
+                                          "seconds_per_step": {}}
+        best = record["best"]
+        if record["countdown"] > 0:
             record["countdown"] -= 1
-        if threads != default:
-            set_blas_threads(threads)
+            return self._with_threads(best, default, loop, 0, n_steps)
+        other = 1 if best == default else default
+        split = min(max(self.MIN_PROBE_STEPS, n_steps // 8), n_steps // 2)
         start = time.perf_counter()
+        self._with_threads(other, default, loop, 0, split)
+        middle = time.perf_counter()
+        self._with_threads(best, default, loop, split, n_steps)
+        end = time.perf_counter()
+        per_step = {other: (middle - start) / split, best: (end - middle) / (n_steps - split)}
+        record["seconds_per_step"] = per_step
+        record["probes"] += 1
+        if per_step[other] < per_step[best]:
+            record["best"], record["interval"] = other, 4
+        else:
+            record["interval"] = min(2 * record["interval"], self.MAX_INTERVAL)
+        record["countdown"] = record["interval"]
+
+    @staticmethod
+    def _with_threads(threads, default, loop, first, stop):
+        if threads == default:
+            return loop(first, stop)
+        set_blas_threads(threads)
         try:
-            result = loop()
+            return loop(first, stop)
         finally:
-            elapsed = time.perf_counter() - start
-            if threads != default:
-                set_blas_threads(default)
-        seconds[threads] = elapsed / max(work, 1)
-        if len(seconds) == 2 and threads != record["best"]:
-            best = min(seconds, key=seconds.get)
-            record["interval"] = 4 if best != record["best"] else min(2 * record["interval"], self.MAX_INTERVAL)
-            record["best"] = best
-            record["countdown"] = record["interval"]
-        return result
+            set_blas_threads(default)
 
 
 thread_choice = ThreadChoice()

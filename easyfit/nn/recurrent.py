@@ -104,8 +104,8 @@ class LSTMSequence(Function):
         weight_t = xp.ascontiguousarray(weight_hh.T * scale)   # contiguous: BLAS runs faster on it
         steps = _step_indices(length, self.reverse)
 
-        def loop():
-            for t, prev, new in steps:
+        def loop(first, stop):
+            for t, prev, new in steps[first:stop]:
                 gates = activations[t]
                 xp.matmul(hidden[prev], weight_t, out=recurrent)
                 gates += recurrent
@@ -143,8 +143,8 @@ class LSTMSequence(Function):
         g_hidden = grad_hidden.array
         steps = list(reversed(_step_indices(length, self.reverse)))
 
-        def loop():
-            for t, prev, _ in steps:
+        def loop(first, stop):
+            for t, prev, _ in steps[first:stop]:
                 xp.add(dh, g_hidden[t], out=dh)
                 gates = activations[t]
                 d = grad_gates[t]
@@ -180,11 +180,11 @@ class LSTMSequence(Function):
 
 
 def _run_loop(xp, key, loop, steps):
-    """Run a step loop; on NumPy with the BLAS thread count `thread_choice` finds faster for it."""
+    """Run `loop(first, stop)` over all steps; on NumPy with the BLAS thread count `thread_choice` finds faster."""
     if xp is np:
         thread_choice.run(key, loop, steps)
     else:
-        loop()
+        loop(0, steps)
 
 
 def _lstm_backward_composed(gates_x, h0, c0, weight_hh, grad_hidden, grad_h_n, grad_c_n, reverse):
@@ -246,8 +246,8 @@ class GRUSequence(Function):
         weight_t = xp.ascontiguousarray(weight_hh.T)
         steps = _step_indices(length, self.reverse)
 
-        def loop():
-            for t, prev, new in steps:
+        def loop(first, stop):
+            for t, prev, new in steps[first:stop]:
                 gh = gates_h[t]
                 y = activations[t]
                 xp.matmul(hidden[prev], weight_t, out=gh)
@@ -289,8 +289,8 @@ class GRUSequence(Function):
         steps = list(reversed(_step_indices(length, self.reverse)))
         recurrent = xp.empty((batch, H), dtype=dtype)
 
-        def loop():
-            for t, prev, _ in steps:
+        def loop(first, stop):
+            for t, prev, _ in steps[first:stop]:
                 xp.add(dh, g_hidden[t], out=dh)
                 y = activations[t]
                 r, z, n = y[:, :H], y[:, H:2 * H], y[:, 2 * H:]
@@ -389,8 +389,8 @@ class RNNSequence(Function):
         use_tanh = self.nonlinearity == "tanh"
         steps = _step_indices(length, self.reverse)
 
-        def loop():
-            for t, prev, new in steps:
+        def loop(first, stop):
+            for t, prev, new in steps[first:stop]:
                 h = hidden[new]
                 xp.matmul(hidden[prev], weight_t, out=h)
                 h += gates_x[t]
@@ -418,8 +418,8 @@ class RNNSequence(Function):
         use_tanh = self.nonlinearity == "tanh"
         steps = list(reversed(_step_indices(length, self.reverse)))
 
-        def loop():
-            for t, _, new in steps:
+        def loop(first, stop):
+            for t, _, new in steps[first:stop]:
                 xp.add(dh, g_hidden[t], out=dh)
                 d = grad_pre[t]
                 y = hidden[new]
