@@ -30,7 +30,7 @@ from recipes.config import ConfigError
 NAME = "char-rnn"
 DESCRIPTION = "character-level LSTM/GRU language model on a text file or the fortunes corpus; samples text"
 DEFAULT_DATA = ("fortunes (Debian's `fortunes` package: 15,000+ fortunes, 2.5M characters; a seeded "
-                "600,000-character subset by default (max_chars), about 40 s per epoch on 2 cores)")
+                "600,000-character subset by default (max_chars), about 35 s per epoch on 2 quiet cores)")
 ARCHS = ("lstm", "gru")
 # How a sampled document boundary (xxbos) is shown in generated text: a fortune file's separator line.
 DOCUMENT_BREAK = "\n%\n"
