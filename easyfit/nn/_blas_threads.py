@@ -1,0 +1,147 @@
+"""How many threads NumPy's BLAS uses, and choosing it for the recurrent layers' step loops.
+
+A recurrent layer runs one small matmul per time step (batch x hidden times hidden x
+gates: 32 x 256 x 1024 in the char-RNN recipe), hundreds per batch. OpenBLAS splits
+each one over every CPU and joins its threads after it. On a quiet machine that is
+faster than one thread; when another process keeps a CPU busy, each join waits for a
+thread the scheduler has not run yet, and the same loop becomes several times slower
+(7x measured on 2 CPUs) than with one thread. Neither setting wins everywhere, so
+`ThreadChoice` measures both while training and keeps the faster (see its docstring).
+
+Only OpenBLAS is controlled (NumPy's wheels ship it); with any other BLAS, or where its
+library cannot be found, `blas_threads()` returns None and nothing is changed.
+"""
+import ctypes
+import os
+import sys
+import time
+
+_SET_NAMES = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+              "openblas_set_num_threads64_", "openblas_set_num_threads")
+_GET_NAMES = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+              "openblas_get_num_threads64_", "openblas_get_num_threads")
+
+_controls = None   # (get, set) ctypes functions once looked up, () when there are none
+
+
+def _openblas_paths():
+    """Paths of the OpenBLAS libraries loaded in this process (Linux), or shipped in NumPy's wheel."""
+    paths = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.rsplit(" ", 1)[-1].strip()
+                if "openblas" in os.path.basename(path).lower() and path not in paths:
+                    paths.append(path)
+    except OSError:
+        pass
+    if not paths:
+        import numpy
+        root = os.path.dirname(os.path.dirname(numpy.__file__))
+        for folder in (os.path.join(root, "numpy.libs"), os.path.join(os.path.dirname(numpy.__file__), ".dylibs")):
+            if os.path.isdir(folder):
+                paths.extend(os.path.join(folder, name) for name in sorted(os.listdir(folder))
+                             if "openblas" in name.lower())
+    return paths
+
+
+def _lookup():
+    global _controls
+    if _controls is not None:
+        return _controls
+    _controls = ()
+    import numpy  # noqa: F401  (loads NumPy's BLAS before the search)
+    for path in _openblas_paths():
+        try:
+            library = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL
+                                  if sys.platform.startswith("linux") else ctypes.DEFAULT_MODE)
+        except OSError:
+            continue
+        get = next((getattr(library, n) for n in _GET_NAMES if hasattr(library, n)), None)
+        set_ = next((getattr(library, n) for n in _SET_NAMES if hasattr(library, n)), None)
+        if get is not None and set_ is not None:
+            get.restype, get.argtypes = ctypes.c_int, []
+            set_.restype, set_.argtypes = None, [ctypes.c_int]
+            _controls = (get, set_)
+            break
+    return _controls
+
+
+def blas_threads():
+    """The number of threads NumPy's OpenBLAS uses now, or None when it cannot be controlled."""
+    controls = _lookup()
+    return int(controls[0]()) if controls else None
+
+
+def set_blas_threads(n):
+    """Make NumPy's OpenBLAS use `n` threads (process-wide); returns False when it cannot be controlled."""
+    controls = _lookup()
+    if not controls:
+        return False
+    controls[1](int(n))
+    return True
+
+
+class ThreadChoice:
+    """Picks the BLAS thread count for a step loop by timing it: the library's default or one.
+
+    `run(key, loop, n_steps)` runs `loop(first, stop)` over steps 0..n_steps with the
+    chosen count in force; `key` names the kind of loop (its shapes, forward or
+    backward), and each key keeps its own record. A probe call runs its first eighth
+    of the steps (at least 4, at most half) with the other setting and the rest with the
+    current one, and keeps the setting whose steps were faster: both are timed in the
+    same call, under the same load, and a losing probe costs a few steps, not a call.
+    The first call of a key probes; the next probe comes after 4 calls, then after twice
+    as many each time the current setting wins (up to 256), and after 4 again when it
+    loses, so a machine that gets busy or quiet is followed within a few calls. Only the
+    count changes, never the arithmetic: results are identical either way.
+    """
+
+    MAX_INTERVAL = 256
+    MIN_PROBE_STEPS = 4
+
+    def __init__(self):
+        self.records = {}
+
+    def run(self, key, loop, n_steps):
+        default = blas_threads()
+        if default is None or default <= 1 or n_steps < 2 * self.MIN_PROBE_STEPS:
+            if default is not None and default > 1 and key in self.records and self.records[key]["best"] == 1:
+                return self._with_threads(1, default, loop, 0, n_steps)
+            return loop(0, n_steps)
+        record = self.records.get(key)
+        if record is None:
+            record = self.records[key] = {"best": default, "interval": 4, "countdown": 0, "probes": 0,
+                                          "seconds_per_step": {}}
+        best = record["best"]
+        if record["countdown"] > 0:
+            record["countdown"] -= 1
+            return self._with_threads(best, default, loop, 0, n_steps)
+        other = 1 if best == default else default
+        split = min(max(self.MIN_PROBE_STEPS, n_steps // 8), n_steps // 2)
+        start = time.perf_counter()
+        self._with_threads(other, default, loop, 0, split)
+        middle = time.perf_counter()
+        self._with_threads(best, default, loop, split, n_steps)
+        end = time.perf_counter()
+        per_step = {other: (middle - start) / split, best: (end - middle) / (n_steps - split)}
+        record["seconds_per_step"] = per_step
+        record["probes"] += 1
+        if per_step[other] < per_step[best]:
+            record["best"], record["interval"] = other, 4
+        else:
+            record["interval"] = min(2 * record["interval"], self.MAX_INTERVAL)
+        record["countdown"] = record["interval"]
+
+    @staticmethod
+    def _with_threads(threads, default, loop, first, stop):
+        if threads == default:
+            return loop(first, stop)
+        set_blas_threads(threads)
+        try:
+            return loop(first, stop)
+        finally:
+            set_blas_threads(default)
+
+
+thread_choice = ThreadChoice()
