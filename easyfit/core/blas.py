@@ -13,8 +13,12 @@ import os
 
 import numpy as np
 
-# The scipy-openblas build NumPy ships: 64-bit integers, names prefixed and suffixed.
-_THREAD_FUNCTIONS = {"set": "scipy_openblas_set_num_threads64_", "get": "scipy_openblas_get_num_threads64_"}
+# The thread functions under the names of the OpenBLAS builds NumPy has shipped (scipy-openblas
+# since NumPy 2, "openblas64_" before), first found wins; the kernels under scipy-openblas's names.
+_THREAD_FUNCTIONS = {"set": ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                             "openblas_set_num_threads64_", "openblas_set_num_threads"),
+                     "get": ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+                             "openblas_get_num_threads64_", "openblas_get_num_threads")}
 _KERNELS = {(np.dtype(np.float32), "axpy"): "scipy_cblas_saxpy64_", (np.dtype(np.float64), "axpy"): "scipy_cblas_daxpy64_",
             (np.dtype(np.float32), "axpby"): "scipy_cblas_saxpby64_",
             (np.dtype(np.float64), "axpby"): "scipy_cblas_daxpby64_"}
@@ -49,12 +53,14 @@ def _find():
             library = ctypes.CDLL(path)
         except OSError:
             continue
-        if not all(hasattr(library, name) for name in _THREAD_FUNCTIONS.values()):
+        names = {role: next((n for n in candidates if hasattr(library, n)), None)
+                 for role, candidates in _THREAD_FUNCTIONS.items()}
+        if None in names.values():
             continue
         found = {}
-        found["set"] = getattr(library, _THREAD_FUNCTIONS["set"])
+        found["set"] = getattr(library, names["set"])
         found["set"].argtypes, found["set"].restype = [ctypes.c_int], None
-        found["get"] = getattr(library, _THREAD_FUNCTIONS["get"])
+        found["get"] = getattr(library, names["get"])
         found["get"].argtypes, found["get"].restype = [], ctypes.c_int
         for (dtype, kind), name in _KERNELS.items():
             if hasattr(library, name):

@@ -62,6 +62,21 @@ def set_num_threads(n):
         _apply(n)
 
 
+def is_fixed():
+    """True when the user fixed the count with `set_num_threads(n)`: nothing may change it."""
+    return _state["fixed"] is not None
+
+
+def set_raw(n):
+    """Set OpenBLAS's thread count for a moment (a caller that restores it after), bypassing
+    the engine's record; False where there is no OpenBLAS to set."""
+    library = _openblas()
+    if library is None:
+        return False
+    library[0](int(n))
+    return True
+
+
 def _apply(n):
     library = _openblas()
     if library is not None and n != _state["current"]:

@@ -8,78 +8,25 @@ thread the scheduler has not run yet, and the same loop becomes several times sl
 (7x measured on 2 CPUs) than with one thread. Neither setting wins everywhere, so
 `ThreadChoice` measures both while training and keeps the faster (see its docstring).
 
-Only OpenBLAS is controlled (NumPy's wheels ship it); with any other BLAS, or where its
-library cannot be found, `blas_threads()` returns None and nothing is changed.
+Only OpenBLAS is controlled, through `easyfit.core.threads` (which finds it); with any
+other BLAS `blas_threads()` returns None and nothing is changed. When the user fixed the
+count (`easyfit.set_num_threads(n)`), the loops keep it and measure nothing.
 """
-import ctypes
-import os
-import sys
 import time
 
-_SET_NAMES = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-              "openblas_set_num_threads64_", "openblas_set_num_threads")
-_GET_NAMES = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-              "openblas_get_num_threads64_", "openblas_get_num_threads")
-
-_controls = None   # (get, set) ctypes functions once looked up, () when there are none
-
-
-def _openblas_paths():
-    """Paths of the OpenBLAS libraries loaded in this process (Linux), or shipped in NumPy's wheel."""
-    paths = []
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.rsplit(" ", 1)[-1].strip()
-                if "openblas" in os.path.basename(path).lower() and path not in paths:
-                    paths.append(path)
-    except OSError:
-        pass
-    if not paths:
-        import numpy
-        root = os.path.dirname(os.path.dirname(numpy.__file__))
-        for folder in (os.path.join(root, "numpy.libs"), os.path.join(os.path.dirname(numpy.__file__), ".dylibs")):
-            if os.path.isdir(folder):
-                paths.extend(os.path.join(folder, name) for name in sorted(os.listdir(folder))
-                             if "openblas" in name.lower())
-    return paths
-
-
-def _lookup():
-    global _controls
-    if _controls is not None:
-        return _controls
-    _controls = ()
-    import numpy  # noqa: F401  (loads NumPy's BLAS before the search)
-    for path in _openblas_paths():
-        try:
-            library = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL
-                                  if sys.platform.startswith("linux") else ctypes.DEFAULT_MODE)
-        except OSError:
-            continue
-        get = next((getattr(library, n) for n in _GET_NAMES if hasattr(library, n)), None)
-        set_ = next((getattr(library, n) for n in _SET_NAMES if hasattr(library, n)), None)
-        if get is not None and set_ is not None:
-            get.restype, get.argtypes = ctypes.c_int, []
-            set_.restype, set_.argtypes = None, [ctypes.c_int]
-            _controls = (get, set_)
-            break
-    return _controls
+from ..core import threads
 
 
 def blas_threads():
     """The number of threads NumPy's OpenBLAS uses now, or None when it cannot be controlled."""
-    controls = _lookup()
-    return int(controls[0]()) if controls else None
+    return threads.get_num_threads()
 
 
 def set_blas_threads(n):
-    """Make NumPy's OpenBLAS use `n` threads (process-wide); returns False when it cannot be controlled."""
-    controls = _lookup()
-    if not controls:
-        return False
-    controls[1](int(n))
-    return True
+    """Make NumPy's OpenBLAS use `n` threads (process-wide) for a while; returns False when
+    it cannot be controlled. The engine's own choice (`easyfit.core.threads`) is restored
+    by the caller, which sets the count it read before."""
+    return threads.set_raw(n)
 
 
 class ThreadChoice:
@@ -104,6 +51,8 @@ class ThreadChoice:
         self.records = {}
 
     def run(self, key, loop, n_steps):
+        if threads.is_fixed():
+            return loop(0, n_steps)
         default = blas_threads()
         if default is None or default <= 1 or n_steps < 2 * self.MIN_PROBE_STEPS:
             if default is not None and default > 1 and key in self.records and self.records[key]["best"] == 1:

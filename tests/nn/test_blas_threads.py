@@ -130,3 +130,16 @@ def test_recurrent_results_do_not_depend_on_the_thread_choice(monkeypatch, kind)
     np.testing.assert_allclose(out_a, out_b, rtol=1e-6, atol=1e-7)
     for a, b in zip(grads_a, grads_b):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_count_fixed_by_the_user_is_kept(monkeypatch):
+    blas = FakeBlas(monkeypatch)
+    blas.cost = {1: 1.0, 2: 7.0}       # one thread would be faster, but the user chose two
+    choice = ThreadChoice()
+    ef.set_num_threads(2)
+    try:
+        for _ in range(20):
+            choice.run("k", blas.loop, 100)
+    finally:
+        ef.set_num_threads(None)
+    assert blas.log == [2] * 2000 and not choice.records
