@@ -115,3 +115,74 @@ def depthwise_backward(xpad, gy, taps, gx_pad, gw, sh, sw, dh, dw, kw):
                         weight = taps[tap]
                         for channel in range(c):
                             target[channel] += grad[channel] * weight[channel]
+
+
+# Depthwise convolution of arrays stored (N, C, H, W), one channel plane at a time with no
+# padded copy: a kernel offset touches, in each row, one run of columns, found once per
+# row; the loop over that run is vectorised when the stride is 1. An image batch (and a
+# gradient that comes back in that order) is used as it is stored, as PyTorch does,
+# instead of transposed to channels-last and back. Offset (i, j) reads input column
+# x*sw + j*dw - pw of output column x: the run [lo, hi) keeps it inside [0, W).
+
+@compiled.kernel
+def depthwise_forward_planes(x, weight, out, sh, sw, ph, pw, dh, dw):
+    """out (N, C, OH, OW) = the depthwise conv of x (N, C, H, W) with weight (C, 1, KH, KW)."""
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    kh, kw = weight.shape[2], weight.shape[3]
+    for b in range(n):
+        for channel in range(c):
+            plane, target = x[b, channel], out[b, channel]
+            target[:, :] = 0.0
+            for i in range(kh):
+                for j in range(kw):
+                    tap = weight[channel, 0, i, j]
+                    offset = j * dw - pw
+                    lo = 0 if offset >= 0 else (sw - 1 - offset) // sw
+                    hi = max(lo, min(ow, (w - 1 - offset) // sw + 1)) if w - 1 - offset >= 0 else lo
+                    for y in range(oh):
+                        r = y * sh + i * dh - ph
+                        if r < 0 or r >= h:
+                            continue
+                        row, out_row = plane[r], target[y]
+                        for col in range(lo, hi):
+                            out_row[col] += tap * row[col * sw + offset]
+
+
+@compiled.kernel
+def depthwise_backward_planes(x, weight, gy, gx, gw, sh, sw, ph, pw, dh, dw):
+    """gx (N, C, H, W) = the input gradient (gx zero on entry) and gw (C, KH*KW), float64,
+    += the weight gradient of a depthwise conv, from gy (N, C, OH, OW). An empty gx or gw
+    (first axis of length 0) skips that gradient; x is read only for gw."""
+    n, c, oh, ow = gy.shape
+    kh, kw = weight.shape[2], weight.shape[3]
+    h, w = gx.shape[2], gx.shape[3]
+    if gw.shape[0] > 0:
+        h, w = x.shape[2], x.shape[3]
+    need_x, need_w = gx.shape[0] > 0, gw.shape[0] > 0
+    partial = np.zeros(ow)  # per-column partial sums of one tap's weight gradient (vectorised)
+    for b in range(n):
+        for channel in range(c):
+            grad = gy[b, channel]
+            for i in range(kh):
+                for j in range(kw):
+                    offset = j * dw - pw
+                    lo = 0 if offset >= 0 else (sw - 1 - offset) // sw
+                    hi = max(lo, min(ow, (w - 1 - offset) // sw + 1)) if w - 1 - offset >= 0 else lo
+                    tap = weight[channel, 0, i, j]
+                    partial[:] = 0.0
+                    for y in range(oh):
+                        r = y * sh + i * dh - ph
+                        if r < 0 or r >= h:
+                            continue
+                        grad_row = grad[y]
+                        if need_x:
+                            target = gx[b, channel, r]
+                            for col in range(lo, hi):
+                                target[col * sw + offset] += tap * grad_row[col]
+                        if need_w:
+                            row = x[b, channel, r]
+                            for col in range(lo, hi):
+                                partial[col] += grad_row[col] * row[col * sw + offset]
+                    if need_w:
+                        gw[channel, i * kw + j] += partial.sum()

@@ -264,6 +264,32 @@ def _depthwise_backward(xpad, x_shape, weight, gy_matrix, g, need_x, need_w):
     return gx, gw
 
 
+def _depthwise_forward_planes(x, weight, bias, g):
+    """A depthwise conv2d of x stored (N, C, H, W), output stored the same way (compiled)."""
+    xp = get_array_module(x)
+    n, c = x.shape[:2]
+    out = xp.empty((n, c, g.oh, g.ow), dtype=x.dtype)
+    kernels.depthwise_forward_planes(x, xp.ascontiguousarray(weight, dtype=x.dtype), out,
+                                     g.sh, g.sw, g.ph, g.pw, g.dh, g.dw)
+    if bias is not None:
+        out += bias.reshape(1, c, 1, 1)
+    return out
+
+
+def _depthwise_backward_planes(x, weight, gy, g, need_x, need_w):
+    """(grad input, grad weight) of _depthwise_forward_planes, each only when asked for;
+    gy in any memory order (copied to (N, C, OH, OW) order when it is not)."""
+    xp = get_array_module(gy)
+    n, c, h, w = x.shape
+    gy = xp.ascontiguousarray(gy)
+    gx = xp.zeros(x.shape, dtype=gy.dtype) if need_x else xp.zeros((0, 1, 1, 1), dtype=gy.dtype)
+    gw = xp.zeros((c, g.kh * g.kw)) if need_w else xp.zeros((0, 1))  # sums in float64
+    kernels.depthwise_backward_planes(x if need_w else xp.zeros((0, 1, 1, 1), dtype=gy.dtype),
+                                      xp.ascontiguousarray(weight, dtype=gy.dtype), gy, gx, gw,
+                                      g.sh, g.sw, g.ph, g.pw, g.dh, g.dw)
+    return (gx if need_x else None), (gw.astype(gy.dtype).reshape(weight.shape) if need_w else None)
+
+
 def _conv_forward_arrays(xpad, weight, g):
     """conv2d without bias as an (N*OH*OW, O) matrix, computed batch chunk by batch chunk.
 
@@ -401,6 +427,10 @@ class Conv2d(Function):
 
     def forward(self, x, weight, bias=None):
         g = self.geometry(x.shape, weight.shape)
+        self.planes = _is_depthwise(weight.shape, g) and x.flags.c_contiguous and kernels.use_compiled(x, weight)
+        if self.planes:
+            self.xpad = self.columns_t = None
+            return _depthwise_forward_planes(x, weight, bias, g)
         if self.groups == 1 and weight[0].size <= _SMALL_WINDOW:
             # Kept for the weight gradient: KH*KW times the size of x, a small first-layer input.
             self.xpad, self.columns_t = None, _columns_channels_first(x, g)
@@ -418,7 +448,13 @@ class Conv2d(Function):
         has_bias = len(self.inputs) == 3
         need_bias = has_bias and self.inputs[2].requires_grad
         params = (self.stride, self.padding, self.dilation, self.groups)
-        if not _grad_enabled[0]:
+        if not _grad_enabled[0] and self.planes:
+            gx, gw = _depthwise_backward_planes(x.array, weight.array, gy.array, self.geometry(x.shape, weight.shape),
+                                                x.requires_grad, weight.requires_grad)
+            gx = _wrap(gx) if gx is not None else None
+            gw = _wrap(gw) if gw is not None else None
+            gb = _wrap(gy.array.sum(axis=(0, 2, 3))) if need_bias else None
+        elif not _grad_enabled[0]:
             g = self.geometry(x.shape, weight.shape)
             gy_matrix = _output_matrix(gy.array)
             by_columns = self.columns_t is not None and weight.requires_grad
