@@ -1,11 +1,11 @@
 """Compiled loops of the convolution family (numba, the `fast` extra; see core/compiled.py).
 
-Each is one pass over channels-last arrays where the NumPy path makes KH*KW strided
-passes (col2im, the depthwise taps) or copies across a 4 KB stride (NCHW -> NHWC).
-Callers in conv.py keep the NumPy path for CuPy arrays and for when numba is absent or
-disabled, and check `use_compiled` first. The loops are sequential: the benchmarks run
-one thread per framework, and two cores shared with a data loader gain nothing from a
-second kernel thread (measured in docs/nn.md).
+Each is one pass where the NumPy path makes KH*KW strided passes (col2im, the depthwise
+taps) or copies across a stride of H*W floats (NCHW -> NHWC). Callers in conv.py keep
+the NumPy path for CuPy arrays and for when numba is absent or disabled, and check
+`use_compiled` first. The loops are sequential (no `parallel=True`): that would add
+compile time and a threading layer, and on a small machine the second core is the data
+loader's; a parallel variant has not been measured.
 """
 import numpy as np
 
