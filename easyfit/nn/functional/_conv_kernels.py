@@ -145,8 +145,12 @@ def depthwise_forward_planes(x, weight, out, sh, sw, ph, pw, dh, dw):
                         if r < 0 or r >= h:
                             continue
                         row, out_row = plane[r], target[y]
-                        for col in range(lo, hi):
-                            out_row[col] += tap * row[col * sw + offset]
+                        if sw == 1:  # contiguous runs: vectorised
+                            for col in range(lo, hi):
+                                out_row[col] += tap * row[col + offset]
+                        else:
+                            for col in range(lo, hi):
+                                out_row[col] += tap * row[col * sw + offset]
 
 
 @compiled.kernel
@@ -178,11 +182,19 @@ def depthwise_backward_planes(x, weight, gy, gx, gw, sh, sw, ph, pw, dh, dw):
                         grad_row = grad[y]
                         if need_x:
                             target = gx[b, channel, r]
-                            for col in range(lo, hi):
-                                target[col * sw + offset] += tap * grad_row[col]
+                            if sw == 1:
+                                for col in range(lo, hi):
+                                    target[col + offset] += tap * grad_row[col]
+                            else:
+                                for col in range(lo, hi):
+                                    target[col * sw + offset] += tap * grad_row[col]
                         if need_w:
                             row = x[b, channel, r]
-                            for col in range(lo, hi):
-                                partial[col] += grad_row[col] * row[col * sw + offset]
+                            if sw == 1:
+                                for col in range(lo, hi):
+                                    partial[col] += grad_row[col] * row[col + offset]
+                            else:
+                                for col in range(lo, hi):
+                                    partial[col] += grad_row[col] * row[col * sw + offset]
                     if need_w:
                         gw[channel, i * kw + j] += partial.sum()

@@ -264,6 +264,11 @@ def _depthwise_backward(xpad, x_shape, weight, gy_matrix, g, need_x, need_w):
     return gx, gw
 
 
+# A depthwise conv of an input stored (N, C, H, W) runs compiled plane by plane (below);
+# False sends it through the channels-last kernels instead (a transposed copy first).
+_DEPTHWISE_PLANES = True
+
+
 def _depthwise_forward_planes(x, weight, bias, g):
     """A depthwise conv2d of x stored (N, C, H, W), output stored the same way (compiled)."""
     xp = get_array_module(x)
@@ -427,7 +432,8 @@ class Conv2d(Function):
 
     def forward(self, x, weight, bias=None):
         g = self.geometry(x.shape, weight.shape)
-        self.planes = _is_depthwise(weight.shape, g) and x.flags.c_contiguous and kernels.use_compiled(x, weight)
+        self.planes = (_DEPTHWISE_PLANES and _is_depthwise(weight.shape, g) and x.flags.c_contiguous
+                       and kernels.use_compiled(x, weight))
         if self.planes:
             self.xpad = self.columns_t = None
             return _depthwise_forward_planes(x, weight, bias, g)
