@@ -51,10 +51,14 @@ def _run(path, layer, x_array, seed, channels_last):
     return y.numpy(), gx, {name: p.grad.numpy().copy() for name, p in layer.named_parameters()}
 
 
+@pytest.mark.parametrize("planes", [False, True], ids=["channels-last depthwise", "depthwise by planes"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["input stored NCHW", "input stored NHWC"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_both_paths_match_pytorch_and_each_other(case, channels_last, monkeypatch):
+def test_both_paths_match_pytorch_and_each_other(case, channels_last, planes, monkeypatch):
+    if planes and "depthwise" not in case:
+        pytest.skip("the plane kernels are the depthwise conv's")
     monkeypatch.setattr(conv_functional, "_CHUNK_FLOATS", 2000)  # several batch chunks
+    monkeypatch.setattr(conv_functional, "_DEPTHWISE_PLANES", planes)
     cin, cout, kwargs = CASES[case]
     theirs = torch.nn.Conv2d(cin, cout, **kwargs)
     ours = nn.Conv2d(cin, cout, **kwargs)
@@ -93,6 +97,7 @@ def _check(fn, *inputs):
     assert ef.gradcheck(backward_of, list(inputs) + [grad_out])
 
 
+@pytest.mark.parametrize("planes", [False, True], ids=["channels-last depthwise", "depthwise by planes"])
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("kwargs, cin, cout", [
     (dict(padding=1, groups=3), 3, 3),                      # depthwise, planes
@@ -100,7 +105,8 @@ def _check(fn, *inputs):
     (dict(padding=1), 2, 4),                                # dense, col2im
     (dict(stride=2, padding=1, groups=2), 4, 4),            # grouped, col2im
 ], ids=str)
-def test_gradients_and_second_derivatives(path, kwargs, cin, cout):
+def test_gradients_and_second_derivatives(path, kwargs, cin, cout, planes, monkeypatch):
+    monkeypatch.setattr(conv_functional, "_DEPTHWISE_PLANES", planes)
     x, w, b = _t(2, cin, 5, 4), _t(cout, cin // kwargs.get("groups", 1), 3, 3, seed=1), _t(cout, seed=2)
     fn = lambda x, w, b: F.conv2d(x, w, b, **kwargs)  # noqa: E731
     if path == "numpy":
@@ -110,8 +116,10 @@ def test_gradients_and_second_derivatives(path, kwargs, cin, cout):
         _check(fn, x, w, b)
 
 
-def test_the_compiled_paths_are_taken():
-    """With numba on, a depthwise conv of an (N, C, H, W) input runs plane by plane; off, it does not."""
+def test_the_compiled_paths_are_taken(monkeypatch):
+    """With numba on (and the plane kernels chosen), a depthwise conv of an (N, C, H, W)
+    input runs plane by plane; with numba off, it does not."""
+    monkeypatch.setattr(conv_functional, "_DEPTHWISE_PLANES", True)
     x, w = _t(2, 3, 5, 5), _t(3, 1, 3, 3, seed=1)
     fn = conv_functional.Conv2d((1, 1), (1, 1), (1, 1), 3)
     fn(x, w)
