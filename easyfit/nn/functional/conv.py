@@ -265,9 +265,9 @@ def _depthwise_backward(xpad, x_shape, weight, gy_matrix, g, need_x, need_w):
 
 
 # True runs a depthwise conv of an input stored (N, C, H, W) compiled plane by plane
-# (below) instead of through the channels-last kernels after a transposing copy. Off: in
-# the one benchmark run that compared them (before the plane loops' stride-1 branch) the
-# plane path took 68 ms against 38 ms (depthwise 64 channels, 32x32x32, fwd+bwd).
+# (below) instead of through the channels-last kernels after a transposing copy. Off:
+# measured slower (depthwise 64 channels, 32x32x32, fwd+bwd, one thread: 64.7 ms by
+# planes, 34.6 ms channels-last, alternating in one process).
 _DEPTHWISE_PLANES = False
 
 
