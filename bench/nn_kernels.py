@@ -42,6 +42,17 @@ CASES = {
     "linear 784->512, 128": ("Linear", (784, 512), {}, (128, 784)),
     "layernorm 256, 64x64x256": ("LayerNorm", (256,), {}, (64, 64, 256)),
 }
+# Issue 17's goals: the most easyfit / PyTorch may take (fwd+bwd); cases without one are context.
+GOALS = {
+    "conv 32->64 3x3 p1, 64x32x28x28": 1.2,
+    "conv 1->32 3x3 p1, 64x1x28x28": 1.2,
+    "conv 64->128 3x3 s2 p1, 32x64x16x16": 1.2,
+    "conv 32->32 3x3 p1 groups 4, 32x32x32x32": 2.0,
+    "depthwise conv 64 3x3 p1, 32x64x32x32": 2.0,
+    "batchnorm2d 32, 32x32x32x32": 1.2,
+    "batchnorm2d 32, 64x32x28x28 channels-last": 1.2,
+    "layernorm 256, 64x64x256": 1.5,
+}
 
 
 def stored(a, layout):
@@ -49,7 +60,7 @@ def stored(a, layout):
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) if layout else a
 
 
-def measure(framework, repeats, threads=THREADS):
+def measure(framework, repeats, threads=THREADS, cases=None):
     rng = np.random.default_rng(0)
     if framework == "torch":
         import torch
@@ -66,6 +77,8 @@ def measure(framework, repeats, threads=THREADS):
             return ef.tensor(a, requires_grad=grad)
     results = {}
     for name, (layer_name, args, kwargs, shape, *layout) in CASES.items():
+        if cases and not any(part in name for part in cases):
+            continue
         layer = getattr(nn, layer_name)(*args, **kwargs)
         x = tensor(stored(rng.standard_normal(shape).astype(np.float32), layout), grad=True)
         out_shape = tuple(layer(x).shape)
@@ -97,9 +110,10 @@ def main():
     parser.add_argument("--processes", type=int, default=2, help="fresh processes per framework")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=THREADS, help="BLAS/OpenMP threads per framework")
+    parser.add_argument("--cases", nargs="*", help="run only the cases whose name contains one of these words")
     args = parser.parse_args()
     if args.framework:
-        print(json.dumps(measure(args.framework, args.repeats, args.threads)))
+        print(json.dumps(measure(args.framework, args.repeats, args.threads, args.cases)))
         return
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
@@ -109,7 +123,8 @@ def main():
         for framework in order:
             out = subprocess.run([sys.executable, os.path.abspath(__file__), "--framework", framework,
                                   "--repeats", str(args.repeats),
-                                  "--threads", str(args.threads)], capture_output=True, text=True, env=env)
+                                  "--threads", str(args.threads), *(["--cases", *args.cases] if args.cases else [])],
+                                 capture_output=True, text=True, env=env)
             if out.returncode != 0:
                 print(f"{framework} failed:\n{out.stderr}", file=sys.stderr)
                 continue
@@ -118,14 +133,18 @@ def main():
         sys.exit("easyfit run failed")
     print(f"forward + backward, float32, {args.threads} thread(s), median ms; "
           f"load average {os.getloadavg()[0]:.2f} (above {os.cpu_count()} means other work shared the CPUs)")
-    print(f"{'case':44} {'easyfit':>8} {'torch':>8} {'ratio':>6}")
-    for name in CASES:
+    from easyfit.core import compiled
+    print(f"compiled kernels (numba): {'on' if compiled.numba_enabled() else 'off'} (EASYFIT_NUMBA=0 turns them off)")
+    print(f"{'case':44} {'easyfit':>8} {'torch':>8} {'ratio':>6} {'goal':>5}")
+    for name in runs["easyfit"][0]:
         ours = statistics.median(r[name] for r in runs["easyfit"])
+        goal = f"{GOALS[name]:5.1f}" if name in GOALS else ""
         if runs["torch"]:
             theirs = statistics.median(r[name] for r in runs["torch"])
-            print(f"{name:44} {ours:8.2f} {theirs:8.2f} {ours / theirs:6.2f}")
+            met = ("met" if ours / theirs <= GOALS[name] else "MISSED") if name in GOALS else ""
+            print(f"{name:44} {ours:8.2f} {theirs:8.2f} {ours / theirs:6.2f} {goal} {met}")
         else:
-            print(f"{name:44} {ours:8.2f} {'n/a':>8}")
+            print(f"{name:44} {ours:8.2f} {'n/a':>8} {'':>6} {goal}")
 
 
 if __name__ == "__main__":

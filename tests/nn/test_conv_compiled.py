@@ -1,0 +1,149 @@
+"""conv2d's compiled loops (numba) and its NumPy path: both against PyTorch, against each
+other and against finite differences, first and second derivatives."""
+import numpy as np
+import pytest
+
+import easyfit as ef
+from easyfit import nn
+from easyfit.core import compiled
+from easyfit.nn import functional as F
+from easyfit.nn.functional import _conv_kernels as kernels
+from easyfit.nn.functional import conv as conv_functional
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("numba")
+
+PATHS = ["numba", "numpy"]
+
+CASES = {
+    "dense widening (col2im)": (6, 10, dict(kernel_size=3, padding=1)),
+    "dense narrowing (input gradient by conv)": (10, 6, dict(kernel_size=3, padding=1)),
+    "dense stride 2 dilation 2": (6, 8, dict(kernel_size=(3, 2), stride=2, padding=(2, 1), dilation=2)),
+    "grouped block-diagonal": (8, 8, dict(kernel_size=3, padding=1, groups=4)),
+    "grouped per group": (24, 24, dict(kernel_size=3, padding=1, groups=2, bias=False)),
+    "depthwise": (6, 6, dict(kernel_size=3, padding=1, groups=6)),
+    "depthwise stride 2 no bias": (6, 6, dict(kernel_size=3, stride=2, padding=1, groups=6, bias=False)),
+    "depthwise dilation, padding wider than the kernel": (4, 4, dict(kernel_size=(3, 2), dilation=2, padding=(3, 2),
+                                                                     groups=4)),
+    "depthwise 5x5 no padding": (5, 5, dict(kernel_size=5, groups=5)),
+    "first layer, 3 channels": (3, 8, dict(kernel_size=3, padding=1)),
+}
+
+
+def _run(path, layer, x_array, seed, channels_last):
+    """Forward and backward of `layer` on x (its memory (N, H, W, C) when channels_last)."""
+    if channels_last:
+        x = ef.tensor(np.ascontiguousarray(x_array.transpose(0, 2, 3, 1)), requires_grad=True)
+        x_in = ef.transpose(x, (0, 3, 1, 2))
+    else:
+        x = ef.tensor(x_array, requires_grad=True)
+        x_in = x
+    for p in layer.parameters():
+        p.grad = None
+    if path == "numpy":
+        with compiled.numba_disabled():
+            y = layer(x_in)
+            y.backward(ef.tensor(seed))
+    else:
+        y = layer(x_in)
+        y.backward(ef.tensor(seed))
+    gx = x.grad.numpy().transpose(0, 3, 1, 2) if channels_last else x.grad.numpy()
+    return y.numpy(), gx, {name: p.grad.numpy().copy() for name, p in layer.named_parameters()}
+
+
+@pytest.mark.parametrize("planes", [False, True], ids=["channels-last depthwise", "depthwise by planes"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["input stored NCHW", "input stored NHWC"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_both_paths_match_pytorch_and_each_other(case, channels_last, planes, monkeypatch):
+    if planes and "depthwise" not in case:
+        pytest.skip("the plane kernels are the depthwise conv's")
+    monkeypatch.setattr(conv_functional, "_CHUNK_FLOATS", 2000)  # several batch chunks
+    monkeypatch.setattr(conv_functional, "_DEPTHWISE_PLANES", planes)
+    cin, cout, kwargs = CASES[case]
+    theirs = torch.nn.Conv2d(cin, cout, **kwargs)
+    ours = nn.Conv2d(cin, cout, **kwargs)
+    ours.load_state_dict({k: v.detach().numpy().copy() for k, v in theirs.state_dict().items()})
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, cin, 11, 9)).astype(np.float32)
+    x_t = torch.tensor(x, requires_grad=True)
+    y_t = theirs(x_t)
+    seed = rng.standard_normal(tuple(y_t.shape)).astype(np.float32)
+    y_t.backward(torch.tensor(seed))
+    results = {path: _run(path, ours, x, seed, channels_last) for path in PATHS}
+    for path, (y, gx, grads) in results.items():
+        np.testing.assert_allclose(y, y_t.detach().numpy(), atol=1e-4, rtol=1e-4, err_msg=path)
+        np.testing.assert_allclose(gx, x_t.grad.numpy(), atol=1e-4, rtol=1e-4, err_msg=path)
+        for name, p in theirs.named_parameters():
+            np.testing.assert_allclose(grads[name], p.grad.numpy(), atol=1e-4, rtol=1e-4, err_msg=f"{path} {name}")
+    (y_a, gx_a, _), (y_b, gx_b, _) = results["numba"], results["numpy"]
+    np.testing.assert_allclose(y_a, y_b, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(gx_a, gx_b, atol=1e-5, rtol=1e-5)
+
+
+def _t(*shape, seed=0):
+    return ef.tensor(np.random.default_rng(seed).standard_normal(shape), dtype=np.float64, requires_grad=True)
+
+
+def _check(fn, *inputs):
+    """First derivatives, then the backward itself (every second derivative) by gradcheck."""
+    assert ef.gradcheck(fn, list(inputs))
+    out = fn(*inputs)
+    grad_out = ef.tensor(np.random.default_rng(9).standard_normal(out.shape), requires_grad=True)
+
+    def backward_of(*args):
+        *xs, g = args
+        grads = ef.grad(fn(*xs), list(xs), grad_outputs=g, create_graph=True, allow_unused=True)
+        return [d if d is not None else ef.zeros(x.shape, dtype=np.float64) for d, x in zip(grads, xs)]
+    assert ef.gradcheck(backward_of, list(inputs) + [grad_out])
+
+
+@pytest.mark.parametrize("planes", [False, True], ids=["channels-last depthwise", "depthwise by planes"])
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("kwargs, cin, cout", [
+    (dict(padding=1, groups=3), 3, 3),                      # depthwise, planes
+    (dict(stride=2, padding=1, dilation=1, groups=2), 2, 2),
+    (dict(padding=1), 2, 4),                                # dense, col2im
+    (dict(stride=2, padding=1, groups=2), 4, 4),            # grouped, col2im
+], ids=str)
+def test_gradients_and_second_derivatives(path, kwargs, cin, cout, planes, monkeypatch):
+    monkeypatch.setattr(conv_functional, "_DEPTHWISE_PLANES", planes)
+    x, w, b = _t(2, cin, 5, 4), _t(cout, cin // kwargs.get("groups", 1), 3, 3, seed=1), _t(cout, seed=2)
+    fn = lambda x, w, b: F.conv2d(x, w, b, **kwargs)  # noqa: E731
+    if path == "numpy":
+        with compiled.numba_disabled():
+            _check(fn, x, w, b)
+    else:
+        _check(fn, x, w, b)
+
+
+def test_the_compiled_paths_are_taken(monkeypatch):
+    """With numba on (and the plane kernels chosen), a depthwise conv of an (N, C, H, W)
+    input runs plane by plane; with numba off, it does not."""
+    monkeypatch.setattr(conv_functional, "_DEPTHWISE_PLANES", True)
+    x, w = _t(2, 3, 5, 5), _t(3, 1, 3, 3, seed=1)
+    fn = conv_functional.Conv2d((1, 1), (1, 1), (1, 1), 3)
+    fn(x, w)
+    assert fn.planes
+    with compiled.numba_disabled():
+        fn = conv_functional.Conv2d((1, 1), (1, 1), (1, 1), 3)
+        fn(x, w)
+        assert not fn.planes
+
+
+def test_kernels_equal_the_numpy_window_code():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5, 7, 6)).astype(np.float32)
+    g = conv_functional._ConvGeometry(7, 6, (3, 2), (2, 1), (1, 2), (1, 2))
+    xpad = conv_functional._pad_channels_last(conv_functional._channels_last(x), g.ph, g.pw)
+    out = np.zeros_like(xpad)
+    kernels.pad_channels_last(x, out, g.ph, g.pw)
+    np.testing.assert_array_equal(out, xpad)
+    rows = g.oh * g.ow
+    cols = np.empty((2 * rows, g.kh * g.kw * 5), np.float32)
+    kernels.im2col(xpad, cols, 1, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow)
+    np.testing.assert_array_equal(cols, conv_functional._windows(xpad, g)[1:3].reshape(2 * rows, -1))
+    target, expected = np.zeros((2,) + xpad.shape[1:], np.float32), np.zeros((2,) + xpad.shape[1:], np.float32)
+    kernels.col2im_add(target, cols, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow)
+    with compiled.numba_disabled():
+        conv_functional._col2im_add(expected, cols, g)
+    np.testing.assert_allclose(target, expected, atol=1e-6)
