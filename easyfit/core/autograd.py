@@ -132,6 +132,15 @@ def _accumulate(grad, gx, create_graph, owned):
     return grad + gx
 
 
+def _copy_in_layout_of(leaf, gradient):
+    """A copy of `gradient` stored in memory as `leaf` is (PyTorch's rule for a leaf's .grad):
+    a channels-last leaf gets a channels-last gradient, with no transposing copy when the
+    gradient already is one."""
+    copy = get_array_module(leaf).empty_like(leaf, dtype=gradient.dtype)
+    copy[...] = gradient
+    return copy
+
+
 def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
     """Backpropagate `root_grads` (Tensors) from `roots` through their graph.
 
@@ -176,8 +185,9 @@ def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
                             x.grad = _accumulate(previous, gx, create_graph, owned)
                             if x.grad is previous:
                                 continue   # summed in place into memory of x's own
-                        elif gx.creator is None and not _owns(gx.array, owned):
-                            x.grad = type(gx)(gx.array.copy())
+                        elif gx.creator is None and (not _owns(gx.array, owned)
+                                                     or gx.array.strides != x.array.strides):
+                            x.grad = type(gx)(_copy_in_layout_of(x.array, gx.array))
                         else:
                             x.grad = gx
                         owned.add(id(x.grad.array))

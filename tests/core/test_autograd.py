@@ -398,3 +398,16 @@ def test_a_tensor_used_twice_sums_its_gradients_with_and_without_create_graph():
     t = np.tanh(np.array([0.5, 1.5]))
     np.testing.assert_allclose(g_plain.numpy(), (2 * t + 1) * (1 - t * t), rtol=1e-6)
     np.testing.assert_allclose(gg.numpy(), (2 * (1 - t * t) ** 2 - (2 * t + 1) * 2 * t * (1 - t * t)), rtol=1e-5)
+
+
+def test_a_leafs_gradient_is_stored_as_the_leaf_is():
+    """PyTorch's layout rule: a channels-last leaf gets a channels-last .grad (no transposing copy)."""
+    nchw = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 4, 5, 3).transpose(0, 3, 1, 2)
+    x = ef.tensor(nchw, requires_grad=True)
+    assert x.array.strides == nchw.strides
+    (x * 2.0).sum().backward()
+    assert x.grad.array.strides == x.array.strides
+    np.testing.assert_array_equal(x.grad.array, np.full(nchw.shape, 2.0, np.float32))
+    y = ef.tensor(np.ones((3, 4), np.float32), requires_grad=True)
+    (y.T * 3.0).sum().backward()          # a transposed gradient, stored C-order as y is
+    assert y.grad.array.flags.c_contiguous
