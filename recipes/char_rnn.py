@@ -30,7 +30,7 @@ from recipes.config import ConfigError
 NAME = "char-rnn"
 DESCRIPTION = "character-level LSTM/GRU language model on a text file or the fortunes corpus; samples text"
 DEFAULT_DATA = ("fortunes (Debian's `fortunes` package: 15,000+ fortunes, 2.5M characters; a seeded "
-                "600,000-character subset by default (max_chars), about 35 s per epoch on 2 quiet cores)")
+                "600,000-character subset by default (max_chars), about 35-60 s per epoch on 2 quiet cores)")
 # `easyfit train char-rnn --nprocs N` is refused before mpiexec starts: the LMDataLoader stream
 # cannot be sharded between processes yet (the recurrent state of each process's rows would
 # also have to be gathered into rank 0's mid-epoch checkpoints to resume exactly).
