@@ -3,10 +3,14 @@
 On a CPU where another process keeps a core busy, a BLAS call split over every core waits
 for the thread that shares its core with that process: a two-thread OpenBLAS product on a
 two-core machine with one core taken ran 3 to 100 times slower than on one thread. So,
-unless the user fixes the number (`set_num_threads(n)`), the engine looks at the CPU time
+when the user asks for it (`set_num_threads("auto")`, or `EASYFIT_BLAS_THREADS=auto`), the
+engine looks at the CPU time
 that other processes took since its last look (at most once a second, from backward) and
 gives the BLAS one thread per core they leave free, never more than the limit set before
 the start (OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else the CPUs this process may use).
+It is not the default because OpenBLAS rounds many products differently with another
+number of threads: a run that followed the load is not reproducible bit for bit, and a
+resumed run would not end byte-identical to an uninterrupted one.
 
 The number goes to OpenBLAS through its own `openblas_set_num_threads`, found in the
 library NumPy loaded (no extra dependency); where there is none (another BLAS, another
@@ -19,7 +23,20 @@ from . import blas
 
 INTERVAL = 1.0          # seconds between two looks at the machine's load
 
+# "fixed": an int the user fixed; AUTO: follow the load; None (the default): leave the BLAS
+# alone. Following the load is opt-in because OpenBLAS's products round differently with
+# another number of threads: a run whose thread count followed the load is not
+# bit-for-bit reproducible, and a resumed run would not end byte-identical.
+AUTO = "auto"
 _state = {"fixed": None, "current": None, "next": 0.0, "sample": None}
+
+
+def _initial_mode():
+    value = os.environ.get("EASYFIT_BLAS_THREADS", "").strip().lower()
+    return AUTO if value == AUTO else None
+
+
+_state["fixed"] = _initial_mode()
 
 
 def _openblas():
@@ -51,20 +68,22 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Fix the BLAS threads at `n` (PyTorch's `torch.set_num_threads`); `None` gives the choice
-    back to the engine, which then follows the machine's load."""
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"set_num_threads: n must be a positive int or None, got {n!r}")
+    """Fix the BLAS threads at `n` (PyTorch's `torch.set_num_threads`). `"auto"` (or
+    `EASYFIT_BLAS_THREADS=auto` in the environment) lets the engine follow the machine's load:
+    faster on a busy machine, but results then vary in their last bits with the load.
+    `None`, the default, leaves the BLAS's own setting alone (reproducible runs)."""
+    if n != AUTO and n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"set_num_threads: n must be a positive int, 'auto' or None, got {n!r}")
     _state["fixed"] = n
     _state["next"] = 0.0
     _state["sample"] = None
-    if n is not None:
+    if isinstance(n, int):
         _apply(n)
 
 
 def is_fixed():
-    """True when the user fixed the count with `set_num_threads(n)`: nothing may change it."""
-    return _state["fixed"] is not None
+    """True unless the engine may choose the count (`set_num_threads("auto")`)."""
+    return _state["fixed"] != AUTO
 
 
 def set_raw(n):
@@ -113,7 +132,7 @@ def threads_for(other_cores, cpus, limit):
 def adapt():
     """Follow the load: called once per backward; looks at most once per INTERVAL."""
     now = time.monotonic()
-    if now < _state["next"] or _state["fixed"] is not None:
+    if now < _state["next"] or _state["fixed"] != AUTO:
         return
     _state["next"] = now + INTERVAL
     sample = _sample()

@@ -9,8 +9,10 @@ thread the scheduler has not run yet, and the same loop becomes several times sl
 `ThreadChoice` measures both while training and keeps the faster (see its docstring).
 
 Only OpenBLAS is controlled, through `easyfit.core.threads` (which finds it); with any
-other BLAS `blas_threads()` returns None and nothing is changed. When the user fixed the
-count (`easyfit.set_num_threads(n)`), the loops keep it and measure nothing.
+other BLAS `blas_threads()` returns None and nothing is changed. The choice is opt-in, as
+the engine's is (`easyfit.set_num_threads("auto")` or `EASYFIT_BLAS_THREADS=auto`): OpenBLAS
+rounds some products differently with another thread count, so by default, or with a count
+the user fixed, the loops keep the count and measure nothing.
 """
 import time
 

@@ -4,6 +4,7 @@ import pytest
 
 import easyfit as ef
 from easyfit import nn
+from easyfit.core import threads
 from easyfit.nn import _blas_threads
 from easyfit.nn._blas_threads import ThreadChoice, blas_threads, set_blas_threads
 
@@ -19,6 +20,7 @@ class FakeBlas:
         monkeypatch.setattr(_blas_threads, "blas_threads", lambda: self.threads)
         monkeypatch.setattr(_blas_threads, "set_blas_threads", self.set)
         monkeypatch.setattr(_blas_threads.time, "perf_counter", lambda: self.now)
+        monkeypatch.setitem(threads._state, "fixed", threads.AUTO)   # the choice is opt-in
 
     def set(self, n):
         self.threads = n
