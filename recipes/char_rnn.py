@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from easyfit import nn, no_grad
+from easyfit import distributed, nn, no_grad
 from easyfit.core.tensor import Tensor
 from easyfit.data import BOS, EOS, PAD, UNK, CharTokenizer, DataLoaders, LMDataLoader, Vocab, datasets
 from easyfit.learner import Callback, GradientClip, Learner, Perplexity, accuracy, register_module
@@ -31,10 +31,11 @@ NAME = "char-rnn"
 DESCRIPTION = "character-level LSTM/GRU language model on a text file or the fortunes corpus; samples text"
 DEFAULT_DATA = ("fortunes (Debian's `fortunes` package: 15,000+ fortunes, 2.5M characters; a seeded "
                 "600,000-character subset by default (max_chars), about 35-60 s per epoch on 2 quiet cores)")
-# `easyfit train char-rnn --nprocs N` is refused before mpiexec starts: the LMDataLoader stream
-# cannot be sharded between processes yet (the recurrent state of each process's rows would
-# also have to be gathered into rank 0's mid-epoch checkpoints to resume exactly).
-DATA_PARALLEL = False
+# `easyfit train char-rnn --nprocs N` trains data-parallel: the LMDataLoader deals out the rows
+# of the stream (rank r of N takes rows r, r+N, ... of one process's N x bs rows), each process
+# carries its rows' recurrent state, and ResetHiddenState gathers every process's state into
+# rank 0's checkpoints (and hands each process its rows back on resume, in any number of them).
+DATA_PARALLEL = True
 ARCHS = ("lstm", "gru")
 # How a sampled document boundary (xxbos) is shown in generated text: a fortune file's separator line.
 DOCUMENT_BREAK = "\n%\n"
@@ -132,6 +133,12 @@ class ResetHiddenState(Callback):
 
     Its checkpoint state is the carried state itself, so a run resumed mid-epoch
     continues with the state it had, exactly as if it had not been interrupted.
+
+    Data-parallel (`distrib_ctx`), each process carries the state of its own rows of the
+    stream (rows r, r+N, ... of the N x bs rows, the LMDataLoader's rule): the saved
+    state is every process's, gathered and put back in row order, so it is the state one
+    process at batch N x bs would have; on resume each process takes its rows of it.
+    A checkpoint of N processes thus resumes in one process and the other way round.
     """
     order = -10
 
@@ -140,20 +147,47 @@ class ResetHiddenState(Callback):
 
     before_train = before_validate = after_fit = _reset
 
+    def _shards(self):
+        """(this process's rank, number of processes) sharing the training rows."""
+        learn = self.learner
+        train = getattr(learn.dls, "train", None)
+        if learn.parallel is None or getattr(train, "num_shards", 1) == 1:
+            return 0, 1
+        return train.shard_rank, train.num_shards
+
     def state_dict(self):
         state = getattr(self.learner.model, "hidden_state", None) if self.learner is not None else None
-        if state is None:
+        parts = None
+        if state is not None:
+            parts = [part.numpy_cpu() for part in (state if isinstance(state, tuple) else (state,))]
+        rank, n_shards = self._shards()
+        if n_shards > 1:  # every process is in this call (Learner.save asks all of them)
+            gathered = distributed.all_gather(parts)
+            if any(shard is None for shard in gathered):
+                return {}
+            parts = [_interleave_rows([shard[i] for shard in gathered]) for i in range(len(gathered[0]))]
+        if parts is None:
             return {}
-        parts = state if isinstance(state, tuple) else (state,)
-        return {f"state_{i}": part.numpy_cpu() for i, part in enumerate(parts)}
+        return {f"state_{i}": part for i, part in enumerate(parts)}
 
     def load_state_dict(self, state):
         if not state:
             return
         model = self.learner.model
         device = next(iter(model.parameters())).device
-        parts = tuple(Tensor(np.asarray(state[f"state_{i}"])).to(device) for i in range(len(state)))
+        rank, n_shards = self._shards()
+        parts = tuple(Tensor(np.ascontiguousarray(np.asarray(state[f"state_{i}"])[:, rank::n_shards])).to(device)
+                      for i in range(len(state)))
         model.hidden_state = parts if len(parts) > 1 else parts[0]
+
+
+def _interleave_rows(shards):
+    """One (layers, N x b, hidden) state from N processes' (layers, b, hidden): process r's row i is row r + i*N."""
+    first = shards[0]
+    whole = np.empty((first.shape[0], sum(s.shape[1] for s in shards)) + first.shape[2:], dtype=first.dtype)
+    for rank, shard in enumerate(shards):
+        whole[:, rank::len(shards)] = shard
+    return whole
 
 
 # ----- data -----------------------------------------------------------------------------
@@ -215,10 +249,12 @@ def build_dataloaders(config):
     ids = vocab.encode(tokens)
     train_chunks = [ids[a:b] for a, b in train_bounds]
     valid_chunks = [ids[a:b] for a, b in valid_bounds]
+    processes = distributed.world_size()  # data-parallel: the stream is cut into processes x bs rows
     for name, chunks in (("training", train_chunks), ("validation", valid_chunks)):
-        if sum(len(c) for c in chunks) <= config.bs:
+        if sum(len(c) for c in chunks) <= config.bs * processes:
+            rows = f"bs={config.bs} rows" + (f" in each of {processes} processes" if processes > 1 else "")
             raise ConfigError(f"the {name} text has {sum(len(c) for c in chunks)} characters, too few for "
-                             f"bs={config.bs} rows; use more data or a smaller bs")
+                             f"{rows}; use more data or a smaller bs")
     train = LMDataLoader(train_chunks, batch_size=config.bs, bptt=config.bptt, shuffle=True, seed=config.seed)
     valid = LMDataLoader(valid_chunks, batch_size=config.bs, bptt=config.bptt, shuffle=False, seed=config.seed + 1)
     dls = DataLoaders(train, valid, vocab=vocab)

@@ -457,6 +457,13 @@ class LMDataLoader(DataLoader):
     token as targets. Row r of batch k+1 continues row r of batch k, so a recurrent
     model can carry its hidden state across batches. Yields `(xb, yb)`, both
     (batch_size, bptt) int64 (the last window may be shorter unless `drop_last`).
+
+    Data-parallel (`shard(rank, N)`): the stream is cut into N x batch_size rows, as
+    one process at batch size N x batch_size cuts it, and rank r takes rows r, r+N,
+    r+2N, ... (the DistributedSampler rule on rows): the union of the ranks' k-th
+    batches is one process's k-th batch, and each rank streams its own rows through
+    every window, so it carries its own recurrent state. Every rank has the same
+    number of windows, so no batch is ever uneven between ranks.
     """
 
     def __init__(self, source, batch_size=64, bptt=70, shuffle=False, seed=None, device=None, drop_last=False):
@@ -466,10 +473,29 @@ class LMDataLoader(DataLoader):
         super().__init__(stream, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=0,
                          seed=seed, device=device)
         self.bptt = int(bptt)
-        self.row_length = (len(stream) - 1) // self.batch_size
         if self.row_length < 1:
             raise ValueError(f"a corpus of {len(stream)} tokens is too short for batch_size={self.batch_size} "
                              f"(it needs at least batch_size + 1 tokens)")
+
+    @property
+    def row_length(self):
+        """Tokens per row: the stream cut into num_shards x batch_size rows (all processes' rows)."""
+        return (len(self.dataset) - 1) // (self.batch_size * self.num_shards)
+
+    def shard(self, rank, num_shards, equal_counts=True):
+        """Stream only rows rank, rank+N, ... of the N x batch_size rows of one process at N x batch_size.
+
+        Every process gets the same windows, so `equal_counts` changes nothing here.
+        `shard(0, 1)` undoes it.
+        """
+        previous = (self.shard_rank, self.num_shards, self.shard_equal_counts)
+        super().shard(rank, num_shards, equal_counts)
+        if self.row_length < 1:
+            self.shard_rank, self.num_shards, self.shard_equal_counts = previous
+            raise ValueError(f"LMDataLoader.shard: a corpus of {len(self.dataset)} tokens is too short for "
+                             f"{num_shards} processes x batch_size={self.batch_size} rows (it needs at least "
+                             f"{num_shards * self.batch_size + 1} tokens)")
+        return self
 
     def __len__(self):
         full, rest = divmod(self.row_length, self.bptt)
@@ -480,14 +506,18 @@ class LMDataLoader(DataLoader):
                                                                                       self.bptt)]
 
     def stream_matrices(self, epoch):
-        """The epoch's (inputs, targets) matrices of shape (batch_size, row_length)."""
+        """The epoch's (inputs, targets) matrices of shape (batch_size, row_length) (this shard's rows)."""
         stream = self.dataset
         order = None
         if self.shuffle and len(stream.documents) > 1:
             order = np.random.default_rng([self.seed, 0, epoch]).permutation(len(stream.documents))
         tokens = stream.concatenated(order)
-        used = self.batch_size * self.row_length
-        return tokens[:used].reshape(self.batch_size, -1), tokens[1:used + 1].reshape(self.batch_size, -1)
+        rows = self.batch_size * self.num_shards
+        used = rows * self.row_length
+        inputs, targets = tokens[:used].reshape(rows, -1), tokens[1:used + 1].reshape(rows, -1)
+        if self.num_shards > 1:
+            inputs, targets = inputs[self.shard_rank::self.num_shards], targets[self.shard_rank::self.num_shards]
+        return inputs, targets
 
     def _fetcher(self):
         return _LMFetcher(self)

@@ -5,7 +5,8 @@ What happens inside the block, in every process of `mpiexec -n N`:
 * the training and validation loaders are sharded (`DataLoader.shard`): rank r takes
   positions r, r+N, ... of each global batch of N x batch_size samples of the shared
   seeded order, so the union of the ranks' k-th batches is the k-th batch of one
-  process at batch size N x batch_size;
+  process at batch size N x batch_size (a language-model stream, `LMDataLoader`, deals
+  out its N x batch_size rows by the same rule);
 * at the start of every fit, parameters and buffers are broadcast from rank 0;
 * after the loss, one small allreduce gives the global batch's number of target items
   B and its mean loss (so `learn.loss`, the recorder, TensorBoard and every callback see the global
@@ -129,11 +130,21 @@ class DataParallel(Callback):
             metric.sync(world.all_gather)
 
 
+_PLAN = ("batches_for_epoch", "__len__", "__iter__", "stream_matrices")
+
+
 def _shardable(dl):
-    """A DataLoader whose batches come from DataLoader's plan (a subclass with its own plan would ignore shard)."""
-    cls = type(dl)
-    return isinstance(dl, DataLoader) and all(getattr(cls, name) is getattr(DataLoader, name)
-                                              for name in ("batches_for_epoch", "__len__", "__iter__"))
+    """A DataLoader whose `shard` knows its plan: the class that defines `shard` defines (or
+    inherits) every method that plans the batches. DataLoader itself and LMDataLoader (which
+    shards its rows) are; a subclass with its own plan but DataLoader's shard would ignore it."""
+    if not isinstance(dl, DataLoader):
+        return False
+    mro = type(dl).__mro__
+
+    def owner(name):
+        return next((cls for cls in mro if name in vars(cls)), None)
+    shard_owner = owner("shard")
+    return all(owner(name) is None or issubclass(shard_owner, owner(name)) for name in _PLAN)
 
 
 def _item_count(target):
@@ -166,11 +177,17 @@ class DistribContext:
             if dl is not None and not _shardable(dl):
                 raise TypeError(f"Learner.distrib_ctx: the {split} loader ({type(dl).__name__}) cannot be sharded "
                                 "between processes: only an easyfit.data.DataLoader that plans its batches with "
-                                "DataLoader's own batches_for_epoch can (a language-model stream cannot yet)")
-        for split, dl in loaders:
-            if dl is not None:
-                self.sharded.append((dl, (dl.shard_rank, dl.num_shards, dl.shard_equal_counts)))
-                dl.shard(rank, size, equal_counts=(split == "train"))
+                                "DataLoader's own batches_for_epoch, or one whose class also defines shard, can")
+        try:
+            for split, dl in loaders:
+                if dl is not None:
+                    before = (dl.shard_rank, dl.num_shards, dl.shard_equal_counts)
+                    dl.shard(rank, size, equal_counts=(split == "train"))  # may refuse (a stream too short)
+                    self.sharded.append((dl, before))
+        except Exception:
+            self._unshard()
+            self.entered = False
+            raise
         learn.parallel = self.callback
         learn.add_cb(self.callback)  # also rebuilds the hooks: rank > 0 drops main-process-only callbacks
         return learn
@@ -184,14 +201,19 @@ class DistribContext:
             learn.remove_cb(self.callback)
         finally:
             del learn.parallel  # back to the class default, None
-            for dl, (rank, size, equal) in self.sharded:
-                dl.shard(rank, size, equal_counts=equal)
+            self._unshard()
             learn._build_hooks()
         if error is not None and self.callback.abort_on_error and world.world_size() > 1:
             world.report_and_abort(error)
         if error is None:
             world.barrier()
         return False
+
+
+    def _unshard(self):
+        for dl, (rank, size, equal) in self.sharded:
+            dl.shard(rank, size, equal_counts=equal)
+        self.sharded = []
 
 
 def distrib_ctx(learn, **options):

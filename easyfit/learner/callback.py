@@ -78,7 +78,10 @@ class Callback:
         return _snake_case(class_name)
 
     def state_dict(self):
-        """JSON-serialisable state saved with `Learner.save` (numpy arrays allowed too)."""
+        """JSON-serialisable state saved with `Learner.save` (numpy arrays allowed too).
+
+        In data-parallel training it is asked in every process before rank 0 alone writes
+        the checkpoint, so it may gather what each process holds a part of."""
         return {}
 
     def load_state_dict(self, state):

@@ -54,12 +54,14 @@ def save_learner(learn, name, with_opt=True):
         raise RuntimeError(f"save({name!r}) was called in the middle of training batch {learn.iter} (before its "
                            "step finished); a checkpoint there cannot be resumed exactly. Save from after_batch, "
                            "after_train or after_epoch.")
+    # Asked in every process, before only rank 0 goes on to write: in data-parallel training a
+    # callback may gather state that each process holds a part of (a char-RNN's recurrent state).
+    states = {cb.name: cb.state_dict() for cb in learn.cbs}
     if not is_main_process(learn):
         return weights_path  # data-parallel: rank 0 writes the checkpoint
     arrays = {"model": dict(learn.model.state_dict())}
     if with_opt and learn.opt is not None:
         arrays["opt"] = learn.opt.state_dict()
-    states = {cb.name: cb.state_dict() for cb in learn.cbs}
     arrays["callbacks"] = {name: state for name, state in states.items() if state}
     if learn.in_fit:
         grads = {key: p.grad.array for key, p in learn.model.named_parameters() if p.grad is not None}

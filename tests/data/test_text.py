@@ -180,6 +180,29 @@ def test_lm_shuffles_documents_per_epoch_deterministically_and_resumes():
     assert len(rest) == len(epoch1) - 2
 
 
+@pytest.mark.parametrize("n_shards", [2, 3])
+def test_lm_shards_take_rows_by_the_distributed_sampler_rule(n_shards):
+    docs = [np.arange(n) + 1000 * i for i, n in enumerate([50, 70, 30, 90, 61])]
+    one = LMDataLoader(docs, batch_size=2 * n_shards, bptt=7, shuffle=True, seed=2)
+    shards = [LMDataLoader(docs, batch_size=2, bptt=7, shuffle=True, seed=2).shard(r, n_shards)
+              for r in range(n_shards)]
+    for _ in range(2):  # two epochs: the documents are reshuffled alike in every shard
+        whole = [x.numpy() for x, _ in one]
+        parts = [[x.numpy() for x, _ in dl] for dl in shards]
+        assert all(len(p) == len(whole) == len(one) for p in parts)
+        for k, batch in enumerate(whole):
+            for rank in range(n_shards):  # rank r streams rows r, r+N, ... of one process's batch
+                np.testing.assert_array_equal(parts[rank][k], batch[rank::n_shards])
+    undone = shards[1].shard(0, 1)
+    assert undone.row_length == (len(undone.dataset) - 1) // 2
+    with pytest.raises(ValueError, match="too short for 3 processes x batch_size=4"):
+        LMDataLoader(np.arange(12), batch_size=4).shard(0, 3)
+    refused = LMDataLoader(np.arange(12), batch_size=4)
+    with pytest.raises(ValueError):
+        refused.shard(1, 3)
+    assert (refused.shard_rank, refused.num_shards) == (0, 1)  # unchanged by the refusal
+
+
 def test_lm_errors():
     with pytest.raises(ValueError, match="too short for batch_size=8"):
         LMDataLoader(np.arange(5), batch_size=8)
