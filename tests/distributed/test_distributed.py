@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 import _worker  # noqa: E402  (the script the 2-process jobs run; its learner is the reference too)
+import _char_rnn_worker  # noqa: E402
 
 
 def _mpiexec():
@@ -218,6 +219,7 @@ def test_distrib_ctx_in_a_world_of_one_trains_as_usual(tmp_path):
 def _two_process_world(monkeypatch):
     """Make distrib_ctx's checks see a world of 2 (they run before any collective)."""
     from easyfit.distributed import world
+    world.init()  # the real world of one first: rank() and barrier() still ask it
     monkeypatch.setattr(world, "world_size", lambda: 2)
     monkeypatch.setattr(world, "init", lambda: 2)
 
@@ -243,15 +245,42 @@ def test_distrib_ctx_refuses_a_metric_that_cannot_be_synced(tmp_path, monkeypatc
     assert learn.parallel is None
 
 
+class _OwnPlan(DataLoader):
+    """A loader with its own plan but DataLoader's shard, which would ignore that plan."""
+
+    def batches_for_epoch(self, epoch):
+        return super().batches_for_epoch(epoch)[::-1]
+
+
 def test_distrib_ctx_refuses_a_loader_it_cannot_shard(tmp_path, monkeypatch):
-    from easyfit.data import DataLoaders, LMDataLoader
+    from easyfit.data import DataLoaders
     _two_process_world(monkeypatch)
     learn = _worker.make_learner(8, tmp_path)
-    learn.dls = DataLoaders(LMDataLoader(np.arange(500), batch_size=4, bptt=8), learn.dls.valid)
-    with pytest.raises(TypeError, match="train loader \\(LMDataLoader\\) cannot be sharded"):
+    learn.dls = DataLoaders(_OwnPlan(learn.dls.train.dataset, batch_size=4), learn.dls.valid)
+    with pytest.raises(TypeError, match=r"train loader \(_OwnPlan\) cannot be sharded"):
         with learn.distrib_ctx():
             pass
     assert learn.parallel is None and learn.dls.valid.num_shards == 1
+
+
+def test_distrib_ctx_shards_a_language_model_stream_by_rows(tmp_path, monkeypatch):
+    from easyfit.data import DataLoaders, LMDataLoader
+    _two_process_world(monkeypatch)
+    learn = _worker.make_learner(8, tmp_path)
+    learn.dls = DataLoaders(LMDataLoader(np.arange(500), batch_size=4, bptt=8),
+                            LMDataLoader(np.arange(40), batch_size=4, bptt=8))
+    with learn.distrib_ctx():  # rank 0 of 2: rows 0, 2, 4, 6 of one process's 8
+        assert [dl.num_shards for dl in (learn.dls.train, learn.dls.valid)] == [2, 2]
+        xb, _ = learn.dls.train.one_batch()
+        np.testing.assert_array_equal(xb.numpy()[:, 0], np.arange(0, 8, 2) * (499 // 8))
+    assert [dl.num_shards for dl in (learn.dls.train, learn.dls.valid)] == [1, 1]
+    # a stream too short for 2 x 4 rows is refused, and nothing stays sharded
+    learn.dls = DataLoaders(LMDataLoader(np.arange(500), batch_size=4, bptt=8),
+                            LMDataLoader(np.arange(6), batch_size=4, bptt=8))
+    with pytest.raises(ValueError, match="too short for 2 processes x batch_size=4"):
+        with learn.distrib_ctx():
+            pass
+    assert learn.parallel is None and [dl.num_shards for dl in (learn.dls.train, learn.dls.valid)] == [1, 1]
 
 
 class _NotMain:
@@ -416,6 +445,89 @@ def test_collectives_and_a_hand_written_loop_on_two_processes():
 
 
 # ----------------------------------------------------------------------------------
+# the char-RNN recipe: a language-model stream, each rank carrying its rows' recurrent state
+# ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def char_rnn_text(tmp_path_factory):
+    return _char_rnn_worker.write_text(tmp_path_factory.mktemp("text") / "text.txt")
+
+
+@pytest.fixture(scope="module")
+def char_rnn_two_process_run(tmp_path_factory, char_rnn_text):
+    """2 processes x 4 rows: 2 epochs, 'mid' saved in the middle of epoch 1."""
+    out = tmp_path_factory.mktemp("char_two")
+    result = _mpirun(HERE / "_char_rnn_worker.py", "train", char_rnn_text, out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def char_rnn_one_process_run(tmp_path_factory, char_rnn_text):
+    """The reference: one process at the global batch of 8 rows; 'mid1' saved at the same batch."""
+    out = tmp_path_factory.mktemp("char_one")
+    learn = _char_rnn_worker.make_learner(char_rnn_text, 8, out)
+    learn.fit_one_cycle(_char_rnn_worker.EPOCHS, lr_max=_char_rnn_worker.LR,
+                        cbs=[_char_rnn_worker.SaveAt("mid1", _char_rnn_worker.MID_ITER)])
+    return out, learn, _char_rnn_worker.weights(learn), learn.validate()
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_char_rnn_on_two_processes_equals_one_process_at_the_global_batch(char_rnn_two_process_run,
+                                                                         char_rnn_one_process_run):
+    out = char_rnn_two_process_run
+    _, learn, expected, expected_valid = char_rnn_one_process_run
+    ranks = [dict(np.load(out / f"rank{r}.npz")) for r in range(2)]
+    for key in ranks[0]:
+        assert np.array_equal(ranks[0][key], ranks[1][key]), f"{key} differs between the ranks"
+    _assert_weights_close(ranks[0], expected)
+    for r in range(2):
+        recorded = json.loads((out / f"rank{r}.json").read_text())
+        np.testing.assert_allclose(np.array(recorded["values"])[:, 1:], np.array(learn.recorder.values)[:, 1:],
+                                   rtol=1e-5)
+        np.testing.assert_allclose(recorded["validate"], expected_valid, rtol=1e-5)
+        np.testing.assert_allclose(recorded["losses"], learn.recorder.losses, rtol=1e-4)
+    # rank 0's mid-epoch checkpoint holds both ranks' recurrent state, in one process's row order
+    saved = ef.load(out / "models" / "mid.safetensors")["callbacks"]["reset_hidden_state"]
+    assert [saved[k].shape for k in sorted(saved)] == [(2, 8, 16), (2, 8, 16)]  # LSTM (h, c): 2 layers x 8 rows
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_char_rnn_checkpoint_resumes_mid_epoch_from_two_processes_in_one_and_back(
+        char_rnn_text, char_rnn_two_process_run, char_rnn_one_process_run):
+    two_out = char_rnn_two_process_run
+    one_out, _, expected, _ = char_rnn_one_process_run
+    learn = _char_rnn_worker.make_learner(char_rnn_text, 8, two_out)
+    learn.fit_one_cycle(_char_rnn_worker.EPOCHS, lr_max=_char_rnn_worker.LR, resume="mid")  # written by 2
+    _assert_weights_close(_char_rnn_worker.weights(learn), expected)
+    result = _mpirun(HERE / "_char_rnn_worker.py", "resume", char_rnn_text, one_out, "mid1")  # written by 1
+    assert result.returncode == 0, result.stdout + result.stderr
+    ranks = [dict(np.load(one_out / f"rank{r}.npz")) for r in range(2)]
+    for key in ranks[0]:
+        assert np.array_equal(ranks[0][key], ranks[1][key]), f"{key} differs between the ranks"
+    _assert_weights_close(ranks[0], expected)
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_cli_nprocs_trains_the_char_rnn_recipe(tmp_path, char_rnn_text):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "recipes.cli", "train", "char-rnn", "--data", str(char_rnn_text), "--epochs", "1",
+               "--bs", "4", "--set", "bptt=16", "--set", "hidden_size=16", "--set", "emb_size=8",
+               "--set", "chunk_chars=400", "--set", "valid_pct=0.2", "--nprocs", "2", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=180, cwd=str(ROOT))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("final: valid_loss") == 1 and result.stdout.count("train_loss") == 1, result.stdout
+    assert json.loads((out / "results.json").read_text())["perplexity"] < 30  # 40-odd characters: it learned
+    assert (out / "model.safetensors").is_file() and (out / "models" / "checkpoint.safetensors").is_file()
+    generated = subprocess.run([sys.executable, "-m", "recipes.cli", "generate", str(out), "--prompt", "the ",
+                                "--length", "20", "--seed", "0"], capture_output=True, text=True, env=_env(),
+                               timeout=60, cwd=str(ROOT))
+    assert generated.returncode == 0 and generated.stdout.startswith("the "), generated.stdout + generated.stderr
+
+
+# ----------------------------------------------------------------------------------
 # the command line
 # ----------------------------------------------------------------------------------
 def test_cli_nprocs_without_mpi4py_names_the_extra(tmp_path, monkeypatch, capsys):
@@ -526,8 +638,9 @@ def test_cli_nprocs_interrupted_before_a_checkpoint_leaves_no_empty_run(tmp_path
 
 
 def test_cli_nprocs_refuses_a_recipe_that_cannot_be_sharded_before_starting_mpiexec(tmp_path, monkeypatch, capsys):
-    from recipes import cli
+    from recipes import char_rnn, cli
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(char_rnn, "DATA_PARALLEL", False)  # as a recipe whose loader cannot be shared out says
     calls = _fake_ranks(monkeypatch, _checkpoint, interrupt=False)
     assert cli.main(["train", "char-rnn", "--nprocs", "2"]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
@@ -547,7 +660,9 @@ def test_cli_nprocs_checks_the_config_before_starting_mpiexec(tmp_path, monkeypa
 @needs_mpi
 @pytest.mark.slow
 def test_cli_under_mpiexec_refuses_a_recipe_that_cannot_be_sharded_once(tmp_path):
-    result = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "recipes.cli", "train", "char-rnn"],
+    code = ("import sys; from recipes import char_rnn, cli; char_rnn.DATA_PARALLEL = False; "
+            "sys.exit(cli.main(['train', 'char-rnn']))")
+    result = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-c", code],
                             capture_output=True, text=True, env=_env(), timeout=60, cwd=str(tmp_path))
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.count("cannot train on 2 processes") == 1, result.stderr
