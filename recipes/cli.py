@@ -160,6 +160,10 @@ def _refuse_changes_on_resume(args):
                          "start a new run with --out")
 
 
+# Set in the ranks that `easyfit train ... --nprocs N` starts (the command itself reports for them).
+LAUNCHED_BY_NPROCS = "EASYFIT_LAUNCHED_BY_NPROCS"
+
+
 def _mpiexec():
     """The mpiexec beside this Python (pip's mpich puts it there), else the one on PATH."""
     beside = Path(sys.executable).parent / "mpiexec"
@@ -192,7 +196,9 @@ def launch_processes(nprocs, argv):
     command still waits for the ranks and tidies the run folder.
     """
     command = [_launcher(), "-n", str(nprocs), sys.executable, "-m", "recipes.cli"] + list(argv)
-    process = subprocess.Popen(command, start_new_session=True)
+    # the ranks leave telling the user what to do after an interruption to this command
+    environment = dict(os.environ, **{LAUNCHED_BY_NPROCS: "1"})
+    process = subprocess.Popen(command, start_new_session=True, env=environment)
 
     def forward(signum, frame):  # being in its own session, mpiexec no longer gets these with us
         if process.poll() is None:
@@ -375,6 +381,31 @@ def run_command(args, argv=None):
     raise UsageError("no command given; try: easyfit --help")
 
 
+def _report_interrupt(args):
+    """After Ctrl-C: say how to resume, once. Under mpiexec rank 0 says it (after `finally` has
+    tidied the run folder) and then ends every process as it exits; the other ranks wait for
+    that. In the ranks that `--nprocs` started, the command that started them says it."""
+    from easyfit import distributed
+    processes = distributed.world_size() if distributed.is_initialized() else 1
+    if processes > 1:
+        if not distributed.is_main():
+            distributed.wait_for_main_to_end()
+        distributed.end_job_at_exit(EXIT_FAILURE)
+        if os.environ.get(LAUNCHED_BY_NPROCS):
+            return
+    resume = getattr(args, "resume_command", None)
+    command = resume() if resume is not None else None
+    if command:
+        if processes > 1:  # the user's own mpiexec: resume the same way
+            command = f"mpiexec -n {processes} {command}"
+        print(f"easyfit: interrupted (resume with: {command})", file=sys.stderr)
+    elif resume is not None:
+        print("easyfit: interrupted before the first checkpoint was written: nothing to resume; "
+              "run the same command again", file=sys.stderr)
+    else:
+        print("easyfit: interrupted", file=sys.stderr)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -384,15 +415,7 @@ def main(argv=None):
     try:
         return run_command(args, argv)
     except KeyboardInterrupt:
-        resume = getattr(args, "resume_command", None)
-        command = resume() if resume is not None else None
-        if command:
-            print(f"easyfit: interrupted (resume with: {command})", file=sys.stderr)
-        elif resume is not None:
-            print("easyfit: interrupted before the first checkpoint was written: nothing to resume; "
-                  "run the same command again", file=sys.stderr)
-        else:
-            print("easyfit: interrupted", file=sys.stderr)
+        _report_interrupt(args)
         return EXIT_FAILURE
     except Exception as error:  # one clear line, not a traceback, unless debugging
         if os.environ.get("EASYFIT_DEBUG"):

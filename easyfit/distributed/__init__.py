@@ -12,12 +12,13 @@ mpi4py is imported only under an MPI launcher (`pip install 'easyfit[mpi]'`), so
 plain `python script.py` is a world of one and needs no MPI at all.
 """
 from .world import (init, is_initialized, rank, world_size, is_main, barrier, abort, all_reduce, all_reduce_,
-                    broadcast, broadcast_, all_gather, launched_by_mpi)
+                    broadcast, broadcast_, all_gather, launched_by_mpi, end_job_at_exit, wait_for_main_to_end)
 from .gradients import GradientAverager, average_gradients, broadcast_parameters
 from .data_parallel import DataParallel
 from .sync_batchnorm import SyncBatchNorm, all_reduce_sum
 
 __all__ = ["init", "is_initialized", "rank", "world_size", "is_main", "barrier", "abort", "all_reduce", "all_reduce_",
            "broadcast", "broadcast_", "all_gather",
-           "launched_by_mpi", "GradientAverager", "average_gradients", "broadcast_parameters", "DataParallel",
+           "launched_by_mpi", "end_job_at_exit", "wait_for_main_to_end",
+           "GradientAverager", "average_gradients", "broadcast_parameters", "DataParallel",
            "SyncBatchNorm", "all_reduce_sum"]

@@ -19,13 +19,23 @@ What happens inside the block, in every process of `mpiexec -n N`:
 * only rank 0 runs callbacks that print or write (`Callback.main_process_only`:
   progress, TensorBoard, CSV), saves checkpoints and exports; loading a checkpoint
   waits until every rank has got there, so rank 0 has finished writing it;
-* an exception (or Ctrl-C) escaping the block in any rank is printed with the rank and
-  its traceback, then ends every process (MPI_Abort): a rank never waits for ever on
-  one that died.
+* an exception escaping the block in any rank is printed with the rank and its
+  traceback, then ends every process (MPI_Abort): a rank never waits for ever on one
+  that died;
+* Ctrl-C (mpiexec passes SIGINT on to every rank) is noted, not raised at once: the
+  ranks agree on it at the next collective (the per-batch loss allreduce, the
+  validation reduce, the end of the block) and raise KeyboardInterrupt together, so no
+  rank is left inside a collective. Rank 0's KeyboardInterrupt then leaves the block as
+  in one process (its `finally` blocks and handlers run: the CLI moves `latest`),
+  and every process ends when rank 0 exits; the other ranks wait for that in the block
+  (at most `interrupt_grace` seconds). A second Ctrl-C makes mpiexec end them at once.
 
 BatchNorm keeps per-process statistics (as in PyTorch DDP); use
 `easyfit.distributed.SyncBatchNorm` to compute them over the global batch.
 """
+import signal
+import threading
+
 import numpy as np
 
 from ..core.tensor import Tensor
@@ -43,12 +53,16 @@ class DataParallel(Callback):
     `bucket_bytes`: size of the flat gradient messages (25 MB by default).
     `abort_on_error`: end every process when an exception leaves the block (default
     True; a world of one never aborts, it just re-raises).
+    `interrupt_grace`: after a Ctrl-C, how long the other ranks give rank 0 to clean up
+    and end the job before they end it themselves (seconds).
     """
     order = -50  # first: the global loss and gradients exist before any other callback reads them
 
-    def __init__(self, bucket_bytes=DEFAULT_BUCKET_BYTES, abort_on_error=True):
+    def __init__(self, bucket_bytes=DEFAULT_BUCKET_BYTES, abort_on_error=True, interrupt_grace=30.0):
         self.bucket_bytes = bucket_bytes
         self.abort_on_error = abort_on_error
+        self.interrupt_grace = float(interrupt_grace)
+        self.interrupted = False   # a Ctrl-C came that the ranks have not agreed on yet
         self.averager = None
         self._earlier = []         # (parameter, gradient) set aside during backward (gradient accumulation)
         self.batch_items = None    # target items in the current global batch (set after the loss)
@@ -98,11 +112,21 @@ class DataParallel(Callback):
         count = _item_count(learn.yb)
         samples = int(learn.yb.shape[0]) if learn.yb.ndim else 1
         loss = float(learn.loss.item())
-        total, loss_sum, total_samples = world.all_reduce(np.array([count, loss * count, samples], dtype=np.float64))
+        total, loss_sum, total_samples, interrupted = world.all_reduce(
+            np.array([count, loss * count, samples, self.interrupted], dtype=np.float64))
+        if interrupted:  # a Ctrl-C in any rank: all stop here, at the same batch
+            raise KeyboardInterrupt
         self.batch_items, self.batch_samples = int(total), int(total_samples)
         learn.loss = Tensor(np.asarray(loss_sum / total, dtype=np.dtype(learn.loss.dtype)))
         if count != total:
             learn.loss_grad = learn.loss_grad * (count / total)
+
+    def note_interrupt(self, signum, frame):
+        """The SIGINT handler inside the block: note the Ctrl-C; the ranks act on it together.
+        A second one before they have is raised at once."""
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
 
     def before_backward(self):
         """Set aside gradients accumulated by earlier batches (already summed): only this batch's are reduced."""
@@ -124,7 +148,10 @@ class DataParallel(Callback):
         learn = self.learner
         if getattr(learn.dl, "num_shards", 1) != world.world_size():
             return  # a loader that is not sharded: every rank saw everything already
-        totals = world.all_reduce(np.array([learn._valid_loss_total, learn._valid_count], dtype=np.float64))
+        totals = world.all_reduce(np.array([learn._valid_loss_total, learn._valid_count, self.interrupted],
+                                           dtype=np.float64))
+        if totals[2]:
+            raise KeyboardInterrupt
         learn._valid_loss_total, learn._valid_count = float(totals[0]), int(totals[1])
         for metric in learn.metrics:
             metric.sync(world.all_gather)
@@ -159,6 +186,7 @@ class DistribContext:
         self.callback = DataParallel(**options)
         self.sharded = []
         self.entered = False
+        self.previous_sigint = None
 
     def __enter__(self):
         learn = self.learn
@@ -190,23 +218,52 @@ class DistribContext:
             raise
         learn.parallel = self.callback
         learn.add_cb(self.callback)  # also rebuilds the hooks: rank > 0 drops main-process-only callbacks
+        self._catch_interrupts()
         return learn
+
+    def _catch_interrupts(self):
+        """Note Ctrl-C instead of raising it wherever it lands (see DataParallel.note_interrupt).
+
+        Only in the main thread, and only over Python's own SIGINT handler: a handler the
+        program installed itself is left alone."""
+        self.previous_sigint = None
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous_sigint = signal.signal(signal.SIGINT, self.callback.note_interrupt)
+
+    def _release_interrupts(self):
+        if self.previous_sigint is not None:
+            signal.signal(signal.SIGINT, self.previous_sigint)
+            self.previous_sigint = None
 
     def __exit__(self, kind, error, trace):
         learn = self.learn
         self.entered = False
         if learn.parallel is not self.callback:
             return False  # a world of one: nothing was changed
+        callback = self.callback
         try:
-            learn.remove_cb(self.callback)
+            learn.remove_cb(callback)
         finally:
             del learn.parallel  # back to the class default, None
             self._unshard()
             learn._build_hooks()
-        if error is not None and self.callback.abort_on_error and world.world_size() > 1:
+        raise_interrupt = False
+        try:
+            if error is None:  # the closing barrier also agrees on a Ctrl-C noted since the last collective
+                raise_interrupt = bool(world.all_reduce(np.array([callback.interrupted], dtype=np.float64))[0])
+        finally:
+            self._release_interrupts()
+            callback.interrupted = False
+        if (raise_interrupt or isinstance(error, KeyboardInterrupt)) and callback.abort_on_error:
+            if not world.is_main():
+                world.wait_for_main_to_end(callback.interrupt_grace)  # rank 0 cleans up, then ends the job
+            world.end_job_at_exit(1)   # rank 0: clean up as one process would, then end every process
+            if raise_interrupt:
+                raise KeyboardInterrupt
+            return False
+        if error is not None and callback.abort_on_error:
             world.report_and_abort(error)
-        if error is None:
-            world.barrier()
         return False
 
 

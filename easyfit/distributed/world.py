@@ -11,6 +11,7 @@ used), easyfit Tensors and Python numbers, and return a new value of the same ki
 Every process must call a collective in the same order with arrays of the same shape
 and dtype, as with MPI itself.
 """
+import atexit
 import os
 import sys
 import time
@@ -142,6 +143,41 @@ def report_and_abort(error, code=1):
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     abort(f"easyfit.distributed: rank {comm.rank} of {comm.size} failed; ending all {comm.size} processes.\n"
           f"{text}", code)
+
+
+_end_at_exit = None  # the exit code rank 0 ends the job with when it exits, after a Ctrl-C
+
+
+def end_job_at_exit(code=1):
+    """Rank 0 after a Ctrl-C: let the program clean up (its `finally` blocks and handlers
+    run as in one process), then end every process (MPI_Abort) when this one exits.
+
+    The other ranks wait for that in `wait_for_main_to_end`; without it they could not
+    tell a rank 0 that is cleaning up from one that is gone.
+    """
+    global _end_at_exit
+    if _world_size > 1 and _end_at_exit is None:
+        _end_at_exit = code
+        atexit.register(_end_job)
+
+
+def _end_job():
+    abort(code=_end_at_exit)
+
+
+def wait_for_main_to_end(grace=30.0):
+    """Ranks other than 0 after a Ctrl-C: rank 0 cleans up and then ends the job; wait for
+    that (more Ctrl-Cs are ignored here: mpiexec ends the job on the second), and end it
+    ourselves if rank 0 has not within `grace` seconds. Never returns."""
+    comm = _comm()
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except KeyboardInterrupt:
+            pass
+    abort(f"easyfit.distributed: rank {comm.rank} of {comm.size} interrupted; rank 0 did not end the job within "
+          f"{grace:g} s, so this rank ends all {comm.size} processes", 1)
 
 
 # ----------------------------------------------------------------------------------
