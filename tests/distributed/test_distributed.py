@@ -283,6 +283,24 @@ def test_distrib_ctx_shards_a_language_model_stream_by_rows(tmp_path, monkeypatc
     assert learn.parallel is None and [dl.num_shards for dl in (learn.dls.train, learn.dls.valid)] == [1, 1]
 
 
+def test_distrib_ctx_notes_ctrl_c_and_raises_it_where_the_ranks_agree(tmp_path, monkeypatch):
+    """Inside the block SIGINT is noted, not raised where it lands (a rank could be left in a
+    collective); the ranks act on it at the next collective, here the block's closing one."""
+    import signal
+    _two_process_world(monkeypatch)
+    learn = _worker.make_learner(8, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with learn.distrib_ctx():
+            callback = learn.parallel
+            assert signal.getsignal(signal.SIGINT) == callback.note_interrupt
+            os.kill(os.getpid(), signal.SIGINT)   # noted: the block goes on
+            assert callback.interrupted
+            with pytest.raises(KeyboardInterrupt):
+                callback.note_interrupt(signal.SIGINT, None)   # a second Ctrl-C is raised at once
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and learn.parallel is None
+    assert learn.dls.train.num_shards == 1
+
+
 class _NotMain:
     """Stands in for the data-parallel object of a rank other than 0."""
     is_main, rank, world_size, batch_items, batch_samples = False, 1, 2, None, None
