@@ -259,13 +259,11 @@ class DistribContext:
             if not world.is_main():
                 world.wait_for_main_to_end(callback.interrupt_grace)  # rank 0 cleans up, then ends the job
             world.end_job_at_exit(1)   # rank 0: clean up as one process would, then end every process
-            if raise_interrupt:
-                raise KeyboardInterrupt
-            return False
-        if error is not None and callback.abort_on_error:
+        elif error is not None and callback.abort_on_error:
             world.report_and_abort(error)
+        if raise_interrupt:
+            raise KeyboardInterrupt
         return False
-
 
     def _unshard(self):
         for dl, (rank, size, equal) in self.sharded:
