@@ -722,10 +722,12 @@ def test_cli_nprocs_ctrl_c_stops_every_rank_and_prints_the_resume_command(tmp_pa
 
 @needs_mpi
 @pytest.mark.slow
-def test_ctrl_c_under_your_own_mpiexec_moves_latest_and_prints_the_resume_command_once(tmp_path):
+@pytest.mark.parametrize("when", ["after_a_checkpoint", "before_the_first_checkpoint"])
+def test_ctrl_c_under_your_own_mpiexec_tidies_the_run_folder_as_one_process_does(tmp_path, when):
     """A real Ctrl-C to `mpiexec -n 2 easyfit train` (SIGINT to its process group, as a terminal
-    sends it; mpiexec passes it on to the ranks): the ranks stop together at the next batch,
-    rank 0 tidies the run folder as one process would, and the job ends."""
+    sends it; mpiexec passes it on to the ranks): the ranks stop together, rank 0 tidies the
+    run folder as one process would (`latest` moves to a run with a checkpoint, a run without
+    one is removed) and says once how to go on, and the job ends."""
     import signal
     import time
     command = [_mpiexec(), "-n", "2", sys.executable, "-m", "recipes.cli", *_CLI_ARGS[:2], "--epochs", "30",
@@ -734,15 +736,20 @@ def test_ctrl_c_under_your_own_mpiexec_moves_latest_and_prints_the_resume_comman
                                cwd=str(tmp_path), start_new_session=True)
     run = tmp_path / "easyfit-runs" / "vision" / "run-001"
     checkpoint = run / "models" / "checkpoint_last.safetensors"
+    waited_for = checkpoint if when == "after_a_checkpoint" else run / "config.json"
     deadline = time.monotonic() + 120
-    while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    while not waited_for.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert process.poll() is None, process.communicate()
     os.killpg(process.pid, signal.SIGINT)
     out, err = process.communicate(timeout=60)   # every rank ends: no hang
     assert process.returncode != 0, out + err
-    hint = f"resume with: mpiexec -n 2 easyfit train vision --resume {Path('easyfit-runs/vision/run-001')})"
-    assert err.count("resume with") == 1 and hint in err, err
-    assert os.readlink(run.parent / "latest") == "run-001"   # moved, as by a run in one process
-    assert (run / "config.json").is_file()
-    ef.load(checkpoint)   # complete and readable
+    if when == "after_a_checkpoint":
+        hint = f"resume with: mpiexec -n 2 easyfit train vision --resume {Path('easyfit-runs/vision/run-001')})"
+        assert err.count("resume with") == 1 and hint in err, err
+        assert os.readlink(run.parent / "latest") == "run-001"   # moved, as by a run in one process
+        assert (run / "config.json").is_file()
+        ef.load(checkpoint)   # complete and readable
+    else:
+        assert err.count("nothing to resume") == 1, err
+        assert not run.exists() and not (run.parent / "latest").exists()   # removed, as in one process
