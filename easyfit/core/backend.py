@@ -42,6 +42,18 @@ def cuda_is_available():
         return False
 
 
+def nccl_module():
+    """CuPy's NCCL bindings (cupy.cuda.nccl) when CuPy imports and was built with NCCL, else None."""
+    cupy = _import_cupy()
+    if cupy is None:
+        return None
+    try:
+        from cupy.cuda import nccl
+    except Exception:
+        return None
+    return nccl if getattr(nccl, "available", True) else None
+
+
 def cuda_device_count():
     return cupy_module().cuda.runtime.getDeviceCount() if cuda_is_available() else 0
 

@@ -6,7 +6,9 @@ each) and each bucket is reduced in one call, as PyTorch DDP and Horovod do. The
 buffers are fresh every step and the averaged gradients are views into them, so
 nothing a later step does can alias an earlier step's gradients (measured: handing
 back views into a fresh buffer costs less than copying into persistent buffers and
-back into the gradients; see docs/distributed.md).
+back into the gradients; see docs/distributed.md). With every process's parameters on a
+GPU of its own, the buckets live on the GPU and NCCL sums them (nccl.py); otherwise they
+are host memory summed by MPI.
 
 A process may weight its gradients (the Learner weights by the number of samples in
 its share of the batch, so an uneven last batch averages exactly like one process
@@ -15,9 +17,9 @@ it would in one process.
 """
 import numpy as np
 
-from ..core.backend import to_device
+from ..core.backend import cupy_module, to_device
 from ..core.tensor import Tensor
-from . import world
+from . import nccl, world
 
 DEFAULT_BUCKET_BYTES = 25 * 2**20
 
@@ -51,6 +53,7 @@ class GradientAverager:
         self._signature = None
         self.buckets = []       # lists of parameters, one dtype each
         self._plan = []         # see _make_plan
+        self._nccl = None       # an nccl.NcclReducer when the gradients are summed GPU to GPU
 
     def _layout(self):
         params = [p for p in _parameters(self.source) if p.requires_grad]
@@ -73,6 +76,7 @@ class GradientAverager:
                 if bucket:
                     self.buckets.append(bucket)
             self._plan = self._make_plan(len(params))
+            self._nccl = nccl.reducer_for(params)
         return self.buckets
 
     def _make_plan(self, n_params):
@@ -107,9 +111,10 @@ class GradientAverager:
         gradients are views into it (no copy back), and no later step writes there.
         """
         self._layout()
+        on_gpu = self._nccl is not None  # else staged through host memory and MPI
         flats, header = [], None
         for dtype, elements, entries, header_at in self._plan:
-            flat = np.empty(elements, dtype=dtype)
+            flat = self._nccl.empty(elements, dtype) if on_gpu else np.empty(elements, dtype=dtype)
             if header_at is not None:
                 header = flat[header_at:]
                 header[0] = weight
@@ -119,14 +124,21 @@ class GradientAverager:
                     flat[offset:offset + size] = 0
                 else:
                     array = grad.array
-                    flat[offset:offset + size] = (array if isinstance(array, np.ndarray) else array.get()).reshape(-1)
+                    if not (on_gpu or isinstance(array, np.ndarray)):
+                        array = array.get()
+                    flat[offset:offset + size] = array.reshape(-1)
             if average and weight != 1.0 and entries:
-                flat[:entries[-1][1] + entries[-1][2]] *= np.asarray(weight, dtype=dtype)
+                flat[:entries[-1][1] + entries[-1][2]] *= dtype.type(weight)
             flats.append(flat)
         flags = [p.grad is not None for _, _, entries, _ in self._plan for p, _, _ in entries]
-        header[1:] = flags
+        header[1:] = cupy_module().asarray(flags, dtype=header.dtype) if on_gpu else flags
         for flat in flats:
-            world.all_reduce_(flat)
+            if on_gpu:
+                self._nccl.all_reduce_(flat)
+            else:
+                world.all_reduce_(flat)
+        if on_gpu:  # one copy to the host, which also waits for the sums
+            header = header.get()
         total_weight = float(header[0])
         if average and total_weight <= 0:
             raise ValueError(f"GradientAverager: the weights of all processes sum to {total_weight}; "
@@ -134,7 +146,7 @@ class GradientAverager:
         index = 0
         for (dtype, _, entries, _), flat in zip(self._plan, flats):
             if average and entries:
-                flat[:entries[-1][1] + entries[-1][2]] /= np.asarray(total_weight, dtype=dtype)
+                flat[:entries[-1][1] + entries[-1][2]] /= dtype.type(total_weight)
             for p, offset, size in entries:
                 if header[1 + index] > 0:
                     view = flat[offset:offset + size].reshape(p.shape)

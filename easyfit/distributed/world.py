@@ -6,8 +6,8 @@ or Open MPI variables in the environment) `init()` imports mpi4py, which joins
 MPI_COMM_WORLD. mpi4py is imported only here and only then, so `import easyfit`
 never loads MPI.
 
-Collectives take NumPy arrays, CuPy arrays (staged through host memory: NCCL is not
-used), easyfit Tensors and Python numbers, and return a new value of the same kind.
+Collectives take NumPy arrays, CuPy arrays (staged through host memory; only the
+gradient averager sums on the GPU, with NCCL: see nccl.py), easyfit Tensors and Python numbers, and return a new value of the same kind.
 Every process must call a collective in the same order with arrays of the same shape
 and dtype, as with MPI itself.
 """
