@@ -364,14 +364,17 @@ def _constant(value, like):
 # ----- Tensor -----------------------------------------------------------------------
 # Each family module holds a family's ops and a mixin class with its Tensor methods. The
 # modules import Function and the helpers above, so they load here, before Tensor exists.
-from .shapes import (ShapeMethods, BroadcastTo, GetItem, IndexAdd, Reshape, SumTo, Transpose, broadcast_to,  # noqa: E402
-                     expand_dims, reshape, squeeze, sum_to, swapaxes, transpose)
-from .arithmetic import (ArithmeticMethods, Abs, Add, AddScalar, Clip, Div, DivScalar, Log, MatMul, Mul, MulScalar,  # noqa: E402
-                         Neg, Pow, PowScalar, RDivScalar, RPowScalar, RSubScalar, Sub, clip, log, matmul)
-from .comparison import (ComparisonMethods, Compare)  # noqa: E402
-from .reductions import (ReductionMethods, ArgMax, Max, Mean, RootWithZeroSlope, Sum, amax, amin, argmax, argmin,  # noqa: E402
-                         argsort, max, mean, min, root_with_zero_slope, sort, std, sum, var)
-from .inplace import (InPlaceMethods)  # noqa: E402
+from .shapes import (  # noqa: E402
+    ShapeMethods, BroadcastTo, GetItem, IndexAdd, Reshape, SumTo, Transpose, broadcast_to, expand_dims, reshape,
+    squeeze, sum_to, swapaxes, transpose)
+from .arithmetic import (  # noqa: E402
+    ArithmeticMethods, Abs, Add, AddScalar, Clip, Div, DivScalar, Log, MatMul, Mul, MulScalar, Neg, Pow, PowScalar,
+    RDivScalar, RPowScalar, RSubScalar, Sub, clip, log, matmul)
+from .comparison import ComparisonMethods, Compare  # noqa: E402
+from .reductions import (  # noqa: E402
+    ReductionMethods, ArgMax, Max, Mean, RootWithZeroSlope, Sum, amax, amin, argmax, argmin, argsort, max, mean, min,
+    root_with_zero_slope, sort, std, sum, var)
+from .inplace import InPlaceMethods  # noqa: E402
 
 
 class Tensor(ArithmeticMethods, ComparisonMethods, ReductionMethods, ShapeMethods, InPlaceMethods):
