@@ -385,8 +385,10 @@ class Tensor(ArithmeticMethods, ComparisonMethods, ReductionMethods, ShapeMethod
     accumulated gradient (a Tensor or None), `creator` (`grad_fn`) the op that produced
     it (None for leaves). A method that shares a function's name takes that function's
     arguments with the tensor first: `x.sum(dim=1)` is `easyfit.sum(x, dim=1)`.
-    """
 
+    The class holds the core; its other methods come by family from its bases
+    (ArithmeticMethods, ComparisonMethods, ...), which `help(Tensor)` lists in turn.
+    """
     __slots__ = ("array", "grad", "requires_grad", "creator", "output_index", "__weakref__")
 
     def __init__(self, data, requires_grad=False):
