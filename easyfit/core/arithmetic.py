@@ -8,7 +8,7 @@ package (`core.functions`).
 """
 import math
 
-from .. import core
+from .. import core  # the package: Tensor and the op modules that load after it, at call time
 from .autograd import _grad_enabled
 from .backend import get_array_module
 from .shapes import expand_dims, reshape, swapaxes

@@ -34,6 +34,7 @@ class ComparisonMethods:
     def __ge__(self, other):
         return _compare(np.greater_equal, self, other)
 
+    # Defining __eq__ would leave tensors unhashable: they hash by identity, as in PyTorch.
     __hash__ = object.__hash__
 
     # ----- comparisons as methods -------------------------------------------------

@@ -11,7 +11,7 @@ import builtins
 
 import numpy as np
 
-from .. import core
+from .. import core  # the package: Tensor and the op modules that load after it, at call time
 from .arithmetic import Add, Div, Mul, Sub
 from .autograd import _grad_enabled
 from .backend import get_array_module, to_device

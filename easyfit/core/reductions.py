@@ -11,7 +11,7 @@ import builtins
 
 import numpy as np
 
-from .. import core
+from .. import core  # the package: Tensor and the op modules that load after it, at call time
 from .autograd import _grad_enabled
 from .backend import get_array_module
 from .shapes import broadcast_to, reshape

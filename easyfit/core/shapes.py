@@ -9,7 +9,7 @@ them through the package: `core.layout`, `core.indexing`.
 """
 import numpy as np
 
-from .. import core
+from .. import core  # the package: Tensor and the op modules that load after it, at call time
 from .autograd import _grad_enabled
 from .backend import get_array_module, scatter_add
 from .spellings import numpy_spellings
