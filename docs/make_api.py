@@ -69,9 +69,21 @@ def _signature_after_first(function):
     return str(inspect.Signature(parameters))
 
 
+def _members(cls):
+    """The class's own members and those of its method-family mixins (direct bases named
+    `*Methods`, such as Tensor's ArithmeticMethods): a family is a room of the class, not a class
+    of its own. A subclass (nn.Parameter) lists only what it adds, as before."""
+    families = [base for base in cls.__bases__
+                if base.__name__.endswith("Methods") and base.__module__.startswith("easyfit")]
+    members = {}
+    for klass in [*reversed(families), cls]:
+        members.update(vars(klass))
+    return members
+
+
 def _methods(cls):
     lines = []
-    for name, member in sorted(vars(cls).items()):
+    for name, member in sorted(_members(cls).items()):
         if name.startswith("_") and name != "__call__":
             continue
         if isinstance(member, (staticmethod, classmethod)):
