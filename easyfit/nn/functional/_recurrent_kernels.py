@@ -103,8 +103,9 @@ def lstm_forward_step(gates_x, recurrent, c_prev, activations, c_new, h_new):
 @compiled.kernel(error_model="numpy")
 def lstm_backward_step(dh, grad_output, dc, activations, c_prev, c_new, tanh_cell, grad_gates):
     """One LSTM step backward before the matmul. dh (B, H): the gradient reaching h' from
-    the step after (h' W_hh.T), plus `grad_output` (the output's gradient at this step);
-    dc (B, H): the gradient of c', replaced by that of c. Writes grad_gates (B, 4H), the
+    the step after (h' W_hh.T); `grad_output` (the output's gradient at this step) is added
+    to it in place (the matmul overwrites dh next); dc (B, H): the gradient of c', replaced
+    by that of c. Writes grad_gates (B, 4H), the
     gradient of the gates' pre-activations (i, f, g, o). tanh(c') is recomputed from c_new
     into the scratch `tanh_cell` (B, H), not saved by the forward pass."""
     precise = c_new.itemsize == 8
@@ -120,25 +121,32 @@ def lstm_backward_step(dh, grad_output, dc, activations, c_prev, c_new, tanh_cel
 
     batch, H = dc.shape
     for b in range(batch):
-        tc_row = tanh_cell[b]
-        c_row = c_new[b]
-        for j in range(H):          # alone in its loop: it vectorises
-            tc_row[j] = tanh(c_row[j])
+        # Short loops that each store to one array at one offset: LLVM vectorises those
+        # (one loop storing to four gate offsets of one row stays scalar).
         y = activations[b]
         d = grad_gates[b]
+        tc = tanh_cell[b]
+        c_row = c_new[b]
+        h_grad = dh[b]
+        c_grad = dc[b]
+        out_grad = grad_output[b]
+        c_in = c_prev[b]
         for j in range(H):
-            i = y[j]
-            f = y[H + j]
-            g = y[2 * H + j]
-            o = y[3 * H + j]
-            tc = tc_row[j]
-            h_grad = dh[b, j] + grad_output[b, j]
-            c_grad = dc[b, j] + h_grad * o * (1 - tc * tc)
-            d[j] = c_grad * g * i * (1 - i)
-            d[H + j] = c_grad * c_prev[b, j] * f * (1 - f)
-            d[2 * H + j] = c_grad * i * (1 - g * g)
-            d[3 * H + j] = h_grad * tc * o * (1 - o)
-            dc[b, j] = c_grad * f
+            tc[j] = tanh(c_row[j])
+        for j in range(H):
+            h_grad[j] += out_grad[j]
+        for j in range(H):
+            c_grad[j] += h_grad[j] * y[3 * H + j] * (1 - tc[j] * tc[j])
+        for j in range(H):      # i
+            d[j] = c_grad[j] * y[2 * H + j] * y[j] * (1 - y[j])
+        for j in range(H):      # f
+            d[H + j] = c_grad[j] * c_in[j] * y[H + j] * (1 - y[H + j])
+        for j in range(H):      # g
+            d[2 * H + j] = c_grad[j] * y[j] * (1 - y[2 * H + j] * y[2 * H + j])
+        for j in range(H):      # o
+            d[3 * H + j] = h_grad[j] * tc[j] * y[3 * H + j] * (1 - y[3 * H + j])
+        for j in range(H):
+            c_grad[j] *= y[H + j]
 
 
 @compiled.kernel(error_model="numpy")
