@@ -123,3 +123,15 @@ def test_gru_kernel_adds_the_hidden_bias_once_and_keeps_it_for_backward():
         numpy_out = GRUSequence()(gates_x, h0, weight, bias)
     for mine, theirs in zip(compiled_out, numpy_out):
         np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-13, atol=1e-13)
+
+
+def test_environment_switch_turns_the_kernels_off(monkeypatch):
+    inputs = [Tensor(np.zeros(shape, dtype=np.float32)) for shape in ((3, 2, 6), (2, 2), (6, 2), (6,))]
+    monkeypatch.setenv("EASYFIT_NUMBA", "0")
+    op = GRUSequence()
+    op(*inputs)
+    assert not op.compiled
+    monkeypatch.setenv("EASYFIT_NUMBA", "1")
+    op = GRUSequence()
+    op(*inputs)
+    assert op.compiled
