@@ -20,6 +20,7 @@ from ..core.functions import concatenate, sigmoid, stack, swapaxes, tanh, relu, 
 from ..core.random import default_generator
 from ..core.tensor import Function, Tensor, DEFAULT_FLOAT
 from . import functional as F
+from .functional import _recurrent_kernels as kernels
 from ._blas_threads import thread_choice
 from .module import Module, Parameter
 
@@ -85,6 +86,9 @@ class LSTMSequence(Function):
         self.reverse = reverse
 
     def forward(self, gates_x, h0, c0, weight_hh):
+        self.compiled = kernels.use_compiled(gates_x, weight_hh)
+        if self.compiled:
+            return self._forward_compiled(gates_x, h0, c0, weight_hh)
         xp = get_array_module(gates_x)
         length, batch, four_h = gates_x.shape
         H = four_h // 4
@@ -123,11 +127,41 @@ class LSTMSequence(Function):
         last = 0 if self.reverse else length
         return hidden[_outputs_slice(length, self.reverse)], hidden[last].copy(), cell[last].copy()
 
+    def _forward_compiled(self, gates_x, h0, c0, weight_hh):
+        """The forward pass with one compiled gate kernel per step (numba; see _recurrent_kernels).
+        Saves the activations, hidden and cell states; tanh(c) is recomputed in backward."""
+        length, batch, four_h = gates_x.shape
+        H = four_h // 4
+        dtype = gates_x.dtype
+        gates_x = np.ascontiguousarray(gates_x)
+        activations = np.empty_like(gates_x)
+        hidden = np.empty((length + 1, batch, H), dtype=dtype)
+        cell = np.empty((length + 1, batch, H), dtype=dtype)
+        recurrent = np.empty((batch, four_h), dtype=dtype)
+        first = length if self.reverse else 0
+        hidden[first] = h0
+        cell[first] = c0
+        weight_t = np.ascontiguousarray(weight_hh.T)
+        steps = _step_indices(length, self.reverse)
+        step_kernel = kernels.lstm_forward_step
+
+        def loop(first, stop):
+            for t, prev, new in steps[first:stop]:
+                np.matmul(hidden[prev], weight_t, out=recurrent)
+                step_kernel(gates_x[t], recurrent, cell[prev], activations[t], cell[new], hidden[new])
+
+        _run_loop(np, ("lstm forward compiled", batch, H, dtype.str), loop, length)
+        self.saved = (activations, hidden, cell)
+        last = 0 if self.reverse else length
+        return hidden[_outputs_slice(length, self.reverse)], hidden[last].copy(), cell[last].copy()
+
     def backward(self, grad_hidden, grad_h_n, grad_c_n):
         gates_x, h0, c0, weight_hh = self.inputs
         if is_grad_enabled():   # create_graph=True: a backward that is itself differentiable
             return _lstm_backward_composed(gates_x, h0, c0, weight_hh, grad_hidden, grad_h_n, grad_c_n,
                                            self.reverse)
+        if self.compiled:
+            return self._backward_compiled(grad_hidden, grad_h_n, grad_c_n)
         activations, hidden, cell, tanh_cell = self.saved
         w = weight_hh.array
         xp = get_array_module(w)
@@ -169,6 +203,35 @@ class LSTMSequence(Function):
                 xp.matmul(d, w, out=dh)
 
         _run_loop(xp, ("lstm backward", batch, H, dtype.str), loop, length)
+        grad_weight = None
+        if self.needs_grad(3):
+            previous = hidden[_previous_slice(length, self.reverse)]
+            grad_weight = grad_gates.reshape(-1, four_h).T @ previous.reshape(-1, H)
+        return (Tensor(grad_gates) if self.needs_grad(0) else None,
+                Tensor(dh) if self.needs_grad(1) else None,
+                Tensor(dc) if self.needs_grad(2) else None,
+                Tensor(grad_weight) if grad_weight is not None else None)
+
+    def _backward_compiled(self, grad_hidden, grad_h_n, grad_c_n):
+        activations, hidden, cell = self.saved
+        w = np.ascontiguousarray(self.inputs[3].array)
+        length, batch, four_h = activations.shape
+        H = four_h // 4
+        dtype = activations.dtype
+        grad_gates = np.empty_like(activations)
+        dh = np.array(grad_h_n.array, dtype=dtype, order="C")
+        dc = np.array(grad_c_n.array, dtype=dtype, order="C")
+        tanh_cell = np.empty((batch, H), dtype=dtype)
+        g_hidden = np.ascontiguousarray(grad_hidden.array, dtype=dtype)
+        steps = list(reversed(_step_indices(length, self.reverse)))
+        step_kernel = kernels.lstm_backward_step
+
+        def loop(first, stop):
+            for t, prev, new in steps[first:stop]:
+                step_kernel(dh, g_hidden[t], dc, activations[t], cell[prev], cell[new], tanh_cell, grad_gates[t])
+                np.matmul(grad_gates[t], w, out=dh)
+
+        _run_loop(np, ("lstm backward compiled", batch, H, dtype.str), loop, length)
         grad_weight = None
         if self.needs_grad(3):
             previous = hidden[_previous_slice(length, self.reverse)]
@@ -235,6 +298,9 @@ class GRUSequence(Function):
         self.reverse = reverse
 
     def forward(self, gates_x, h0, weight_hh, bias_hh):
+        self.compiled = kernels.use_compiled(gates_x, weight_hh, bias_hh)
+        if self.compiled:
+            return self._forward_compiled(gates_x, h0, weight_hh, bias_hh)
         xp = get_array_module(gates_x)
         length, batch, three_h = gates_x.shape
         H = three_h // 3
@@ -271,10 +337,74 @@ class GRUSequence(Function):
         self.saved = (activations, gates_h, hidden)
         return hidden[_outputs_slice(length, self.reverse)], hidden[0 if self.reverse else length].copy()
 
+    def _forward_compiled(self, gates_x, h0, weight_hh, bias_hh):
+        """The forward pass with one compiled gate kernel per step (numba; see _recurrent_kernels)."""
+        length, batch, three_h = gates_x.shape
+        H = three_h // 3
+        dtype = gates_x.dtype
+        gates_x = np.ascontiguousarray(gates_x)
+        bias_hh = np.ascontiguousarray(bias_hh, dtype=dtype)
+        activations = np.empty((length, batch, three_h), dtype=dtype)   # r, z, n
+        gates_h = np.empty((length, batch, three_h), dtype=dtype)       # h @ W_hh.T + b_hh
+        hidden = np.empty((length + 1, batch, H), dtype=dtype)
+        hidden[length if self.reverse else 0] = h0
+        weight_t = np.ascontiguousarray(weight_hh.T)
+        steps = _step_indices(length, self.reverse)
+        step_kernel = kernels.gru_forward_step
+
+        def loop(first, stop):
+            for t, prev, new in steps[first:stop]:
+                np.matmul(hidden[prev], weight_t, out=gates_h[t])
+                step_kernel(gates_x[t], gates_h[t], bias_hh, hidden[prev], activations[t], hidden[new])
+
+        _run_loop(np, ("gru forward compiled", batch, H, dtype.str), loop, length)
+        self.saved = (activations, gates_h, hidden)
+        return hidden[_outputs_slice(length, self.reverse)], hidden[0 if self.reverse else length].copy()
+
+    def _backward_compiled(self, grad_hidden, grad_h_n):
+        activations, gates_h, hidden = self.saved
+        w = np.ascontiguousarray(self.inputs[2].array)
+        length, batch, three_h = activations.shape
+        H = three_h // 3
+        dtype = activations.dtype
+        grad_gates_x = np.empty_like(activations)
+        grad_gates_h = np.empty_like(activations)
+        dh = np.array(grad_h_n.array, dtype=dtype, order="C")
+        recurrent = np.zeros((batch, H), dtype=dtype)   # the matmul part of h's gradient
+        g_hidden = np.ascontiguousarray(grad_hidden.array, dtype=dtype)
+        steps = list(reversed(_step_indices(length, self.reverse)))
+        step_kernel = kernels.gru_backward_step
+
+        def loop(first, stop):
+            for t, prev, _ in steps[first:stop]:
+                step_kernel(dh, recurrent, g_hidden[t], activations[t], gates_h[t], hidden[prev],
+                            grad_gates_x[t], grad_gates_h[t])
+                np.matmul(grad_gates_h[t], w, out=recurrent)
+
+        _run_loop(np, ("gru backward compiled", batch, H, dtype.str), loop, length)
+        dh += recurrent
+        return self._backward_results(hidden, grad_gates_x, grad_gates_h, dh)
+
+    def _backward_results(self, hidden, grad_gates_x, grad_gates_h, dh):
+        length, _, three_h = grad_gates_h.shape
+        H = three_h // 3
+        grad_weight = grad_bias = None
+        if self.needs_grad(2):
+            previous = hidden[_previous_slice(length, self.reverse)]
+            grad_weight = grad_gates_h.reshape(-1, three_h).T @ previous.reshape(-1, H)
+        if self.needs_grad(3):
+            grad_bias = grad_gates_h.reshape(-1, three_h).sum(axis=0)
+        return (Tensor(grad_gates_x) if self.needs_grad(0) else None,
+                Tensor(dh) if self.needs_grad(1) else None,
+                Tensor(grad_weight) if grad_weight is not None else None,
+                Tensor(grad_bias) if grad_bias is not None else None)
+
     def backward(self, grad_hidden, grad_h_n):
         gates_x, h0, weight_hh, bias_hh = self.inputs
         if is_grad_enabled():
             return _gru_backward_composed(gates_x, h0, weight_hh, bias_hh, grad_hidden, grad_h_n, self.reverse)
+        if self.compiled:
+            return self._backward_compiled(grad_hidden, grad_h_n)
         activations, gates_h, hidden = self.saved
         w = weight_hh.array
         xp = get_array_module(w)
@@ -322,16 +452,7 @@ class GRUSequence(Function):
                 xp.add(dh, recurrent, out=dh)
 
         _run_loop(xp, ("gru backward", batch, H, dtype.str), loop, length)
-        grad_weight = grad_bias = None
-        if self.needs_grad(2):
-            previous = hidden[_previous_slice(length, self.reverse)]
-            grad_weight = grad_gates_h.reshape(-1, three_h).T @ previous.reshape(-1, H)
-        if self.needs_grad(3):
-            grad_bias = grad_gates_h.reshape(-1, three_h).sum(axis=0)
-        return (Tensor(grad_gates_x) if self.needs_grad(0) else None,
-                Tensor(dh) if self.needs_grad(1) else None,
-                Tensor(grad_weight) if grad_weight is not None else None,
-                Tensor(grad_bias) if grad_bias is not None else None)
+        return self._backward_results(hidden, grad_gates_x, grad_gates_h, dh)
 
 
 def _gru_backward_composed(gates_x, h0, weight_hh, bias_hh, grad_hidden, grad_h_n, reverse):

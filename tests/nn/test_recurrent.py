@@ -1,4 +1,8 @@
-"""RNN, LSTM, GRU and their cells: against PyTorch, finite differences and their own fast paths."""
+"""RNN, LSTM, GRU and their cells: against PyTorch, finite differences and their own fast paths.
+
+Every test runs twice: with the LSTM/GRU gate kernels compiled (numba, the `fast` extra;
+skipped without numba) and on the NumPy path (`numba_disabled()`, also what runs with
+EASYFIT_NUMBA=0, on CuPy arrays and in float16)."""
 import warnings
 
 import numpy as np
@@ -6,9 +10,21 @@ import pytest
 
 import easyfit as ef
 from easyfit import nn
-from easyfit.core import Tensor, gradcheck, gradgradcheck
+from easyfit.core import Tensor, compiled, gradcheck, gradgradcheck
 from easyfit.nn import functional as F
 from easyfit.nn.recurrent import GRUSequence, LSTMSequence, RNNSequence
+
+@pytest.fixture(params=["numba", "numpy"], autouse=True)
+def kernel_path(request):
+    """Runs every test of this file once on each path of the LSTM/GRU step loops."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+        assert compiled.numba_enabled()
+        yield "numba"
+    else:
+        with compiled.numba_disabled():
+            yield "numpy"
+
 
 SEQUENCE_LAYERS = [("LSTM", {}), ("GRU", {}), ("RNN", {}), ("RNN", {"nonlinearity": "relu"})]
 
