@@ -8,7 +8,7 @@ import builtins
 
 import numpy as np
 
-from .autograd import _grad_enabled
+from .autograd import _grad_enabled, stand_in
 from .backend import get_array_module, to_device
 from .spellings import numpy_spellings
 from .tensor import (Function, Tensor, _constant, _operand, _wrap, _to_array, Clip, reshape, expand_dims, transpose, sum,
@@ -135,11 +135,22 @@ def sigmoid(x):
 
 
 class ReLU(Function):
+    """max(x, 0). Backward needs only where the output is positive (y > 0 exactly where
+    x > 0), so the node keeps its output, as PyTorch does, and a stand-in for x: the
+    input (a conv or batch-norm output) is freed right after the forward pass."""
+    save_outputs = True
+
+    def __call__(self, x):
+        y = Function.__call__(self, x)
+        if y.creator is self:
+            self.inputs = (stand_in(x),)
+        return y
+
     def forward(self, a):
         return get_array_module(a).maximum(a, 0)
 
     def backward(self, gy):
-        x = self.inputs[0].array
+        x = self.saved_output_arrays[0]
         if _grad_enabled[0]:  # create_graph: the gradient must stay differentiable in gy
             return gy * _wrap((x > 0).astype(gy.dtype))
         # The mask is written straight into the result (in x's memory order: channels-last

@@ -1,0 +1,71 @@
+"""What a graph keeps alive between forward and backward (weakref checks, no timing)."""
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import easyfit as ef
+from easyfit.core.autograd import stand_in
+
+
+def _pre_activation(rng, shape=(8, 16)):
+    w = ef.tensor(rng.standard_normal(shape), requires_grad=True)
+    return w, w * 2.0 - 0.5          # a non-leaf tensor, as a conv or batch-norm output is
+
+
+def test_relu_frees_its_input_after_forward():
+    rng = np.random.default_rng(0)
+    w, h = _pre_activation(rng)
+    alive = weakref.ref(h.array)
+    y = ef.relu(h)
+    del h
+    gc.collect()
+    assert alive() is None            # only y's array (the mask source) is kept
+    y.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), 2.0 * (w.numpy() * 2.0 - 0.5 > 0))
+
+
+def test_relu_gradient_reaches_a_captured_pre_activation_and_second_order():
+    rng = np.random.default_rng(1)
+    w, h = _pre_activation(rng)
+    y = ef.relu(h)
+    (g,) = ef.grad((y * y).sum(), [h], create_graph=True)     # stand-in still maps to h
+    np.testing.assert_allclose(g.numpy(), 2 * np.maximum(h.numpy(), 0))
+    g.sum().backward()                                          # d/dw of sum(2 relu(h)) = 4 [h > 0]
+    np.testing.assert_allclose(w.grad.numpy(), 4.0 * (h.numpy() > 0))
+
+
+def test_relu_of_a_leaf_keeps_the_leaf():
+    x = ef.tensor(np.array([-1.0, 2.0]), requires_grad=True)
+    ef.relu(x).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 1.0])
+
+
+def test_stand_in_has_shape_dtype_and_graph_place_but_no_memory():
+    rng = np.random.default_rng(2)
+    _, h = _pre_activation(rng, (300, 400))
+    s = stand_in(h)
+    assert s.shape == h.shape and s.dtype == h.dtype and s.creator is h.creator
+    assert s.requires_grad and s.output_index == h.output_index
+    assert s.array.strides == (0, 0) and s.array.base.nbytes == h.array.itemsize
+
+
+def test_stand_in_of_a_dropped_tensor_is_not_captured():
+    rng = np.random.default_rng(3)
+    w, h = _pre_activation(rng)
+    y = ef.relu(h)
+    del h
+    gc.collect()
+    (g,) = ef.grad(y.sum(), [w])
+    np.testing.assert_array_equal(g.numpy(), 2.0 * (w.numpy() * 2.0 - 0.5 > 0))
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (2, 3, 4)])
+def test_relu_matches_torch(shape):
+    torch = pytest.importorskip("torch")
+    w, h = _pre_activation(np.random.default_rng(4), shape)
+    ef.relu(h).sum().backward()
+    tw = torch.tensor(w.numpy(), requires_grad=True)
+    torch.relu(tw * 2.0 - 0.5).sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), tw.grad.numpy())
