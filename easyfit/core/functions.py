@@ -25,6 +25,18 @@ def _as_tensor(x, like=None):
     return Tensor(_to_array(x, None))
 
 
+class _InputValuesUnused:
+    """Mixin (before Function) for ops whose backward reads no value of their inputs (only shapes, or what the
+    op saved itself): the node keeps stand-ins (autograd.stand_in) instead of the input
+    tensors, so each input's memory is freed as soon as nothing else uses it."""
+
+    def __call__(self, *inputs):
+        y = Function.__call__(self, *inputs)
+        if getattr(y, "creator", None) is self:
+            self.inputs = tuple(stand_in(x) for x in self.inputs)
+        return y
+
+
 # ----- unary elementwise --------------------------------------------------------------
 
 class Exp(Function):
@@ -134,17 +146,11 @@ def sigmoid(x):
     return Sigmoid()(x)
 
 
-class ReLU(Function):
+class ReLU(_InputValuesUnused, Function):
     """max(x, 0). Backward needs only where the output is positive (y > 0 exactly where
     x > 0), so the node keeps its output, as PyTorch does, and a stand-in for x: the
     input (a conv or batch-norm output) is freed right after the forward pass."""
     save_outputs = True
-
-    def __call__(self, x):
-        y = Function.__call__(self, x)
-        if y.creator is self:
-            self.inputs = (stand_in(x),)
-        return y
 
     def forward(self, a):
         return get_array_module(a).maximum(a, 0)
@@ -430,7 +436,7 @@ def _pair(a, b):
     return _as_tensor(a), _as_tensor(b)
 
 
-class Where(Function):
+class Where(_InputValuesUnused, Function):
     def __init__(self, condition):
         self.condition = condition
 
@@ -456,7 +462,7 @@ def where(condition, x, y):
 
 # ----- joining and splitting ---------------------------------------------------------
 
-class Concatenate(Function):
+class Concatenate(_InputValuesUnused, Function):
     def __init__(self, axis):
         self.axis = axis
 
@@ -589,7 +595,7 @@ def einsum(subscripts, *operands):
 
 # ----- padding ------------------------------------------------------------------------
 
-class Pad(Function):
+class Pad(_InputValuesUnused, Function):
     def __init__(self, pad_width, constant_values):
         self.pad_width, self.constant_values = pad_width, constant_values
 

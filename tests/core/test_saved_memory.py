@@ -69,3 +69,29 @@ def test_relu_matches_torch(shape):
     tw = torch.tensor(w.numpy(), requires_grad=True)
     torch.relu(tw * 2.0 - 0.5).sum().backward()
     np.testing.assert_array_equal(w.grad.numpy(), tw.grad.numpy())
+
+
+@pytest.mark.parametrize("op", [
+    lambda a, b: ef.where(ef.tensor(np.arange(12).reshape(3, 4) % 2 == 0), a, b),
+    lambda a, b: ef.cat([a, b], dim=1),
+    lambda a, b: ef.pad(a, ((1, 0), (2, 2))) * 1.0 + ef.pad(b, ((0, 1), (2, 2))).sum(),
+], ids=["where", "cat", "pad"])
+def test_ops_that_read_only_shapes_in_backward_free_their_inputs(op):
+    rng = np.random.default_rng(5)
+    wa, a = _pre_activation(rng, (3, 4))
+    wb, b = _pre_activation(rng, (3, 4))
+    alive = [weakref.ref(a.array), weakref.ref(b.array)]
+    out = op(a, b)
+    del a, b
+    gc.collect()
+    assert [ref() for ref in alive] == [None, None]
+    (out * out).sum().backward()
+    # the same gradients as a graph that kept its inputs
+    wa2 = ef.tensor(wa.numpy(), requires_grad=True)
+    wb2 = ef.tensor(wb.numpy(), requires_grad=True)
+    a2, b2 = wa2 * 2.0 - 0.5, wb2 * 2.0 - 0.5
+    keep = (a2, b2)
+    out2 = op(*keep)
+    (out2 * out2).sum().backward()
+    np.testing.assert_array_equal(wa.grad.numpy(), wa2.grad.numpy())
+    np.testing.assert_array_equal(wb.grad.numpy(), wb2.grad.numpy())
