@@ -149,6 +149,25 @@ def stand_in(x):
     return y
 
 
+class KeepsStandIns:
+    """Mixin, listed before Function, for ops whose backward reads no value of some or all
+    of their inputs: the node keeps `stand_in`s of those, so their memory is freed as soon
+    as nothing else uses it. `input_values_needed()` says which inputs backward reads
+    (None: none of them); an op like `a * b` needs a's values only when b needs a gradient.
+    """
+
+    def input_values_needed(self):
+        return None
+
+    def __call__(self, *inputs):
+        y = super().__call__(*inputs)
+        if getattr(y, "creator", None) is self:
+            needed = self.input_values_needed()
+            self.inputs = tuple(x if needed is not None and needed[i] else stand_in(x)
+                                for i, x in enumerate(self.inputs))
+        return y
+
+
 def _capture_key(x):
     stands_for = getattr(x, "stands_for", None)
     if stands_for is None:

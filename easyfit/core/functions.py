@@ -8,7 +8,7 @@ import builtins
 
 import numpy as np
 
-from .autograd import _grad_enabled, stand_in
+from .autograd import _grad_enabled, KeepsStandIns
 from .backend import get_array_module, to_device
 from .spellings import numpy_spellings
 from .tensor import (Function, Tensor, _constant, _operand, _wrap, _to_array, Clip, reshape, expand_dims, transpose, sum,
@@ -23,18 +23,6 @@ def _as_tensor(x, like=None):
     if like is not None:
         return _operand(x, like)
     return Tensor(_to_array(x, None))
-
-
-class _InputValuesUnused:
-    """Mixin (before Function) for ops whose backward reads no value of their inputs (only shapes, or what the
-    op saved itself): the node keeps stand-ins (autograd.stand_in) instead of the input
-    tensors, so each input's memory is freed as soon as nothing else uses it."""
-
-    def __call__(self, *inputs):
-        y = Function.__call__(self, *inputs)
-        if getattr(y, "creator", None) is self:
-            self.inputs = tuple(stand_in(x) for x in self.inputs)
-        return y
 
 
 # ----- unary elementwise --------------------------------------------------------------
@@ -146,7 +134,7 @@ def sigmoid(x):
     return Sigmoid()(x)
 
 
-class ReLU(_InputValuesUnused, Function):
+class ReLU(KeepsStandIns, Function):
     """max(x, 0). Backward needs only where the output is positive (y > 0 exactly where
     x > 0), so the node keeps its output, as PyTorch does, and a stand-in for x: the
     input (a conv or batch-norm output) is freed right after the forward pass."""
@@ -436,7 +424,7 @@ def _pair(a, b):
     return _as_tensor(a), _as_tensor(b)
 
 
-class Where(_InputValuesUnused, Function):
+class Where(KeepsStandIns, Function):
     def __init__(self, condition):
         self.condition = condition
 
@@ -462,7 +450,7 @@ def where(condition, x, y):
 
 # ----- joining and splitting ---------------------------------------------------------
 
-class Concatenate(_InputValuesUnused, Function):
+class Concatenate(KeepsStandIns, Function):
     def __init__(self, axis):
         self.axis = axis
 
@@ -595,7 +583,7 @@ def einsum(subscripts, *operands):
 
 # ----- padding ------------------------------------------------------------------------
 
-class Pad(_InputValuesUnused, Function):
+class Pad(KeepsStandIns, Function):
     def __init__(self, pad_width, constant_values):
         self.pad_width, self.constant_values = pad_width, constant_values
 

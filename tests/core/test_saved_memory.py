@@ -95,3 +95,31 @@ def test_ops_that_read_only_shapes_in_backward_free_their_inputs(op):
     (out2 * out2).sum().backward()
     np.testing.assert_array_equal(wa.grad.numpy(), wa2.grad.numpy())
     np.testing.assert_array_equal(wb.grad.numpy(), wb2.grad.numpy())
+
+
+def test_an_op_keeps_the_inputs_it_says_backward_reads():
+    from easyfit.core.autograd import KeepsStandIns
+
+    class Scale(KeepsStandIns, ef.Function):      # a * b, as Mul would declare it
+        def input_values_needed(self):
+            a, b = self.inputs
+            return (b.requires_grad, a.requires_grad)
+
+        def forward(self, a, b):
+            return a * b
+
+        def backward(self, gy):
+            a, b = self.inputs
+            return (gy * b if a.requires_grad else None), (gy * a if b.requires_grad else None)
+
+    rng = np.random.default_rng(6)
+    w, h = _pre_activation(rng)
+    constant = ef.tensor(rng.standard_normal((8, 16)))
+    alive, kept = weakref.ref(h.array), weakref.ref(constant.array)
+    y = Scale()(h, constant)
+    del h, constant
+    gc.collect()
+    assert alive() is None and kept() is not None
+    expected = 2.0 * kept()
+    y.sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), expected)
