@@ -14,7 +14,9 @@ Five models (float32, synthetic data of the stated shapes, one fixed batch reuse
 
 Each measurement runs in a fresh subprocess (`--framework F --model M`) with 2 threads
 (OMP/OpenBLAS/MKL_NUM_THREADS=2, torch.set_num_threads(2); `--threads N` to change): a few warm-up steps, then the
-median of many timed steps, and the process's peak RSS. The driver (no --framework)
+median of many timed steps, and the process's peak RSS; for easyfit also one more step's
+peak array memory as tracemalloc counts it ("easyfit step MB": activations, saved arrays,
+gradients and temporaries, without the libraries' code and data). The driver (no --framework)
 alternates the frameworks, `--rounds` processes each, and prints per model the best of
 each framework's process medians (the one least disturbed by other load on the machine;
 the load average is printed before and after), the ratio easyfit/PyTorch and both peak
@@ -228,6 +230,22 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def step_peak_mb(step):
+    """The most array memory one more step holds at once above what lives between steps
+    (activations, saved arrays, gradients, temporaries; NumPy reports its allocations to
+    tracemalloc, PyTorch does not). Measured after the timed steps and the RSS reading."""
+    import gc
+    import tracemalloc
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        step()
+        return (tracemalloc.get_traced_memory()[1] - before) / 2 ** 20
+    finally:
+        tracemalloc.stop()
+
+
 def measure(framework, model_name):
     rng = np.random.default_rng(0)
     fw = Framework(framework)
@@ -261,6 +279,8 @@ def measure(framework, model_name):
     last_loss = float(loss.item())
     result = {"available": True, "median_ms": 1000 * statistics.median(times), "steps": len(times),
               "peak_rss_mb": peak_rss_mb(), "first_loss": first_loss, "last_loss": last_loss}
+    if framework == "easyfit":
+        result["step_peak_mb"] = step_peak_mb(step)
     if model_name == "mlp":
         products = mlp_matmuls(fw, rng)
         with fw.no_grad():
@@ -325,7 +345,7 @@ def main():
     if args.busy:
         return main_busy(args)
     header = (f"{'model':8} {'easyfit ms':>11} {'torch ms':>9} {'ratio':>6} {'target':>7} "
-              f"{'easyfit MB':>11} {'torch MB':>9} {'mem ratio':>9}")
+              f"{'easyfit MB':>11} {'torch MB':>9} {'mem ratio':>9} {'easyfit step MB':>15}")
     print(f"train step, float32, {THREADS} threads; ms/step = best of {args.rounds} alternating processes' "
           f"medians; load average before: {os.getloadavg()[0]:.2f}")
     print(header)
@@ -343,7 +363,8 @@ def main():
         ratio = ours / theirs
         verdict = "ok" if ratio <= TARGETS[model_name] else "MISS"
         print(f"{model_name:8} {ours:11.2f} {theirs:9.2f} {ratio:6.2f} {'<=' + str(TARGETS[model_name]):>7} "
-              f"{our_mb:11.0f} {their_mb:9.0f} {our_mb / their_mb:9.2f}  {verdict}", flush=True)
+              f"{our_mb:11.0f} {their_mb:9.0f} {our_mb / their_mb:9.2f} "
+              f"{max(r.get('step_peak_mb', 0) for r in results['easyfit']):15.1f}  {verdict}", flush=True)
         if model_name == "mlp":
             our_products, their_products = best(results, "easyfit", "matmuls_ms"), best(results, "torch", "matmuls_ms")
             print(f"{'':8} its 8 matmuls alone: NumPy {our_products:.2f} ms, torch {their_products:.2f} ms; "

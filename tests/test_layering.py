@@ -57,3 +57,13 @@ def test_importing_easyfit_does_not_import_optional_libraries():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_importing_easyfit_leaves_the_network_stack_for_downloads():
+    # urllib.request brings http.client, email and ssl: ~2.5 MB of every process's memory
+    import subprocess
+    import sys
+    code = ("import sys, easyfit, easyfit.data.datasets; bad = [m for m in ('urllib.request', 'http.client', 'ssl') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -9,6 +9,7 @@ import heapq
 import os
 import sys
 import traceback
+import weakref
 from contextlib import contextmanager
 
 from . import threads
@@ -114,6 +115,67 @@ def _check_finite(fn, grads):
                 f"gradient of its input {index}; that op was created at {where}")
 
 
+_stand_in_classes = {}
+
+
+def stand_in(x):
+    """What a graph node keeps of its input `x` when its backward needs none of x's values.
+
+    Backward reaches x's creator through the node's inputs, so a node that kept x itself
+    would keep x's array alive until backward, though only x's shape, dtype and place in
+    the graph are needed (ReLU, which keeps its output instead; shape and joining ops).
+    The stand-in is a Tensor with x's creator, output index and requires_grad and a
+    zero-byte array of x's shape and dtype (one zero, broadcast: reading its values is a
+    bug), so x's array is freed as soon as nothing else uses it, as PyTorch frees what
+    no backward saved. Leaves, and tensors that need no gradient, are kept as they are
+    (the engine accumulates into a leaf's own `.grad`).
+    """
+    if x.creator is None or not x.requires_grad:
+        return x
+    cls = _stand_in_classes.get(type(x))
+    if cls is None:
+        cls = _stand_in_classes[type(x)] = type("StandIn", (type(x),), {
+            "__slots__": ("stands_for",),
+            "__doc__": "A graph-only stand-in for a tensor whose values backward does not need."})
+    array = x.array
+    xp = get_array_module(array)
+    y = cls.__new__(cls)
+    y.array = xp.broadcast_to(xp.zeros_like(array, shape=()), array.shape)
+    y.grad = None
+    y.requires_grad = True
+    y.creator = x.creator
+    y.output_index = x.output_index
+    y.stands_for = weakref.ref(x)   # easyfit.grad(..., inputs=[x]) still finds x's gradient
+    return y
+
+
+class KeepsStandIns:
+    """Mixin, listed before Function, for ops whose backward reads no value of some or all
+    of their inputs: the node keeps `stand_in`s of those, so their memory is freed as soon
+    as nothing else uses it. `input_values_needed()` says which inputs backward reads
+    (None: none of them); an op like `a * b` needs a's values only when b needs a gradient.
+    """
+
+    def input_values_needed(self):
+        return None
+
+    def __call__(self, *inputs):
+        y = super().__call__(*inputs)
+        if getattr(y, "creator", None) is self:
+            needed = self.input_values_needed()
+            self.inputs = tuple(x if needed is not None and needed[i] else stand_in(x)
+                                for i, x in enumerate(self.inputs))
+        return y
+
+
+def _capture_key(x):
+    stands_for = getattr(x, "stands_for", None)
+    if stands_for is None:
+        return id(x)
+    original = stands_for()
+    return id(original) if original is not None else None
+
+
 def _owns(array, taken):
     return array.base is None and array.flags.writeable and id(array) not in taken
 
@@ -173,7 +235,7 @@ def run_backward(roots, root_grads, retain_graph, create_graph, capture=None):
                 if gx is None or not x.requires_grad:
                     continue
                 if capture_index is not None:
-                    slots = capture_index.get(id(x))
+                    slots = capture_index.get(_capture_key(x))
                     if slots is not None:
                         for i in slots:
                             captured[i] = gx if captured[i] is None else captured[i] + gx

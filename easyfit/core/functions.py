@@ -8,7 +8,7 @@ import builtins
 
 import numpy as np
 
-from .autograd import _grad_enabled
+from .autograd import _grad_enabled, KeepsStandIns
 from .backend import get_array_module, to_device
 from .spellings import numpy_spellings
 from .tensor import (Function, Tensor, _constant, _operand, _wrap, _to_array, Clip, reshape, expand_dims, transpose, sum,
@@ -134,12 +134,17 @@ def sigmoid(x):
     return Sigmoid()(x)
 
 
-class ReLU(Function):
+class ReLU(KeepsStandIns, Function):
+    """max(x, 0). Backward needs only where the output is positive (y > 0 exactly where
+    x > 0), so the node keeps its output, as PyTorch does, and a stand-in for x: the
+    input (a conv or batch-norm output) is freed right after the forward pass."""
+    save_outputs = True
+
     def forward(self, a):
         return get_array_module(a).maximum(a, 0)
 
     def backward(self, gy):
-        x = self.inputs[0].array
+        x = self.saved_output_arrays[0]
         if _grad_enabled[0]:  # create_graph: the gradient must stay differentiable in gy
             return gy * _wrap((x > 0).astype(gy.dtype))
         # The mask is written straight into the result (in x's memory order: channels-last
@@ -419,7 +424,7 @@ def _pair(a, b):
     return _as_tensor(a), _as_tensor(b)
 
 
-class Where(Function):
+class Where(KeepsStandIns, Function):
     def __init__(self, condition):
         self.condition = condition
 
@@ -445,7 +450,7 @@ def where(condition, x, y):
 
 # ----- joining and splitting ---------------------------------------------------------
 
-class Concatenate(Function):
+class Concatenate(KeepsStandIns, Function):
     def __init__(self, axis):
         self.axis = axis
 
@@ -578,7 +583,7 @@ def einsum(subscripts, *operands):
 
 # ----- padding ------------------------------------------------------------------------
 
-class Pad(Function):
+class Pad(KeepsStandIns, Function):
     def __init__(self, pad_width, constant_values):
         self.pad_width, self.constant_values = pad_width, constant_values
 

@@ -23,7 +23,6 @@ import os
 import tarfile
 import tempfile
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +134,7 @@ def download_file(url, destination, sha256, timeout=60.0):
     destination.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
     try:
+        import urllib.request   # here, not at import: it brings http, email and ssl (7 MB of memory)
         digest, received = hashlib.sha256(), 0
         with os.fdopen(fd, "wb") as out:
             try:

@@ -147,7 +147,8 @@ class Optimizer:
         with no_grad():
             workspace = self._workspace
             if not workspace.ready:
-                workspace.reserve(p.array for group in self.param_groups for p in group["params"])
+                workspace.reserve(p.array for group in self.param_groups for p in group["params"]
+                                  if not self._sliced(p.array))
             for group in self.param_groups:
                 for p in group["params"]:
                     grad = p.grad
@@ -161,11 +162,15 @@ class Optimizer:
                     if state is None:
                         state = self.state[p] = self._init_state(group, p.array)
                     state["step"] += 1
-                    if self._elementwise and p.array.size > 4 * _UPDATE_CHUNK and _can_slice(p.array, grad, state):
-                        self._update_in_slices(group, p.array, grad, state, workspace.views(p.array))
+                    if self._sliced(p.array) and _can_slice(p.array, grad, state):
+                        self._update_in_slices(group, p.array, grad, state, workspace.chunks(p.array))
                     else:
                         self._update(group, p.array, grad, state, workspace.views(p.array))
         return loss
+
+    def _sliced(self, param):
+        """Whether `param` is updated in slices (its scratch is then one slice long)."""
+        return self._elementwise and param.size > 4 * _UPDATE_CHUNK and type(param) is np.ndarray
 
     def _update_in_slices(self, group, param, grad, state, scratch):
         """`_update` on consecutive slices of the flattened arrays.
@@ -335,7 +340,8 @@ def _can_slice(param, grad, state):
 
 
 class _Workspace:
-    """Two scratch arrays per (device, dtype), as large as the largest parameter.
+    """Two scratch arrays per (device, dtype), as large as the largest parameter updated
+    whole (one slice, `_UPDATE_CHUNK` elements, is enough for those updated in slices).
 
     Updates write intermediate results into views of these instead of allocating
     temporaries, so a step touches no new memory (no page faults, no allocator churn).
@@ -355,6 +361,9 @@ class _Workspace:
             key = (device_of(array), array.dtype)
             sizes[key] = max(sizes.get(key, 0), array.size)
             modules[key] = get_array_module(array)
+        self.reserve_sizes(sizes, modules)
+
+    def reserve_sizes(self, sizes, modules):
         for key, size in sizes.items():
             current = self.buffers.get(key)
             if current is None or current[0].size < size:
@@ -365,6 +374,16 @@ class _Workspace:
                     with xp.cuda.Device(int(key[0][5:])):
                         self.buffers[key] = (xp.empty(size, key[1]), xp.empty(size, key[1]))
         self.ready = True
+
+    def chunks(self, param):
+        """Two flat scratch arrays of `_UPDATE_CHUNK` elements, for an update in slices:
+        a 20,000 x 64 embedding table's Adam step needs 2 MB of scratch, not 10."""
+        key = (device_of(param), param.dtype)
+        buffers = self.buffers.get(key)
+        if buffers is None or buffers[0].size < _UPDATE_CHUNK:
+            self.reserve_sizes({key: _UPDATE_CHUNK}, {key: get_array_module(param)})
+            buffers = self.buffers[key]
+        return buffers[0][:_UPDATE_CHUNK], buffers[1][:_UPDATE_CHUNK]
 
     def views(self, param):
         buffers = self.buffers.get((device_of(param), param.dtype))

@@ -424,3 +424,27 @@ def test_large_parameters_updated_in_slices_match_whole_updates(monkeypatch, mak
     for name in whole_state:
         np.testing.assert_array_equal(sliced_state[name], whole_state[name], err_msg=name)
         assert np.shape(sliced_state[name]) == np.shape(whole_state[name])
+
+
+def test_parameters_updated_in_slices_need_only_one_slice_of_scratch(monkeypatch):
+    """An embedding-sized table's Adam step: scratch of one slice, not of the whole table."""
+    from easyfit.optim import optimizer as base
+    monkeypatch.setattr(base, "_UPDATE_CHUNK", 16)
+    rng = np.random.default_rng(0)
+    table = ef.tensor(rng.standard_normal((40, 8)).astype(np.float32), requires_grad=True)   # 320 > 4 * 16
+    head = ef.tensor(rng.standard_normal((3, 3)).astype(np.float32), requires_grad=True)
+    opt = Adam([table, head], lr=0.01)
+    reference = Adam([ef.tensor(table.numpy().copy(), requires_grad=True),
+                      ef.tensor(head.numpy().copy(), requires_grad=True)], lr=0.01)
+    for _ in range(2):
+        for params in (opt.param_groups[0]["params"], reference.param_groups[0]["params"]):
+            for p in params:
+                p.grad = ef.tensor(np.cos(p.numpy() * 3.0))
+        opt.step()
+        monkeypatch.setattr(base, "_UPDATE_CHUNK", 1 << 20)
+        reference.step()
+        monkeypatch.setattr(base, "_UPDATE_CHUNK", 16)
+    (first, second), = opt._workspace.buffers.values()
+    assert first.size == second.size == 16
+    for ours, theirs in zip(opt.param_groups[0]["params"], reference.param_groups[0]["params"]):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
