@@ -1,9 +1,8 @@
 """Compiled loops of the convolution family (numba, the `fast` extra; see core/compiled.py).
 
 Each is one pass where the NumPy path makes KH*KW strided passes (col2im, the depthwise
-taps) or copies across a stride of H*W floats (NCHW -> NHWC). Callers in conv.py keep
-the NumPy path for CuPy arrays and for when numba is absent or disabled, and check
-`use_compiled` first. The loops are sequential (no `parallel=True`): that would add
+taps). Callers in conv.py keep the NumPy path for CuPy arrays and for when numba is
+absent or disabled, and check `use_compiled` first. The loops are sequential (no `parallel=True`): that would add
 compile time and a threading layer, and on a small machine the second core is the data
 loader's; a parallel variant has not been measured.
 """
@@ -15,21 +14,6 @@ from ...core import compiled
 def use_compiled(*arrays):
     """True when the compiled kernels apply: numba enabled and every array a NumPy array."""
     return all(isinstance(a, np.ndarray) for a in arrays) and compiled.numba_enabled()
-
-
-@compiled.kernel
-def pad_channels_last(x, out, ph, pw):
-    """out[n, ph + h, pw + w, c] = x[n, c, h, w] for x stored (N, C, H, W); out's border
-    is left as it is (zeros from the caller). Reads whole rows of x, writes one image row
-    of out at a time, so neither side strides through memory."""
-    n, c, h, w = x.shape
-    for b in range(n):
-        for row in range(h):
-            target = out[b, ph + row]
-            for channel in range(c):
-                source = x[b, channel, row]
-                for col in range(w):
-                    target[pw + col, channel] = source[col]
 
 
 @compiled.kernel
