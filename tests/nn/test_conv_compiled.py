@@ -26,6 +26,8 @@ CASES = {
     "depthwise dilation, padding wider than the kernel": (4, 4, dict(kernel_size=(3, 2), dilation=2, padding=(3, 2),
                                                                      groups=4)),
     "depthwise 5x5 no padding": (5, 5, dict(kernel_size=5, groups=5)),
+    "depthwise row stride 2, column dilation 2": (4, 4, dict(kernel_size=3, stride=(2, 1), padding=(1, 2),
+                                                             dilation=(1, 2), groups=4)),
     "first layer, 3 channels": (3, 8, dict(kernel_size=3, padding=1)),
 }
 
@@ -114,6 +116,33 @@ def test_gradients_and_second_derivatives(path, kwargs, cin, cout, planes, monke
             _check(fn, x, w, b)
     else:
         _check(fn, x, w, b)
+
+
+@pytest.mark.parametrize("frozen", ["input", "weight", "bias"])
+def test_depthwise_planes_with_one_gradient_not_needed(frozen):
+    """The plane kernels skip the gradients nobody asked for and still give the others."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 9, 8)).astype(np.float32)
+    theirs = torch.nn.Conv2d(5, 5, 3, padding=1, groups=5)
+    ours = nn.Conv2d(5, 5, 3, padding=1, groups=5)
+    ours.load_state_dict({k: v.detach().numpy().copy() for k, v in theirs.state_dict().items()})
+    x_t, x_e = torch.tensor(x, requires_grad=frozen != "input"), ef.tensor(x, requires_grad=frozen != "input")
+    if frozen != "input":
+        getattr(theirs, frozen).requires_grad_(False)
+        getattr(ours, frozen).requires_grad = False
+    seed = rng.standard_normal((2, 5, 9, 8)).astype(np.float32)
+    theirs(x_t).backward(torch.tensor(seed))
+    ours(x_e).backward(ef.tensor(seed))
+    if frozen != "input":
+        np.testing.assert_allclose(x_e.grad.numpy(), x_t.grad.numpy(), atol=1e-5)
+    else:
+        assert x_e.grad is None
+    for name in ("weight", "bias"):
+        if name == frozen:
+            assert getattr(ours, name).grad is None
+        else:
+            np.testing.assert_allclose(getattr(ours, name).grad.numpy(), getattr(theirs, name).grad.numpy(),
+                                       atol=1e-4, rtol=1e-5)
 
 
 def test_the_compiled_paths_are_taken(monkeypatch):
