@@ -145,6 +145,29 @@ def test_depthwise_planes_with_one_gradient_not_needed(frozen):
                                        atol=1e-4, rtol=1e-5)
 
 
+def test_group_major_window_matrices_equal_the_numpy_code():
+    """im2col and col2im with group-major columns (a grouped conv's layout), compiled and NumPy."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 7, 6, 6)).astype(np.float32)  # (N, Hp, Wp, C) with C = 3 groups of 2
+    g = conv_functional._ConvGeometry(5, 4, (3, 2), (1, 2), (1, 1), (1, 1), groups=3)
+    windows = conv_functional._windows(x, g)[1:3]  # (2, OH, OW, KH, KW, C)
+    expected = windows.reshape(2, g.oh, g.ow, 3, 2, 3, 2).transpose(0, 1, 2, 5, 3, 4, 6).reshape(2 * g.oh * g.ow, -1)
+    cols = conv_functional._WindowMatrices(x, g, 2, groups=3)(1, 3)
+    np.testing.assert_array_equal(cols, expected)
+    with compiled.numba_disabled():
+        np.testing.assert_array_equal(conv_functional._WindowMatrices(x, g, 2, groups=3)(1, 3), expected)
+    # col2im is im2col's adjoint: <im2col(x), c> == <x, col2im(c)>, in both paths
+    c = rng.standard_normal(cols.shape).astype(np.float32)
+    for disabled in (False, True):
+        target = np.zeros((2,) + x.shape[1:], np.float32)
+        if disabled:
+            with compiled.numba_disabled():
+                conv_functional._col2im_add(target, c, g, groups=3)
+        else:
+            conv_functional._col2im_add(target, c, g, groups=3)
+        np.testing.assert_allclose((target * x[1:3]).sum(), (expected * c).sum(), rtol=1e-5)
+
+
 def test_the_compiled_paths_are_taken(monkeypatch):
     """With numba on (and the plane kernels chosen), a depthwise conv of an (N, C, H, W)
     input runs plane by plane; with numba off, it does not."""
@@ -178,10 +201,10 @@ def test_kernels_equal_the_numpy_window_code():
     xpad = conv_functional._pad_channels_last(conv_functional._channels_last(x), g.ph, g.pw)
     rows = g.oh * g.ow
     cols = np.empty((2 * rows, g.kh * g.kw * 5), np.float32)
-    kernels.im2col(xpad, cols, 1, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow)
+    kernels.im2col(xpad, cols, 1, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow, 1)
     np.testing.assert_array_equal(cols, conv_functional._windows(xpad, g)[1:3].reshape(2 * rows, -1))
     target, expected = np.zeros((2,) + xpad.shape[1:], np.float32), np.zeros((2,) + xpad.shape[1:], np.float32)
-    kernels.col2im_add(target, cols, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow)
+    kernels.col2im_add(target, cols, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow, 1)
     with compiled.numba_disabled():
         conv_functional._col2im_add(expected, cols, g)
     np.testing.assert_allclose(target, expected, atol=1e-6)

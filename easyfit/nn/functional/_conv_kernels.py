@@ -16,11 +16,17 @@ def use_compiled(*arrays):
     return all(isinstance(a, np.ndarray) for a in arrays) and compiled.numba_enabled()
 
 
+# im2col and col2im index views with their loop counters only (see the plane kernels
+# below: a possibly negative index stops vectorisation). Their columns are in (kh, kw, c)
+# order, or group-major, (group, kh, kw, c within the group), for a grouped conv: then one
+# group's columns are one contiguous block, which a BLAS product reads as a strided matrix.
+
 @compiled.kernel
-def im2col(xpad, cols, first, kh, kw, sh, sw, dh, dw, oh, ow):
+def im2col(xpad, cols, first, kh, kw, sh, sw, dh, dw, oh, ow, groups):
     """Copy the windows of images first, first+1, ... of xpad (N, Hp, Wp, C) into cols
-    (images*OH*OW, KH*KW*C), columns in (kh, kw, c) order."""
+    (images*OH*OW, KH*KW*C), columns in (group, kh, kw, c within the group) order."""
     c = xpad.shape[3]
+    cg = c // groups
     images = cols.shape[0] // (oh * ow)
     row = 0
     for b in range(first, first + images):
@@ -30,17 +36,20 @@ def im2col(xpad, cols, first, kh, kw, sh, sw, dh, dw, oh, ow):
                 target = cols[row]
                 for i in range(kh):
                     for j in range(kw):
-                        source = image[y * sh + i * dh, x * sw + j * dw]
-                        base = (i * kw + j) * c
-                        for channel in range(c):
-                            target[base + channel] = source[channel]
+                        pixel = image[y * sh + i * dh, x * sw + j * dw]
+                        for group in range(groups):
+                            base = (group * kh * kw + i * kw + j) * cg
+                            source, block = pixel[group * cg:(group + 1) * cg], target[base:base + cg]
+                            for channel in range(cg):
+                                block[channel] = source[channel]
                 row += 1
 
 
 @compiled.kernel
-def col2im_add(target, cols, kh, kw, sh, sw, dh, dw, oh, ow):
+def col2im_add(target, cols, kh, kw, sh, sw, dh, dw, oh, ow, groups):
     """target (n, Hp, Wp, C) += the adjoint of im2col applied to cols (n*OH*OW, KH*KW*C)."""
     n, c = target.shape[0], target.shape[3]
+    cg = c // groups
     row = 0
     for b in range(n):
         image = target[b]
@@ -50,9 +59,11 @@ def col2im_add(target, cols, kh, kw, sh, sw, dh, dw, oh, ow):
                 for i in range(kh):
                     for j in range(kw):
                         pixel = image[y * sh + i * dh, x * sw + j * dw]
-                        base = (i * kw + j) * c
-                        for channel in range(c):
-                            pixel[channel] += source[base + channel]
+                        for group in range(groups):
+                            base = (group * kh * kw + i * kw + j) * cg
+                            block, part = pixel[group * cg:(group + 1) * cg], source[base:base + cg]
+                            for channel in range(cg):
+                                block[channel] += part[channel]
                 row += 1
 
 

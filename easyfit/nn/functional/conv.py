@@ -103,13 +103,21 @@ def _windows(xpad, g):
         strides=(s_n, s_h * g.sh, s_w * g.sw, s_h * g.dh, s_w * g.dw, s_c))
 
 
+def _group_major(windows, g):
+    """(..., KH, KW, C) windows -> the same, last three axes in (groups, KH, KW, C/groups) order."""
+    *lead, kh, kw, c = windows.shape
+    split = windows.reshape(*lead, kh, kw, g.groups, c // g.groups)
+    return get_array_module(windows).moveaxis(split, -2, -4)
+
+
 class _WindowMatrices:
     """The window matrix (images*OH*OW, KH*KW*C) of a chunk of images of xpad, one chunk
     at a time: a compiled copy into one reused buffer (the matrix is only valid until the
-    next call), or NumPy's copy of the strided windows."""
+    next call), or NumPy's copy of the strided windows. Columns in (kh, kw, c) order, or
+    group-major with `groups` > 1 (see _conv_kernels.im2col)."""
 
-    def __init__(self, xpad, g, max_images):
-        self.xpad, self.g = xpad, g
+    def __init__(self, xpad, g, max_images, groups=1):
+        self.xpad, self.g, self.groups = xpad, g, groups
         self.compiled = xpad.flags.c_contiguous and kernels.use_compiled(xpad)
         if self.compiled:
             width = g.kh * g.kw * xpad.shape[3]
@@ -121,9 +129,10 @@ class _WindowMatrices:
         g = self.g
         rows = (stop - start) * g.oh * g.ow
         if not self.compiled:
-            return self.windows[start:stop].reshape(rows, -1)
+            windows = self.windows[start:stop]
+            return (_group_major(windows, g) if self.groups > 1 else windows).reshape(rows, -1)
         cols = self.buffer[:rows]
-        kernels.im2col(self.xpad, cols, start, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow)
+        kernels.im2col(self.xpad, cols, start, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow, self.groups)
         return cols
 
 
@@ -160,13 +169,6 @@ def _weight_matrix(weight, groups):
     return weight.transpose(0, 2, 3, 1).reshape(groups, o // groups, kh * kw * cg).transpose(0, 2, 1)
 
 
-def _group_columns(cols, g):
-    """(rows, KH*KW*C) -> (groups, rows, KH*KW*C/groups)."""
-    rows, k = cols.shape
-    cg = k // (g.kh * g.kw * g.groups)
-    return cols.reshape(rows, g.kh * g.kw, g.groups, cg).transpose(2, 0, 1, 3).reshape(g.groups, rows, -1)
-
-
 # A grouped conv with narrow groups runs as one dense matmul with a block-diagonal weight
 # matrix: groups times the multiply-adds, but one large BLAS product instead of a batch of
 # products a few columns wide, and no regrouping copies of the window matrix. Measured
@@ -193,24 +195,18 @@ def _block_diagonal(wm, g):
     return dense.reshape(1, g.kh * g.kw * groups * cg, groups * og)
 
 
-def _ungroup_columns(cols_g, g):
-    """The inverse of _group_columns."""
-    groups, rows, kg = cols_g.shape
-    cg = kg // (g.kh * g.kw)
-    return cols_g.reshape(groups, rows, g.kh * g.kw, cg).transpose(1, 2, 0, 3).reshape(rows, -1)
-
-
-def _col2im_add(target, cols, g):
-    """target (n, Hp, Wp, C) += the adjoint of the windows of `cols` (n*OH*OW, KH*KW*C)."""
+def _col2im_add(target, cols, g, groups=1):
+    """target (n, Hp, Wp, C) += the adjoint of the windows of `cols` (n*OH*OW, KH*KW*C),
+    columns group-major when groups > 1."""
     if target.flags.c_contiguous and cols.flags.c_contiguous and kernels.use_compiled(target, cols):
-        kernels.col2im_add(target, cols, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow)  # one pass, not KH*KW
+        kernels.col2im_add(target, cols, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow, groups)  # one pass
         return
     n, c = target.shape[0], target.shape[3]
-    cols = cols.reshape(n, g.oh, g.ow, g.kh, g.kw, c)
+    cols = cols.reshape(n, g.oh, g.ow, groups, g.kh, g.kw, c // groups)
     for i in range(g.kh):
         for j in range(g.kw):
             rows, columns = g.offset_slices(i, j)
-            target[:, rows, columns] += cols[:, :, :, i, j]
+            target[:, rows, columns] += cols[:, :, :, :, i, j].reshape(n, g.oh, g.ow, c)
 
 
 def _is_depthwise(weight_shape, g):
@@ -330,17 +326,18 @@ def _conv_forward_arrays(xpad, weight, g):
     dense = g.groups == 1 or _grouped_as_dense(weight.shape, g)
     if g.groups > 1 and dense:
         wm = _block_diagonal(wm, g)
+    groups = 1 if dense else g.groups
     length = g.oh * g.ow
     out = xp.empty((n * length, o), dtype=xpad.dtype)
     chunks = _chunks(n, length, wm.shape[1] * wm.shape[0])
-    window_matrix = _WindowMatrices(xpad, g, _largest(chunks))
+    window_matrix = _WindowMatrices(xpad, g, _largest(chunks), groups)
+    width, og = wm.shape[1], o // groups  # one group's columns and outputs
     for start, stop in chunks:
-        cols = window_matrix(start, stop)
-        if dense:
-            xp.matmul(cols, wm[0], out=out[start * length:stop * length])
-        else:
-            part = xp.matmul(_group_columns(cols, g), wm)  # (groups, rows, O/groups)
-            out[start * length:stop * length] = part.transpose(1, 0, 2).reshape(-1, o)
+        cols = window_matrix(start, stop)  # group-major: each group's columns one block
+        rows = slice(start * length, stop * length)
+        for group in range(groups):
+            xp.matmul(cols[:, group * width:(group + 1) * width], wm[group],
+                      out=out[rows, group * og:(group + 1) * og])
     return out
 
 
@@ -399,23 +396,21 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
         wm = _block_diagonal(wm, g)
     if need_w or fold:
         chunks = _chunks(n, length, kh * kw * c)
-        window_matrix = _WindowMatrices(xpad, g, _largest(chunks)) if need_w else None
+        window_matrix = _WindowMatrices(xpad, g, _largest(chunks), groups) if need_w else None
+        width = kh * kw * (c // groups)  # one group's columns (group-major, see im2col)
+        cols_grad = xp.empty((_largest(chunks) * length, groups * width), dtype=gy_matrix.dtype) if fold else None
         for start, stop in chunks:
             gy_chunk = gy_matrix[start * length:stop * length]
-            if groups > 1:
-                gy_chunk = gy_chunk.reshape(-1, groups, og).transpose(1, 0, 2)  # (groups, rows, O/groups)
             if need_w:
                 cols = window_matrix(start, stop)
-                if groups == 1:
-                    gw[0] += gy_chunk.T @ cols
-                else:
-                    gw += gy_chunk.transpose(0, 2, 1) @ _group_columns(cols, g)
+                for group in range(groups):
+                    gw[group] += gy_chunk[:, group * og:(group + 1) * og].T @ cols[:, group * width:(group + 1) * width]
             if fold:
-                if groups == 1:
-                    cols_grad = gy_chunk @ wm[0].T
-                else:
-                    cols_grad = _ungroup_columns(gy_chunk @ wm.transpose(0, 2, 1), g)
-                _col2im_add(gx_pad[start:stop], cols_grad, g)
+                chunk_grad = cols_grad[:len(gy_chunk)]
+                for group in range(groups):
+                    xp.matmul(gy_chunk[:, group * og:(group + 1) * og], wm[group].T,
+                              out=chunk_grad[:, group * width:(group + 1) * width])
+                _col2im_add(gx_pad[start:stop], chunk_grad, g, groups)
     if fold:
         gx = gx_pad[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
     if need_w:
