@@ -168,6 +168,24 @@ def test_group_major_window_matrices_equal_the_numpy_code():
         np.testing.assert_allclose((target * x[1:3]).sum(), (expected * c).sum(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("groups, cin, cout", [(1, 4, 6), (1, 1, 4), (2, 8, 8), (4, 4, 4), (2, 12, 12)], ids=str)
+def test_float16_takes_the_numpy_path(groups, cin, cout):
+    """numba has no float16: a float16 conv (dense, first layer, grouped, depthwise) runs
+    the NumPy path with numba on, and agrees with float32."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, cin, 6, 5)).astype(np.float16)
+    w = rng.standard_normal((cout, cin // groups, 3, 3)).astype(np.float16)
+    results = []
+    for dtype in (np.float16, np.float32):
+        xt, wt = ef.tensor(x.astype(dtype), requires_grad=True), ef.tensor(w.astype(dtype), requires_grad=True)
+        y = F.conv2d(xt, wt, padding=1, groups=groups)
+        y.backward(ef.ones(y.shape, dtype=dtype))
+        assert y.dtype == dtype and xt.grad.dtype == dtype and wt.grad.dtype == dtype
+        results.append([y.numpy(), xt.grad.numpy(), wt.grad.numpy()])
+    for half, single in zip(*results):
+        np.testing.assert_allclose(half.astype(np.float32), single, atol=0.1, rtol=0.02)
+
+
 def test_the_compiled_paths_are_taken(monkeypatch):
     """With numba on (and the plane kernels chosen), a depthwise conv of an (N, C, H, W)
     input runs plane by plane; with numba off, it does not."""

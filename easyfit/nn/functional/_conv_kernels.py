@@ -12,8 +12,10 @@ from ...core import compiled
 
 
 def use_compiled(*arrays):
-    """True when the compiled kernels apply: numba enabled and every array a NumPy array."""
-    return all(isinstance(a, np.ndarray) for a in arrays) and compiled.numba_enabled()
+    """True when the compiled kernels apply: numba enabled and every array a NumPy float32
+    or float64 array (numba has no float16)."""
+    return (all(isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64) for a in arrays)
+            and compiled.numba_enabled())
 
 
 # im2col and col2im index views with their loop counters only (see the plane kernels
