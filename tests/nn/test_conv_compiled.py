@@ -26,6 +26,8 @@ CASES = {
     "depthwise dilation, padding wider than the kernel": (4, 4, dict(kernel_size=(3, 2), dilation=2, padding=(3, 2),
                                                                      groups=4)),
     "depthwise 5x5 no padding": (5, 5, dict(kernel_size=5, groups=5)),
+    "depthwise row stride 2, column dilation 2": (4, 4, dict(kernel_size=3, stride=(2, 1), padding=(1, 2),
+                                                             dilation=(1, 2), groups=4)),
     "first layer, 3 channels": (3, 8, dict(kernel_size=3, padding=1)),
 }
 
@@ -116,6 +118,74 @@ def test_gradients_and_second_derivatives(path, kwargs, cin, cout, planes, monke
         _check(fn, x, w, b)
 
 
+@pytest.mark.parametrize("frozen", ["input", "weight", "bias"])
+def test_depthwise_planes_with_one_gradient_not_needed(frozen):
+    """The plane kernels skip the gradients nobody asked for and still give the others."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 9, 8)).astype(np.float32)
+    theirs = torch.nn.Conv2d(5, 5, 3, padding=1, groups=5)
+    ours = nn.Conv2d(5, 5, 3, padding=1, groups=5)
+    ours.load_state_dict({k: v.detach().numpy().copy() for k, v in theirs.state_dict().items()})
+    x_t, x_e = torch.tensor(x, requires_grad=frozen != "input"), ef.tensor(x, requires_grad=frozen != "input")
+    if frozen != "input":
+        getattr(theirs, frozen).requires_grad_(False)
+        getattr(ours, frozen).requires_grad = False
+    seed = rng.standard_normal((2, 5, 9, 8)).astype(np.float32)
+    theirs(x_t).backward(torch.tensor(seed))
+    ours(x_e).backward(ef.tensor(seed))
+    if frozen != "input":
+        np.testing.assert_allclose(x_e.grad.numpy(), x_t.grad.numpy(), atol=1e-5)
+    else:
+        assert x_e.grad is None
+    for name in ("weight", "bias"):
+        if name == frozen:
+            assert getattr(ours, name).grad is None
+        else:
+            np.testing.assert_allclose(getattr(ours, name).grad.numpy(), getattr(theirs, name).grad.numpy(),
+                                       atol=1e-4, rtol=1e-5)
+
+
+def test_group_major_window_matrices_equal_the_numpy_code():
+    """im2col and col2im with group-major columns (a grouped conv's layout), compiled and NumPy."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 7, 6, 6)).astype(np.float32)  # (N, Hp, Wp, C) with C = 3 groups of 2
+    g = conv_functional._ConvGeometry(5, 4, (3, 2), (1, 2), (1, 1), (1, 1), groups=3)
+    windows = conv_functional._windows(x, g)[1:3]  # (2, OH, OW, KH, KW, C)
+    expected = windows.reshape(2, g.oh, g.ow, 3, 2, 3, 2).transpose(0, 1, 2, 5, 3, 4, 6).reshape(2 * g.oh * g.ow, -1)
+    cols = conv_functional._WindowMatrices(x, g, 2, groups=3)(1, 3)
+    np.testing.assert_array_equal(cols, expected)
+    with compiled.numba_disabled():
+        np.testing.assert_array_equal(conv_functional._WindowMatrices(x, g, 2, groups=3)(1, 3), expected)
+    # col2im is im2col's adjoint: <im2col(x), c> == <x, col2im(c)>, in both paths
+    c = rng.standard_normal(cols.shape).astype(np.float32)
+    for disabled in (False, True):
+        target = np.zeros((2,) + x.shape[1:], np.float32)
+        if disabled:
+            with compiled.numba_disabled():
+                conv_functional._col2im_add(target, c, g, groups=3)
+        else:
+            conv_functional._col2im_add(target, c, g, groups=3)
+        np.testing.assert_allclose((target * x[1:3]).sum(), (expected * c).sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("groups, cin, cout", [(1, 4, 6), (1, 1, 4), (2, 8, 8), (4, 4, 4), (2, 12, 12)], ids=str)
+def test_float16_takes_the_numpy_path(groups, cin, cout):
+    """numba has no float16: a float16 conv (dense, first layer, grouped, depthwise) runs
+    the NumPy path with numba on, and agrees with float32."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, cin, 6, 5)).astype(np.float16)
+    w = rng.standard_normal((cout, cin // groups, 3, 3)).astype(np.float16)
+    results = []
+    for dtype in (np.float16, np.float32):
+        xt, wt = ef.tensor(x.astype(dtype), requires_grad=True), ef.tensor(w.astype(dtype), requires_grad=True)
+        y = F.conv2d(xt, wt, padding=1, groups=groups)
+        y.backward(ef.ones(y.shape, dtype=dtype))
+        assert y.dtype == dtype and xt.grad.dtype == dtype and wt.grad.dtype == dtype
+        results.append([y.numpy(), xt.grad.numpy(), wt.grad.numpy()])
+    for half, single in zip(*results):
+        np.testing.assert_allclose(half.astype(np.float32), single, atol=0.1, rtol=0.02)
+
+
 def test_the_compiled_paths_are_taken(monkeypatch):
     """With numba on (and the plane kernels chosen), a depthwise conv of an (N, C, H, W)
     input runs plane by plane; with numba off, it does not."""
@@ -130,20 +200,29 @@ def test_the_compiled_paths_are_taken(monkeypatch):
         assert not fn.planes
 
 
+@pytest.mark.parametrize("shape", [(2, 12, 32, 32), (2, 12, 7, 5), (2, 3, 32, 32)])
+def test_channels_last_copy_equals_the_transpose(shape):
+    """The copy into channels-last order, including the skewed route for 4 KB planes."""
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    n, c, h, w = shape
+    out = np.zeros((n, h + 2, w + 4, c), np.float32)
+    conv_functional._copy_channels_last(x, out, 1, 2)
+    expected = np.zeros_like(out)
+    expected[:, 1:h + 1, 2:w + 2] = x.transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_kernels_equal_the_numpy_window_code():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 5, 7, 6)).astype(np.float32)
     g = conv_functional._ConvGeometry(7, 6, (3, 2), (2, 1), (1, 2), (1, 2))
     xpad = conv_functional._pad_channels_last(conv_functional._channels_last(x), g.ph, g.pw)
-    out = np.zeros_like(xpad)
-    kernels.pad_channels_last(x, out, g.ph, g.pw)
-    np.testing.assert_array_equal(out, xpad)
     rows = g.oh * g.ow
     cols = np.empty((2 * rows, g.kh * g.kw * 5), np.float32)
-    kernels.im2col(xpad, cols, 1, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow)
+    kernels.im2col(xpad, cols, 1, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow, 1)
     np.testing.assert_array_equal(cols, conv_functional._windows(xpad, g)[1:3].reshape(2 * rows, -1))
     target, expected = np.zeros((2,) + xpad.shape[1:], np.float32), np.zeros((2,) + xpad.shape[1:], np.float32)
-    kernels.col2im_add(target, cols, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow)
+    kernels.col2im_add(target, cols, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow, 1)
     with compiled.numba_disabled():
         conv_functional._col2im_add(expected, cols, g)
     np.testing.assert_allclose(target, expected, atol=1e-6)

@@ -6,6 +6,8 @@ conv1d is conv2d on a height-1 view (the same arithmetic, exactly); conv_transpo
 conv2d's input gradient (Conv2dGradInput), whose own gradients are conv2d and its weight
 gradient.
 """
+import numpy as np
+
 from ...core.autograd import _grad_enabled
 from ...core.backend import get_array_module
 from ...core.functions import concatenate
@@ -50,17 +52,33 @@ def _pad_channels_last(xh, ph, pw, fill=0.0):
     return out
 
 
-def _padded_input(x, g):
-    """x (N, C, H, W) padded by g's padding, as an (N, Hp, Wp, C) C-contiguous array.
+def _copy_channels_last(x, out, ph, pw):
+    """out[:, ph:ph+H, pw:pw+W] = x (N, C, H, W) transposed to (N, H, W, C).
 
-    An input stored (N, C, H, W) (an image batch) is transposed by a compiled loop when
-    numba is there: NumPy's transposing copy reads across a stride of H*W floats, 4 KB
-    at 32x32, and took 7.7 ms for a 32x64x32x32 batch."""
-    if x.flags.c_contiguous and x.shape[1] > 1 and kernels.use_compiled(x):
+    NumPy's transposing copy reads one float from each channel plane in turn. When a
+    plane is a multiple of 4 KB (32x32 floats) those reads all fall in one set of the
+    L1 cache and evict each other (11.8 ms for a 32x64x32x32 batch here); the planes are
+    first copied a few floats apart (a fast contiguous copy), then transposed (6.3 ms).
+    Other sizes transpose directly (2.9 ms for 64x32x28x28, where a compiled scalar loop
+    took 10 ms)."""
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    target = out[:, ph:ph + h, pw:pw + w]
+    if c > 8 and x.flags.c_contiguous and (h * w * x.itemsize) % 4096 == 0 and xp is np:
+        skewed = xp.empty((n, c, h * w + 16), dtype=x.dtype)
+        skewed[:, :, :h * w] = x.reshape(n, c, h * w)
+        x = skewed[:, :, :h * w].reshape(n, c, h, w)
+    target[...] = x.transpose(0, 2, 3, 1)
+    return out
+
+
+def _padded_input(x, g):
+    """x (N, C, H, W) padded by g's padding, as an (N, Hp, Wp, C) C-contiguous array."""
+    if x.flags.c_contiguous and x.shape[1] > 1:  # stored (N, C, H, W): see _copy_channels_last
         n, c, h, w = x.shape
-        out = get_array_module(x).zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=x.dtype)
-        kernels.pad_channels_last(x, out, g.ph, g.pw)
-        return out
+        xp = get_array_module(x)
+        out = (xp.zeros if g.ph or g.pw else xp.empty)((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=x.dtype)
+        return _copy_channels_last(x, out, g.ph, g.pw)
     return _pad_channels_last(_channels_last(x), g.ph, g.pw)
 
 
@@ -85,13 +103,21 @@ def _windows(xpad, g):
         strides=(s_n, s_h * g.sh, s_w * g.sw, s_h * g.dh, s_w * g.dw, s_c))
 
 
+def _group_major(windows, g):
+    """(..., KH, KW, C) windows -> the same, last three axes in (groups, KH, KW, C/groups) order."""
+    *lead, kh, kw, c = windows.shape
+    split = windows.reshape(*lead, kh, kw, g.groups, c // g.groups)
+    return get_array_module(windows).moveaxis(split, -2, -4)
+
+
 class _WindowMatrices:
     """The window matrix (images*OH*OW, KH*KW*C) of a chunk of images of xpad, one chunk
     at a time: a compiled copy into one reused buffer (the matrix is only valid until the
-    next call), or NumPy's copy of the strided windows."""
+    next call), or NumPy's copy of the strided windows. Columns in (kh, kw, c) order, or
+    group-major with `groups` > 1 (see _conv_kernels.im2col)."""
 
-    def __init__(self, xpad, g, max_images):
-        self.xpad, self.g = xpad, g
+    def __init__(self, xpad, g, max_images, groups=1):
+        self.xpad, self.g, self.groups = xpad, g, groups
         self.compiled = xpad.flags.c_contiguous and kernels.use_compiled(xpad)
         if self.compiled:
             width = g.kh * g.kw * xpad.shape[3]
@@ -103,9 +129,10 @@ class _WindowMatrices:
         g = self.g
         rows = (stop - start) * g.oh * g.ow
         if not self.compiled:
-            return self.windows[start:stop].reshape(rows, -1)
+            windows = self.windows[start:stop]
+            return (_group_major(windows, g) if self.groups > 1 else windows).reshape(rows, -1)
         cols = self.buffer[:rows]
-        kernels.im2col(self.xpad, cols, start, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow)
+        kernels.im2col(self.xpad, cols, start, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow, self.groups)
         return cols
 
 
@@ -142,13 +169,6 @@ def _weight_matrix(weight, groups):
     return weight.transpose(0, 2, 3, 1).reshape(groups, o // groups, kh * kw * cg).transpose(0, 2, 1)
 
 
-def _group_columns(cols, g):
-    """(rows, KH*KW*C) -> (groups, rows, KH*KW*C/groups)."""
-    rows, k = cols.shape
-    cg = k // (g.kh * g.kw * g.groups)
-    return cols.reshape(rows, g.kh * g.kw, g.groups, cg).transpose(2, 0, 1, 3).reshape(g.groups, rows, -1)
-
-
 # A grouped conv with narrow groups runs as one dense matmul with a block-diagonal weight
 # matrix: groups times the multiply-adds, but one large BLAS product instead of a batch of
 # products a few columns wide, and no regrouping copies of the window matrix. Measured
@@ -175,24 +195,18 @@ def _block_diagonal(wm, g):
     return dense.reshape(1, g.kh * g.kw * groups * cg, groups * og)
 
 
-def _ungroup_columns(cols_g, g):
-    """The inverse of _group_columns."""
-    groups, rows, kg = cols_g.shape
-    cg = kg // (g.kh * g.kw)
-    return cols_g.reshape(groups, rows, g.kh * g.kw, cg).transpose(1, 2, 0, 3).reshape(rows, -1)
-
-
-def _col2im_add(target, cols, g):
-    """target (n, Hp, Wp, C) += the adjoint of the windows of `cols` (n*OH*OW, KH*KW*C)."""
+def _col2im_add(target, cols, g, groups=1):
+    """target (n, Hp, Wp, C) += the adjoint of the windows of `cols` (n*OH*OW, KH*KW*C),
+    columns group-major when groups > 1."""
     if target.flags.c_contiguous and cols.flags.c_contiguous and kernels.use_compiled(target, cols):
-        kernels.col2im_add(target, cols, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow)  # one pass, not KH*KW
+        kernels.col2im_add(target, cols, g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.oh, g.ow, groups)  # one pass
         return
     n, c = target.shape[0], target.shape[3]
-    cols = cols.reshape(n, g.oh, g.ow, g.kh, g.kw, c)
+    cols = cols.reshape(n, g.oh, g.ow, groups, g.kh, g.kw, c // groups)
     for i in range(g.kh):
         for j in range(g.kw):
             rows, columns = g.offset_slices(i, j)
-            target[:, rows, columns] += cols[:, :, :, i, j]
+            target[:, rows, columns] += cols[:, :, :, :, i, j].reshape(n, g.oh, g.ow, c)
 
 
 def _is_depthwise(weight_shape, g):
@@ -264,11 +278,12 @@ def _depthwise_backward(xpad, x_shape, weight, gy_matrix, g, need_x, need_w):
     return gx, gw
 
 
-# True runs a depthwise conv of an input stored (N, C, H, W) compiled plane by plane
-# (below) instead of through the channels-last kernels after a transposing copy. Off:
-# measured slower (depthwise 64 channels, 32x32x32, fwd+bwd, one thread: 64.7 ms by
-# planes, 34.6 ms channels-last, alternating in one process).
-_DEPTHWISE_PLANES = False
+# True runs a depthwise conv (column stride 1) of an input stored (N, C, H, W) compiled
+# plane by plane (below) instead of through the channels-last kernels after transposing
+# copies of the input and the output gradient and of the input gradient back (depthwise
+# 64 channels, 32x32x32, fwd+bwd with bias, one thread, CPU time on a loaded AVX2 EPYC:
+# 46 ms channels-last, 27 ms by planes).
+_DEPTHWISE_PLANES = True
 
 
 def _depthwise_forward_planes(x, weight, bias, g):
@@ -276,25 +291,26 @@ def _depthwise_forward_planes(x, weight, bias, g):
     xp = get_array_module(x)
     n, c = x.shape[:2]
     out = xp.empty((n, c, g.oh, g.ow), dtype=x.dtype)
-    kernels.depthwise_forward_planes(x, xp.ascontiguousarray(weight, dtype=x.dtype), out,
-                                     g.sh, g.sw, g.ph, g.pw, g.dh, g.dw)
-    if bias is not None:
-        out += bias.reshape(1, c, 1, 1)
+    bias = xp.zeros(c, dtype=x.dtype) if bias is None else xp.ascontiguousarray(bias, dtype=x.dtype)
+    kernels.depthwise_forward_planes(x, xp.ascontiguousarray(weight, dtype=x.dtype), bias, out,
+                                     g.sh, g.ph, g.pw, g.dh, g.dw)
     return out
 
 
-def _depthwise_backward_planes(x, weight, gy, g, need_x, need_w):
-    """(grad input, grad weight) of _depthwise_forward_planes, each only when asked for;
-    gy in any memory order (copied to (N, C, OH, OW) order when it is not)."""
+def _depthwise_backward_planes(x, weight, gy, g, need_x, need_w, need_b):
+    """(grad input, grad weight, grad bias) of _depthwise_forward_planes, each only when
+    asked for (else None); gy in any memory order (copied to (N, C, OH, OW) order when it is not)."""
     xp = get_array_module(gy)
-    n, c, h, w = x.shape
+    c = x.shape[1]
     gy = xp.ascontiguousarray(gy)
-    gx = xp.zeros(x.shape, dtype=gy.dtype) if need_x else xp.zeros((0, 1, 1, 1), dtype=gy.dtype)
-    gw = xp.zeros((c, g.kh * g.kw)) if need_w else xp.zeros((0, 1))  # sums in float64
-    kernels.depthwise_backward_planes(x if need_w else xp.zeros((0, 1, 1, 1), dtype=gy.dtype),
-                                      xp.ascontiguousarray(weight, dtype=gy.dtype), gy, gx, gw,
-                                      g.sh, g.sw, g.ph, g.pw, g.dh, g.dw)
-    return (gx if need_x else None), (gw.astype(gy.dtype).reshape(weight.shape) if need_w else None)
+    empty = xp.zeros((0, 1, 1, 1), dtype=gy.dtype)
+    gx = xp.empty(x.shape, dtype=gy.dtype) if need_x else empty  # every element written
+    gw = xp.zeros((c if need_w else 0, g.kh * g.kw))  # sums in float64
+    gb = xp.zeros(c if need_b else 0)
+    kernels.depthwise_backward_planes(x if need_w else empty, xp.ascontiguousarray(weight, dtype=gy.dtype),
+                                      gy, gx, gw, gb, g.sh, g.ph, g.pw, g.dh, g.dw)
+    return ((gx if need_x else None), (gw.astype(gy.dtype).reshape(weight.shape) if need_w else None),
+            (gb.astype(gy.dtype) if need_b else None))
 
 
 def _conv_forward_arrays(xpad, weight, g):
@@ -310,17 +326,18 @@ def _conv_forward_arrays(xpad, weight, g):
     dense = g.groups == 1 or _grouped_as_dense(weight.shape, g)
     if g.groups > 1 and dense:
         wm = _block_diagonal(wm, g)
+    groups = 1 if dense else g.groups
     length = g.oh * g.ow
     out = xp.empty((n * length, o), dtype=xpad.dtype)
     chunks = _chunks(n, length, wm.shape[1] * wm.shape[0])
-    window_matrix = _WindowMatrices(xpad, g, _largest(chunks))
+    window_matrix = _WindowMatrices(xpad, g, _largest(chunks), groups)
+    width, og = wm.shape[1], o // groups  # one group's columns and outputs
     for start, stop in chunks:
-        cols = window_matrix(start, stop)
-        if dense:
-            xp.matmul(cols, wm[0], out=out[start * length:stop * length])
-        else:
-            part = xp.matmul(_group_columns(cols, g), wm)  # (groups, rows, O/groups)
-            out[start * length:stop * length] = part.transpose(1, 0, 2).reshape(-1, o)
+        cols = window_matrix(start, stop)  # group-major: each group's columns one block
+        rows = slice(start * length, stop * length)
+        for group in range(groups):
+            xp.matmul(cols[:, group * width:(group + 1) * width], wm[group],
+                      out=out[rows, group * og:(group + 1) * og])
     return out
 
 
@@ -379,23 +396,21 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
         wm = _block_diagonal(wm, g)
     if need_w or fold:
         chunks = _chunks(n, length, kh * kw * c)
-        window_matrix = _WindowMatrices(xpad, g, _largest(chunks)) if need_w else None
+        window_matrix = _WindowMatrices(xpad, g, _largest(chunks), groups) if need_w else None
+        width = kh * kw * (c // groups)  # one group's columns (group-major, see im2col)
+        cols_grad = xp.empty((_largest(chunks) * length, groups * width), dtype=gy_matrix.dtype) if fold else None
         for start, stop in chunks:
             gy_chunk = gy_matrix[start * length:stop * length]
-            if groups > 1:
-                gy_chunk = gy_chunk.reshape(-1, groups, og).transpose(1, 0, 2)  # (groups, rows, O/groups)
             if need_w:
                 cols = window_matrix(start, stop)
-                if groups == 1:
-                    gw[0] += gy_chunk.T @ cols
-                else:
-                    gw += gy_chunk.transpose(0, 2, 1) @ _group_columns(cols, g)
+                for group in range(groups):
+                    gw[group] += gy_chunk[:, group * og:(group + 1) * og].T @ cols[:, group * width:(group + 1) * width]
             if fold:
-                if groups == 1:
-                    cols_grad = gy_chunk @ wm[0].T
-                else:
-                    cols_grad = _ungroup_columns(gy_chunk @ wm.transpose(0, 2, 1), g)
-                _col2im_add(gx_pad[start:stop], cols_grad, g)
+                chunk_grad = cols_grad[:len(gy_chunk)]
+                for group in range(groups):
+                    xp.matmul(gy_chunk[:, group * og:(group + 1) * og], wm[group].T,
+                              out=chunk_grad[:, group * width:(group + 1) * width])
+                _col2im_add(gx_pad[start:stop], chunk_grad, g, groups)
     if fold:
         gx = gx_pad[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
     if need_w:
@@ -410,9 +425,8 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
 def _output_matrix(gy):
     """(N, O, OH, OW) -> (N*OH*OW, O), a view when gy is channels-last in memory."""
     n, o, oh, ow = gy.shape
-    if gy.flags.c_contiguous and o > 1 and kernels.use_compiled(gy):  # stored (N, O, OH, OW): see _padded_input
-        out = get_array_module(gy).empty((n, oh, ow, o), dtype=gy.dtype)
-        kernels.pad_channels_last(gy, out, 0, 0)
+    if gy.flags.c_contiguous and o > 1:  # stored (N, O, OH, OW): see _copy_channels_last
+        out = _copy_channels_last(gy, get_array_module(gy).empty((n, oh, ow, o), dtype=gy.dtype), 0, 0)
         return out.reshape(n * oh * ow, o)
     return _channels_last(gy).reshape(n * oh * ow, o)
 
@@ -434,7 +448,7 @@ class Conv2d(Function):
 
     def forward(self, x, weight, bias=None):
         g = self.geometry(x.shape, weight.shape)
-        self.planes = (_DEPTHWISE_PLANES and _is_depthwise(weight.shape, g) and x.flags.c_contiguous
+        self.planes = (_DEPTHWISE_PLANES and _is_depthwise(weight.shape, g) and g.sw == 1 and x.flags.c_contiguous
                        and kernels.use_compiled(x, weight))
         if self.planes:
             self.xpad = self.columns_t = None
@@ -457,11 +471,9 @@ class Conv2d(Function):
         need_bias = has_bias and self.inputs[2].requires_grad
         params = (self.stride, self.padding, self.dilation, self.groups)
         if not _grad_enabled[0] and self.planes:
-            gx, gw = _depthwise_backward_planes(x.array, weight.array, gy.array, self.geometry(x.shape, weight.shape),
-                                                x.requires_grad, weight.requires_grad)
-            gx = _wrap(gx) if gx is not None else None
-            gw = _wrap(gw) if gw is not None else None
-            gb = _wrap(gy.array.sum(axis=(0, 2, 3))) if need_bias else None
+            grads = _depthwise_backward_planes(x.array, weight.array, gy.array, self.geometry(x.shape, weight.shape),
+                                               x.requires_grad, weight.requires_grad, need_bias)
+            gx, gw, gb = (_wrap(grad) if grad is not None else None for grad in grads)
         elif not _grad_enabled[0]:
             g = self.geometry(x.shape, weight.shape)
             gy_matrix = _output_matrix(gy.array)
