@@ -203,14 +203,7 @@ class LSTMSequence(Function):
                 xp.matmul(d, w, out=dh)
 
         _run_loop(xp, ("lstm backward", batch, H, dtype.str), loop, length)
-        grad_weight = None
-        if self.needs_grad(3):
-            previous = hidden[_previous_slice(length, self.reverse)]
-            grad_weight = grad_gates.reshape(-1, four_h).T @ previous.reshape(-1, H)
-        return (Tensor(grad_gates) if self.needs_grad(0) else None,
-                Tensor(dh) if self.needs_grad(1) else None,
-                Tensor(dc) if self.needs_grad(2) else None,
-                Tensor(grad_weight) if grad_weight is not None else None)
+        return self._backward_results(hidden, grad_gates, dh, dc)
 
     def _backward_compiled(self, grad_hidden, grad_h_n, grad_c_n):
         activations, hidden, cell = self.saved
@@ -232,8 +225,15 @@ class LSTMSequence(Function):
                 np.matmul(grad_gates[t], w, out=dh)
 
         _run_loop(np, ("lstm backward compiled", batch, H, dtype.str), loop, length)
+        return self._backward_results(hidden, grad_gates, dh, dc)
+
+    def _backward_results(self, hidden, grad_gates, dh, dc):
+        """The gradients of both backward paths: the gates', h0's, c0's and W_hh's
+        (summed over steps in one product of the stacked gates and previous states)."""
         grad_weight = None
         if self.needs_grad(3):
+            length, _, four_h = grad_gates.shape
+            H = four_h // 4
             previous = hidden[_previous_slice(length, self.reverse)]
             grad_weight = grad_gates.reshape(-1, four_h).T @ previous.reshape(-1, H)
         return (Tensor(grad_gates) if self.needs_grad(0) else None,
