@@ -217,3 +217,134 @@ def depthwise_backward_planes(x, weight, gy, gx, gw, gb, sh, ph, pw, dh, dw):
                             for col in range(ow):
                                 total += grad_row[col] * source[col]
                         gw[channel, i * kw + j] += total
+
+
+# Grouped convolution (stride 1, groups neither 1 nor depthwise) of arrays stored (N, C,
+# H, W), one group of one image at a time. The group's input planes are copied into
+# zero-bordered buffers laid end to end at the padded row pitch Wp; an output plane is then
+# computed at that pitch too, as OH*Wp values of which the last Wp-OW of each row are never
+# used, so that every (input channel, kernel offset) is one multiply-add over OH*Wp
+# contiguous floats (a long loop LLVM vectorises) instead of OH loops of OW. Three
+# offsets of a kernel row share one pass, which loads the accumulator once for three
+# products. The input gradient is the same kernel run on the output gradient with the
+# flipped kernel (conv.py); the weight gradient is dot products over the same buffers.
+
+@compiled.kernel
+def grouped_forward_planes(x, weight, bias, out, ph, pw, dh, dw):
+    """out (N, O, OH, OW) = the stride-1 grouped conv of x (N, C, H, W) with weight (O,
+    C/groups, KH, KW), plus bias (O,); padding ph, pw (the buffers' zero borders)."""
+    n, c, h, w = x.shape
+    o, cg, kh, kw = weight.shape
+    oh, ow = out.shape[2], out.shape[3]
+    groups = c // cg
+    og = o // groups
+    hp, wp = h + 2 * ph, w + 2 * pw
+    length = oh * wp
+    # the last output row's unused columns read up to (kw-1)*dw past the last padded row
+    padded = np.zeros((cg, hp * wp + (kw - 1) * dw), dtype=x.dtype)
+    acc = np.empty(length, dtype=x.dtype)
+    for b in range(n):
+        for group in range(groups):
+            for ci in range(cg):
+                plane, target_plane = x[b, group * cg + ci], padded[ci]
+                for r in range(h):
+                    source, target = plane[r], target_plane[(r + ph) * wp + pw:(r + ph) * wp + pw + w]
+                    for col in range(w):
+                        target[col] = source[col]
+            for oi in range(og):
+                channel = group * og + oi
+                start = bias[channel]
+                for k in range(length):
+                    acc[k] = start
+                for ci in range(cg):
+                    plane, taps = padded[ci], weight[channel, ci]
+                    for i in range(kh):
+                        row = i * dh * wp
+                        j = 0
+                        while j + 3 <= kw:
+                            w0, w1, w2 = taps[i, j], taps[i, j + 1], taps[i, j + 2]
+                            s0 = plane[row + j * dw:row + j * dw + length]
+                            s1 = plane[row + (j + 1) * dw:row + (j + 1) * dw + length]
+                            s2 = plane[row + (j + 2) * dw:row + (j + 2) * dw + length]
+                            for k in range(length):
+                                acc[k] += w0 * s0[k] + w1 * s1[k] + w2 * s2[k]
+                            j += 3
+                        while j < kw:
+                            w0 = taps[i, j]
+                            s0 = plane[row + j * dw:row + j * dw + length]
+                            for k in range(length):
+                                acc[k] += w0 * s0[k]
+                            j += 1
+                target_plane = out[b, channel]
+                for y in range(oh):
+                    source, target = acc[y * wp:y * wp + ow], target_plane[y]
+                    for col in range(ow):
+                        target[col] = source[col]
+
+
+# Each weight-gradient sum is over a whole plane: its adds may be reordered (`reassoc`), so
+# that LLVM vectorises it with several partial sums (in the input's precision; the sums over
+# images are float64).
+@compiled.kernel(fastmath={"reassoc"})
+def grouped_backward_weight_planes(x, gy, gw, gb, ph, pw, dh, dw):
+    """gw (O, C/groups, KH, KW) += the weight gradient and gb (O,) += the bias gradient of
+    the stride-1 grouped conv of x (N, C, H, W), from gy (N, O, OH, OW); gw and gb float64.
+    An empty gb (length 0) skips the bias gradient."""
+    n, c, h, w = x.shape
+    o, cg, kh, kw = gw.shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    groups = c // cg
+    og = o // groups
+    hp, wp = h + 2 * ph, w + 2 * pw
+    length = oh * wp
+    need_b = gb.shape[0] > 0
+    padded = np.zeros((cg, hp * wp + (kw - 1) * dw), dtype=x.dtype)
+    grads = np.zeros((og, length), dtype=gy.dtype)  # gy's planes at pitch wp: unused columns stay 0
+    zero = grads[0, 0]
+    for b in range(n):
+        for group in range(groups):
+            for ci in range(cg):
+                plane, target_plane = x[b, group * cg + ci], padded[ci]
+                for r in range(h):
+                    source, target = plane[r], target_plane[(r + ph) * wp + pw:(r + ph) * wp + pw + w]
+                    for col in range(w):
+                        target[col] = source[col]
+            for oi in range(og):
+                plane, target_plane = gy[b, group * og + oi], grads[oi]
+                for r in range(oh):
+                    source, target = plane[r], target_plane[r * wp:r * wp + ow]
+                    for col in range(ow):
+                        target[col] = source[col]
+            for oi in range(og):
+                channel = group * og + oi
+                grad = grads[oi]
+                if need_b:
+                    total = zero
+                    for k in range(length):
+                        total += grad[k]
+                    gb[channel] += total
+                for ci in range(cg):
+                    plane = padded[ci]
+                    for i in range(kh):
+                        row = i * dh * wp
+                        j = 0
+                        while j + 3 <= kw:
+                            s0 = plane[row + j * dw:row + j * dw + length]
+                            s1 = plane[row + (j + 1) * dw:row + (j + 1) * dw + length]
+                            s2 = plane[row + (j + 2) * dw:row + (j + 2) * dw + length]
+                            t0, t1, t2 = zero, zero, zero
+                            for k in range(length):
+                                t0 += grad[k] * s0[k]
+                                t1 += grad[k] * s1[k]
+                                t2 += grad[k] * s2[k]
+                            gw[channel, ci, i, j] += t0
+                            gw[channel, ci, i, j + 1] += t1
+                            gw[channel, ci, i, j + 2] += t2
+                            j += 3
+                        while j < kw:
+                            s0 = plane[row + j * dw:row + j * dw + length]
+                            t0 = zero
+                            for k in range(length):
+                                t0 += grad[k] * s0[k]
+                            gw[channel, ci, i, j] += t0
+                            j += 1

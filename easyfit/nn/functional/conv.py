@@ -195,6 +195,56 @@ def _block_diagonal(wm, g):
     return dense.reshape(1, g.kh * g.kw * groups * cg, groups * og)
 
 
+# True runs a grouped conv (stride 1, not depthwise) of an input stored (N, C, H, W) with
+# the compiled plane kernels (_conv_kernels.grouped_forward_planes): the multiply-adds of
+# the convolution itself, vectorised along image rows, and no copies into channels-last
+# memory and back. Without numba (or on CuPy, or in float16) the window-matrix path runs.
+_GROUPED_PLANES = True
+
+
+def _grouped_by_planes(x, weight, g):
+    """True when the grouped conv of x runs plane by plane (compiled): stride 1, and padding
+    at most the dilated kernel's reach, so that the input gradient is the same kernel."""
+    return (_GROUPED_PLANES and g.groups > 1 and not _is_depthwise(weight.shape, g)
+            and g.sh == 1 and g.sw == 1 and g.ph <= g.dh * (g.kh - 1) and g.pw <= g.dw * (g.kw - 1)
+            and x.flags.c_contiguous and kernels.use_compiled(x, weight))
+
+
+def _grouped_forward_planes(x, weight, bias, g):
+    """A grouped conv2d of x stored (N, C, H, W), output stored the same way (compiled)."""
+    o = weight.shape[0]
+    out = np.empty((x.shape[0], o, g.oh, g.ow), dtype=x.dtype)
+    bias = np.zeros(o, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
+    kernels.grouped_forward_planes(x, np.ascontiguousarray(weight, dtype=x.dtype), bias, out,
+                                   g.ph, g.pw, g.dh, g.dw)
+    return out
+
+
+def _grouped_backward_planes(x, weight, gy, g, need_x, need_w, need_b):
+    """(grad input, grad weight, grad bias) of _grouped_forward_planes, each only when asked
+    for (else None). The input gradient is the forward kernel run on gy, padded by the
+    kernel's reach less the padding, with the kernel flipped and each group's input and
+    output channels swapped."""
+    gy = np.ascontiguousarray(gy)
+    n, c, h, w = x.shape
+    o, cg, kh, kw = weight.shape
+    gx = gw = gb = None
+    if need_x:
+        og = o // g.groups
+        flipped = weight.reshape(g.groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4).reshape(c, og, kh, kw)
+        flipped = np.ascontiguousarray(flipped[:, :, ::-1, ::-1], dtype=gy.dtype)
+        gx = np.empty((n, c, h, w), dtype=gy.dtype)
+        kernels.grouped_forward_planes(gy, flipped, np.zeros(c, dtype=gy.dtype), gx,
+                                       g.dh * (kh - 1) - g.ph, g.dw * (kw - 1) - g.pw, g.dh, g.dw)
+    if need_w:
+        gw, gb = np.zeros(weight.shape), np.zeros(o if need_b else 0)  # sums over images in float64
+        kernels.grouped_backward_weight_planes(x, gy, gw, gb, g.ph, g.pw, g.dh, g.dw)
+        gw, gb = gw.astype(gy.dtype), (gb.astype(gy.dtype) if need_b else None)
+    elif need_b:
+        gb = gy.sum(axis=(0, 2, 3))
+    return gx, gw, gb
+
+
 def _col2im_add(target, cols, g, groups=1):
     """target (n, Hp, Wp, C) += the adjoint of the windows of `cols` (n*OH*OW, KH*KW*C),
     columns group-major when groups > 1."""
@@ -453,6 +503,10 @@ class Conv2d(Function):
         if self.planes:
             self.xpad = self.columns_t = None
             return _depthwise_forward_planes(x, weight, bias, g)
+        self.grouped_planes = _grouped_by_planes(x, weight, g)
+        if self.grouped_planes:
+            self.xpad = self.columns_t = None
+            return _grouped_forward_planes(x, weight, bias, g)
         if self.groups == 1 and weight[0].size <= _SMALL_WINDOW:
             # Kept for the weight gradient: KH*KW times the size of x, a small first-layer input.
             self.xpad, self.columns_t = None, _columns_channels_first(x, g)
@@ -473,6 +527,10 @@ class Conv2d(Function):
         if not _grad_enabled[0] and self.planes:
             grads = _depthwise_backward_planes(x.array, weight.array, gy.array, self.geometry(x.shape, weight.shape),
                                                x.requires_grad, weight.requires_grad, need_bias)
+            gx, gw, gb = (_wrap(grad) if grad is not None else None for grad in grads)
+        elif not _grad_enabled[0] and self.grouped_planes and kernels.use_compiled(gy.array):
+            grads = _grouped_backward_planes(x.array, weight.array, gy.array, self.geometry(x.shape, weight.shape),
+                                             x.requires_grad, weight.requires_grad, need_bias)
             gx, gw, gb = (_wrap(grad) if grad is not None else None for grad in grads)
         elif not _grad_enabled[0]:
             g = self.geometry(x.shape, weight.shape)
