@@ -21,6 +21,12 @@ CASES = {
     "dense stride 2 dilation 2": (6, 8, dict(kernel_size=(3, 2), stride=2, padding=(2, 1), dilation=2)),
     "grouped block-diagonal": (8, 8, dict(kernel_size=3, padding=1, groups=4)),
     "grouped per group": (24, 24, dict(kernel_size=3, padding=1, groups=2, bias=False)),
+    "grouped widening, 2x4 kernel dilated": (6, 9, dict(kernel_size=(2, 4), padding=(1, 2), dilation=(2, 1),
+                                                          groups=3)),
+    "grouped 5x5 no padding": (8, 4, dict(kernel_size=5, groups=2)),
+    "grouped stride 2": (8, 8, dict(kernel_size=3, stride=2, padding=1, groups=4)),
+    "grouped padding wider than the kernel": (8, 8, dict(kernel_size=3, padding=3, groups=2)),
+    "grouped, groups wider than the plane kernels'": (66, 6, dict(kernel_size=3, padding=1, groups=2)),
     "depthwise": (6, 6, dict(kernel_size=3, padding=1, groups=6)),
     "depthwise stride 2 no bias": (6, 6, dict(kernel_size=3, stride=2, padding=1, groups=6, bias=False)),
     "depthwise dilation, padding wider than the kernel": (4, 4, dict(kernel_size=(3, 2), dilation=2, padding=(3, 2),
@@ -53,14 +59,15 @@ def _run(path, layer, x_array, seed, channels_last):
     return y.numpy(), gx, {name: p.grad.numpy().copy() for name, p in layer.named_parameters()}
 
 
-@pytest.mark.parametrize("planes", [False, True], ids=["channels-last depthwise", "depthwise by planes"])
+@pytest.mark.parametrize("planes", [False, True], ids=["window kernels", "plane kernels"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["input stored NCHW", "input stored NHWC"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_both_paths_match_pytorch_and_each_other(case, channels_last, planes, monkeypatch):
-    if planes and "depthwise" not in case:
-        pytest.skip("the plane kernels are the depthwise conv's")
+    if planes and "depthwise" not in case and "grouped" not in case:
+        pytest.skip("the plane kernels are the depthwise and grouped convs'")
     monkeypatch.setattr(conv_functional, "_CHUNK_FLOATS", 2000)  # several batch chunks
     monkeypatch.setattr(conv_functional, "_DEPTHWISE_PLANES", planes)
+    monkeypatch.setattr(conv_functional, "_GROUPED_PLANES", planes)
     cin, cout, kwargs = CASES[case]
     theirs = torch.nn.Conv2d(cin, cout, **kwargs)
     ours = nn.Conv2d(cin, cout, **kwargs)
@@ -99,16 +106,19 @@ def _check(fn, *inputs):
     assert ef.gradcheck(backward_of, list(inputs) + [grad_out])
 
 
-@pytest.mark.parametrize("planes", [False, True], ids=["channels-last depthwise", "depthwise by planes"])
+@pytest.mark.parametrize("planes", [False, True], ids=["window kernels", "plane kernels"])
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("kwargs, cin, cout", [
     (dict(padding=1, groups=3), 3, 3),                      # depthwise, planes
     (dict(stride=2, padding=1, dilation=1, groups=2), 2, 2),
     (dict(padding=1), 2, 4),                                # dense, col2im
     (dict(stride=2, padding=1, groups=2), 4, 4),            # grouped, col2im
+    (dict(padding=1, groups=2), 4, 6),                      # grouped, planes
+    (dict(padding=(2, 1), dilation=(2, 1), groups=2), 4, 4),  # grouped, planes
 ], ids=str)
 def test_gradients_and_second_derivatives(path, kwargs, cin, cout, planes, monkeypatch):
     monkeypatch.setattr(conv_functional, "_DEPTHWISE_PLANES", planes)
+    monkeypatch.setattr(conv_functional, "_GROUPED_PLANES", planes)
     x, w, b = _t(2, cin, 5, 4), _t(cout, cin // kwargs.get("groups", 1), 3, 3, seed=1), _t(cout, seed=2)
     fn = lambda x, w, b: F.conv2d(x, w, b, **kwargs)  # noqa: E731
     if path == "numpy":
@@ -118,19 +128,20 @@ def test_gradients_and_second_derivatives(path, kwargs, cin, cout, planes, monke
         _check(fn, x, w, b)
 
 
+@pytest.mark.parametrize("channels, groups", [(5, 5), (6, 3)], ids=["depthwise", "grouped"])
 @pytest.mark.parametrize("frozen", ["input", "weight", "bias"])
-def test_depthwise_planes_with_one_gradient_not_needed(frozen):
+def test_planes_with_one_gradient_not_needed(frozen, channels, groups):
     """The plane kernels skip the gradients nobody asked for and still give the others."""
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, 5, 9, 8)).astype(np.float32)
-    theirs = torch.nn.Conv2d(5, 5, 3, padding=1, groups=5)
-    ours = nn.Conv2d(5, 5, 3, padding=1, groups=5)
+    x = rng.standard_normal((2, channels, 9, 8)).astype(np.float32)
+    theirs = torch.nn.Conv2d(channels, channels, 3, padding=1, groups=groups)
+    ours = nn.Conv2d(channels, channels, 3, padding=1, groups=groups)
     ours.load_state_dict({k: v.detach().numpy().copy() for k, v in theirs.state_dict().items()})
     x_t, x_e = torch.tensor(x, requires_grad=frozen != "input"), ef.tensor(x, requires_grad=frozen != "input")
     if frozen != "input":
         getattr(theirs, frozen).requires_grad_(False)
         getattr(ours, frozen).requires_grad = False
-    seed = rng.standard_normal((2, 5, 9, 8)).astype(np.float32)
+    seed = rng.standard_normal((2, channels, 9, 8)).astype(np.float32)
     theirs(x_t).backward(torch.tensor(seed))
     ours(x_e).backward(ef.tensor(seed))
     if frozen != "input":
@@ -198,6 +209,22 @@ def test_the_compiled_paths_are_taken(monkeypatch):
         fn = conv_functional.Conv2d((1, 1), (1, 1), (1, 1), 3)
         fn(x, w)
         assert not fn.planes
+
+
+@pytest.mark.parametrize("stride, padding, cin, expected", [
+    (1, 1, 8, True), (2, 1, 8, False), (1, 3, 8, False), (1, 1, 66, False),
+], ids=["stride 1", "stride 2", "padding past the kernel's reach", "groups of 33 channels"])
+def test_grouped_convs_by_planes_where_chosen(stride, padding, cin, expected):
+    """A grouped conv runs plane by plane at stride 1, padding within the kernel's reach and
+    groups of at most 32 input channels, with numba on; never with numba off."""
+    x, w = _t(2, cin, 5, 5), _t(4, cin // 2, 3, 3, seed=1)
+    fn = conv_functional.Conv2d((stride, stride), (padding, padding), (1, 1), 2)
+    fn(x, w)
+    assert fn.grouped_planes == expected
+    with compiled.numba_disabled():
+        fn = conv_functional.Conv2d((1, 1), (1, 1), (1, 1), 2)
+        fn(x, w)
+        assert not fn.grouped_planes
 
 
 @pytest.mark.parametrize("shape", [(2, 12, 32, 32), (2, 12, 7, 5), (2, 3, 32, 32)])

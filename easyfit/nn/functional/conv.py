@@ -199,15 +199,19 @@ def _block_diagonal(wm, g):
 # the compiled plane kernels (_conv_kernels.grouped_forward_planes): the multiply-adds of
 # the convolution itself, vectorised along image rows, and no copies into channels-last
 # memory and back. Without numba (or on CuPy, or in float16) the window-matrix path runs.
+# Groups of more input channels than this run as one BLAS product per group instead.
 _GROUPED_PLANES = True
+_GROUPED_PLANES_MAX_WIDTH = 32
 
 
 def _grouped_by_planes(x, weight, g):
-    """True when the grouped conv of x runs plane by plane (compiled): stride 1, and padding
-    at most the dilated kernel's reach, so that the input gradient is the same kernel."""
+    """True when the grouped conv of x runs plane by plane (compiled): stride 1, padding at
+    most the dilated kernel's reach (so that the input gradient is the same kernel), and
+    groups of at most _GROUPED_PLANES_MAX_WIDTH input channels."""
     return (_GROUPED_PLANES and g.groups > 1 and not _is_depthwise(weight.shape, g)
+            and weight.shape[1] <= _GROUPED_PLANES_MAX_WIDTH
             and g.sh == 1 and g.sw == 1 and g.ph <= g.dh * (g.kh - 1) and g.pw <= g.dw * (g.kw - 1)
-            and x.flags.c_contiguous and kernels.use_compiled(x, weight))
+            and kernels.use_compiled(x, weight))
 
 
 def _grouped_forward_planes(x, weight, bias, g):
@@ -505,8 +509,12 @@ class Conv2d(Function):
             return _depthwise_forward_planes(x, weight, bias, g)
         self.grouped_planes = _grouped_by_planes(x, weight, g)
         if self.grouped_planes:
+            # an input stored otherwise (a conv's channels-last output) is copied, and the
+            # copy kept for the weight gradient
+            x_planes = np.ascontiguousarray(x)
+            self.x_planes = x_planes if x_planes is not x else None
             self.xpad = self.columns_t = None
-            return _grouped_forward_planes(x, weight, bias, g)
+            return _grouped_forward_planes(x_planes, weight, bias, g)
         if self.groups == 1 and weight[0].size <= _SMALL_WINDOW:
             # Kept for the weight gradient: KH*KW times the size of x, a small first-layer input.
             self.xpad, self.columns_t = None, _columns_channels_first(x, g)
@@ -529,7 +537,8 @@ class Conv2d(Function):
                                                x.requires_grad, weight.requires_grad, need_bias)
             gx, gw, gb = (_wrap(grad) if grad is not None else None for grad in grads)
         elif not _grad_enabled[0] and self.grouped_planes and kernels.use_compiled(gy.array):
-            grads = _grouped_backward_planes(x.array, weight.array, gy.array, self.geometry(x.shape, weight.shape),
+            x_planes = x.array if self.x_planes is None else self.x_planes
+            grads = _grouped_backward_planes(x_planes, weight.array, gy.array, self.geometry(x.shape, weight.shape),
                                              x.requires_grad, weight.requires_grad, need_bias)
             gx, gw, gb = (_wrap(grad) if grad is not None else None for grad in grads)
         elif not _grad_enabled[0]:
