@@ -211,6 +211,21 @@ def test_the_compiled_paths_are_taken(monkeypatch):
         assert not fn.planes
 
 
+def test_grouped_planes_weight_gradient_with_inf_outside_a_windows_reach():
+    """An inf in the input's last column is outside every window of the kernel's first
+    column offset: that offset's weight gradient stays finite, as in PyTorch."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 4, 6, 5)).astype(np.float32)
+    x[0, 1, 2, 4] = np.inf
+    theirs = torch.nn.Conv2d(4, 4, 3, padding=1, groups=2, bias=False)
+    ours = nn.Conv2d(4, 4, 3, padding=1, groups=2, bias=False)
+    ours.load_state_dict({k: v.detach().numpy().copy() for k, v in theirs.state_dict().items()})
+    seed = rng.standard_normal((2, 4, 6, 5)).astype(np.float32)
+    theirs(torch.tensor(x)).backward(torch.tensor(seed))
+    ours(ef.tensor(x)).backward(ef.tensor(seed))
+    expected = theirs.weight.grad.numpy()
+    assert np.isfinite(expected[:2, :, :, 0]).all()
+    np.testing.assert_allclose(ours.weight.grad.numpy(), expected, rtol=1e-4, atol=1e-4)
 @pytest.mark.parametrize("stride, padding, cin, expected", [
     (1, 1, 8, True), (2, 1, 8, False), (1, 3, 8, False), (1, 1, 66, False),
 ], ids=["stride 1", "stride 2", "padding past the kernel's reach", "groups of 33 channels"])
