@@ -170,11 +170,12 @@ def _weight_matrix(weight, groups):
 
 
 # Where the compiled plane kernels do not apply (_grouped_by_planes, below: numba off,
-# float16, CuPy, stride > 1), a grouped conv with narrow groups runs as one dense matmul with a block-diagonal weight
-# matrix: groups times the multiply-adds, but one large BLAS product instead of a batch of
-# products a few columns wide, and no regrouping copies of the window matrix. Measured
-# here (one thread, 1,024 windows of 3x3): groups 4 of 8 channels 0.40 -> 0.23 ms, groups
-# 8 of 8 channels 1.17 -> 0.96 ms; groups of 32 channels lose (0.68 -> 0.98 ms).
+# float16, CuPy, stride > 1), a grouped conv with narrow groups runs as one dense matmul
+# with a block-diagonal weight matrix: groups times the multiply-adds, but one large BLAS
+# product instead of a batch of products a few columns wide, and no regrouping copies of
+# the window matrix. Measured here (one thread, 1,024 windows of 3x3): groups 4 of 8
+# channels 0.40 -> 0.23 ms, groups 8 of 8 channels 1.17 -> 0.96 ms; groups of 32 channels
+# lose (0.68 -> 0.98 ms).
 _BLOCK_DIAGONAL_MAX_GROUPS = 8
 _BLOCK_DIAGONAL_MAX_WIDTH = 8
 
