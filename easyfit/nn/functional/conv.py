@@ -8,11 +8,13 @@ gradient.
 """
 import numpy as np
 
+from ...core import lanes
 from ...core.autograd import _grad_enabled
 from ...core.backend import get_array_module
 from ...core.functions import concatenate
 from ...core.tensor import _wrap, Function, reshape, sum
 from . import _conv_kernels as kernels
+from . import _winograd
 from ._arguments import _pair
 
 
@@ -319,6 +321,8 @@ def _conv_forward_arrays(xpad, weight, g):
     `xpad` is the input padded and channels-last (see `_pad_channels_last`)."""
     if _is_depthwise(weight.shape, g):
         return _depthwise_forward(xpad, weight, g)
+    if _winograd.applies(xpad, weight.shape, g):
+        return _winograd.conv_forward(xpad, weight, g)
     xp = get_array_module(xpad)
     n = xpad.shape[0]
     o = weight.shape[0]
@@ -330,15 +334,28 @@ def _conv_forward_arrays(xpad, weight, g):
     length = g.oh * g.ow
     out = xp.empty((n * length, o), dtype=xpad.dtype)
     chunks = _chunks(n, length, wm.shape[1] * wm.shape[0])
-    window_matrix = _WindowMatrices(xpad, g, _largest(chunks), groups)
     width, og = wm.shape[1], o // groups  # one group's columns and outputs
-    for start, stop in chunks:
+
+    def product(window_matrix, index, chunk):
+        start, stop = chunk
         cols = window_matrix(start, stop)  # group-major: each group's columns one block
         rows = slice(start * length, stop * length)
         for group in range(groups):
             xp.matmul(cols[:, group * width:(group + 1) * width], wm[group],
                       out=out[rows, group * og:(group + 1) * og])
+    _run_chunks(xp, product, chunks, lambda: _WindowMatrices(xpad, g, _largest(chunks), groups))
     return out
+
+
+def _run_chunks(xp, work, chunks, make_state):
+    """work(state, index, chunk) for each chunk: NumPy arrays on lanes (core/lanes.py),
+    CuPy arrays in order on the current stream."""
+    if xp is np:
+        lanes.run(work, chunks, make_state)
+        return
+    state = make_state()
+    for index, chunk in enumerate(chunks):
+        work(state, index, chunk)
 
 
 def _grad_input_by_conv_is_faster(g, in_channels, out_channels):
@@ -346,9 +363,10 @@ def _grad_input_by_conv_is_faster(g, in_channels, out_channels):
     multiplying into window gradients and folding them back (col2im). The convolution
     copies windows of gy (out_channels wide); col2im adds windows of in_channels: measured
     here, the convolution wins by 1.3-2x when out_channels <= in_channels and loses by as
-    much when out_channels = 2 * in_channels."""
-    return (g.sh == 1 and g.sw == 1 and g.ph <= g.dh * (g.kh - 1) and g.pw <= g.dw * (g.kw - 1)
-            and out_channels <= in_channels)
+    much when out_channels = 2 * in_channels. A convolution by Winograd tiles wins either way."""
+    if not (g.sh == 1 and g.sw == 1 and g.ph <= g.dh * (g.kh - 1) and g.pw <= g.dw * (g.kw - 1)):
+        return False
+    return out_channels <= in_channels or _winograd.geometry_applies((in_channels, out_channels, g.kh, g.kw), g)
 
 
 def _grad_input_by_conv(gy_matrix, weight, g, x_shape):
@@ -396,21 +414,28 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
         wm = _block_diagonal(wm, g)
     if need_w or fold:
         chunks = _chunks(n, length, kh * kw * c)
-        window_matrix = _WindowMatrices(xpad, g, _largest(chunks), groups) if need_w else None
         width = kh * kw * (c // groups)  # one group's columns (group-major, see im2col)
-        cols_grad = xp.empty((_largest(chunks) * length, groups * width), dtype=gy_matrix.dtype) if fold else None
-        for start, stop in chunks:
+        gw_sum = lanes.OrderedSum(gw) if need_w else None
+
+        def scratch():  # one lane's: its window matrices and window gradients
+            return (_WindowMatrices(xpad, g, _largest(chunks), groups) if need_w else None,
+                    xp.empty((_largest(chunks) * length, groups * width), dtype=gy_matrix.dtype) if fold else None)
+
+        def gradients(state, index, chunk):
+            window_matrix, cols_grad = state
+            start, stop = chunk
             gy_chunk = gy_matrix[start * length:stop * length]
             if need_w:
                 cols = window_matrix(start, stop)
-                for group in range(groups):
-                    gw[group] += gy_chunk[:, group * og:(group + 1) * og].T @ cols[:, group * width:(group + 1) * width]
+                gw_sum.add(index, xp.stack([gy_chunk[:, group * og:(group + 1) * og].T
+                                            @ cols[:, group * width:(group + 1) * width] for group in range(groups)]))
             if fold:
                 chunk_grad = cols_grad[:len(gy_chunk)]
                 for group in range(groups):
                     xp.matmul(gy_chunk[:, group * og:(group + 1) * og], wm[group].T,
                               out=chunk_grad[:, group * width:(group + 1) * width])
                 _col2im_add(gx_pad[start:stop], chunk_grad, g, groups)
+        _run_chunks(xp, gradients, chunks, scratch)
     if fold:
         gx = gx_pad[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
     if need_w:
