@@ -34,6 +34,12 @@ def test_transforms_equal_their_matrices():
     full = blocks.reshape(2, 2, 3, 2, 2, 4).transpose(0, 1, 3, 2, 4, 5).reshape(2, 4, 6, 4)[:, :, :5]
     np.testing.assert_allclose(out.reshape(2, 4, 5, 4), full, atol=1e-12)
 
+    # the weight gradient's transform of the output gradient is output_tiles' adjoint
+    gy = rng.standard_normal(out.shape)
+    dm = np.empty_like(m)
+    winograd.output_tiles_adjoint(gy, dm, 0, 2, 3, 4, 5)
+    np.testing.assert_allclose((out * gy).sum(), (m * dm).sum(), rtol=1e-12)
+
 
 CASES = {
     "even output": (16, 24, (2, 16, 8, 10), 1),
@@ -59,14 +65,17 @@ def test_conv_matches_pytorch_and_im2col(case, monkeypatch):
     results = {}
     for use in (True, False):
         monkeypatch.setattr(winograd, "_MIN_CHANNELS", 16 if use else 10 ** 9)
-        calls = []
+        calls, weight_calls = [], []
         monkeypatch.setattr(winograd, "conv_forward", lambda *a, f=winograd.conv_forward: calls.append(1) or f(*a))
+        monkeypatch.setattr(winograd, "weight_gradient",
+                            lambda *a, f=winograd.weight_gradient: weight_calls.append(1) or f(*a))
         x_e = ef.tensor(x, requires_grad=True)
         for p in ours.parameters():
             p.grad = None
         y = ours(x_e)
         y.backward(ef.tensor(seed))
         assert len(calls) == (2 if use else 0)                # forward and the input gradient
+        assert len(weight_calls) == (1 if use else 0)
         results[use] = (y.numpy(), x_e.grad.numpy(), ours.weight.grad.numpy())
         np.testing.assert_allclose(results[use][0], y_t.detach().numpy(), atol=1e-4, rtol=1e-4)
         np.testing.assert_allclose(results[use][1], x_t.grad.numpy(), atol=1e-4, rtol=1e-4)

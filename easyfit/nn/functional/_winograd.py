@@ -89,6 +89,39 @@ def conv_forward(xpad, weight, g):
     return out
 
 
+def weight_gradient(xpad, gy_matrix, weight_shape, g):
+    """d conv2d / d weight (O, C, 3, 3) for xpad (N, Hp, Wp, C) padded and channels-last and
+    the output gradient gy_matrix (N*OH*OW, O), through the same tiles: per chunk, the
+    input tiles V and the output gradient carried back through A (A dY A^T), their 16
+    products (C x tiles times tiles x O) summed in chunk order, then G^T (...) G."""
+    n, c = xpad.shape[0], xpad.shape[3]
+    o = weight_shape[0]
+    tiles_h, tiles_w = (g.oh + 1) // 2, (g.ow + 1) // 2
+    xpad = _padded_to_tiles(xpad, tiles_h, tiles_w)
+    per_image = tiles_h * tiles_w
+    images = max(1, min(n, _CHUNK_FLOATS // (16 * per_image * max(c, o))))
+    chunks = [(start, min(n, start + images)) for start in range(0, n, images)]
+    total = lanes.OrderedSum(np.zeros((16, c, o), dtype=xpad.dtype))
+    gy_matrix = np.ascontiguousarray(gy_matrix)
+
+    def scratch():
+        return (np.empty(16 * images * per_image * c, dtype=xpad.dtype),
+                np.empty(16 * images * per_image * o, dtype=xpad.dtype))
+
+    def products(buffers, index, chunk):
+        start, stop = chunk
+        count = (stop - start) * per_image
+        v = buffers[0][:16 * count * c].reshape(16, count, c)
+        dm = buffers[1][:16 * count * o].reshape(16, count, o)
+        input_tiles(xpad, v, start, tiles_h, tiles_w)
+        output_tiles_adjoint(gy_matrix, dm, start, tiles_h, tiles_w, g.oh, g.ow)
+        total.add(index, np.matmul(v.transpose(0, 2, 1), dm))
+    lanes.run(products, chunks, scratch)
+    du = total.total.astype(np.float64).reshape(4, 4, c, o)
+    gw = np.tensordot(np.tensordot(_G, du, axes=(0, 0)), _G, axes=(1, 0))   # G^T du G: (3, C, O, 3)
+    return np.ascontiguousarray(gw.transpose(2, 1, 0, 3), dtype=xpad.dtype)
+
+
 @compiled.kernel
 def weight_tiles(weight, u):
     """u (16, C, O) = G w G^T of each 3x3 kernel w of weight (O, C, 3, 3), summed in float64."""
@@ -185,3 +218,53 @@ def output_tiles(m, out, first, tiles_h, tiles_w, oh, ow):
                         for ch in range(o):
                             right[ch] = p1[tx, ch] - p2[tx, ch] - p3[tx, ch]
             t += tiles_w
+
+
+@compiled.kernel
+def output_tiles_adjoint(gy, dm, first, tiles_h, tiles_w, oh, ow):
+    """dm (16, tiles, O) = A gy_tile A^T for each tile's 2x2 block of the output gradient
+    gy (N*OH*OW, O) of images first, first+1, ... (outputs past OH x OW count as zeros): the
+    adjoint of output_tiles."""
+    o = gy.shape[1]
+    rows = np.empty((4, 2, o), dtype=gy.dtype)  # A applied down one tile: rows g0, g0 + g1, g0 - g1, -g1
+    t = 0
+    for b in range(first, first + dm.shape[1] // (tiles_h * tiles_w)):
+        for ty in range(tiles_h):
+            y = 2 * ty
+            for tx in range(tiles_w):
+                x = 2 * tx
+                for q in range(2):
+                    if x + q >= ow:
+                        for i in range(4):
+                            for ch in range(o):
+                                rows[i, q, ch] = 0.0
+                        continue
+                    top = gy[(b * oh + y) * ow + x + q]
+                    if y + 1 < oh:
+                        bottom = gy[(b * oh + y + 1) * ow + x + q]
+                        for ch in range(o):
+                            rows[0, q, ch] = top[ch]
+                        for ch in range(o):
+                            rows[1, q, ch] = top[ch] + bottom[ch]
+                        for ch in range(o):
+                            rows[2, q, ch] = top[ch] - bottom[ch]
+                        for ch in range(o):
+                            rows[3, q, ch] = -bottom[ch]
+                    else:
+                        for ch in range(o):
+                            rows[0, q, ch] = top[ch]
+                            rows[1, q, ch] = top[ch]
+                            rows[2, q, ch] = top[ch]
+                            rows[3, q, ch] = 0.0
+                for i in range(4):  # then A^T across: columns g0, g0 + g1, g0 - g1, -g1
+                    left, right = rows[i, 0], rows[i, 1]
+                    d0, d1, d2, d3 = dm[4 * i, t], dm[4 * i + 1, t], dm[4 * i + 2, t], dm[4 * i + 3, t]
+                    for ch in range(o):
+                        d0[ch] = left[ch]
+                    for ch in range(o):
+                        d1[ch] = left[ch] + right[ch]
+                    for ch in range(o):
+                        d2[ch] = left[ch] - right[ch]
+                    for ch in range(o):
+                        d3[ch] = -right[ch]
+                t += 1

@@ -389,9 +389,9 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
 
     Works chunk by chunk over the batch: the window matrix of a chunk is rebuilt from x
     (cheaper than keeping the whole batch's from the forward pass) and multiplied into
-    the weight gradient. The input gradient is a convolution itself where that is faster
-    (`_grad_input_by_conv_is_faster`); otherwise the chunk's window gradients are folded
-    back by col2im.
+    the weight gradient (by Winograd tiles where they apply). The input gradient is a
+    convolution itself where that is faster (`_grad_input_by_conv_is_faster`); otherwise
+    the chunk's window gradients are folded back by col2im.
     """
     xp = get_array_module(gy_matrix)
     n, c, h, w = x_shape
@@ -406,26 +406,30 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
     gx = None
     if need_x and _grad_input_by_conv_is_faster(g, c, o):
         gx = _grad_input_by_conv(gy_matrix, weight, g, x_shape).reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    gw_by_tiles = None
+    if need_w and _winograd.applies(xpad, weight_shape, g):
+        gw_by_tiles = _winograd.weight_gradient(xpad, gy_matrix, weight_shape, g)
+    by_windows = need_w and gw_by_tiles is None  # the weight gradient from window matrices
     fold = need_x and gx is None
     gx_pad = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy_matrix.dtype) if fold else None
-    gw = xp.zeros((groups, og, kh * kw * (c // groups)), dtype=gy_matrix.dtype) if need_w else None
+    gw = xp.zeros((groups, og, kh * kw * (c // groups)), dtype=gy_matrix.dtype) if by_windows else None
     wm = _weight_matrix(weight, g.groups) if fold else None
     if fold and groups < g.groups:
         wm = _block_diagonal(wm, g)
-    if need_w or fold:
+    if by_windows or fold:
         chunks = _chunks(n, length, kh * kw * c)
         width = kh * kw * (c // groups)  # one group's columns (group-major, see im2col)
-        gw_sum = lanes.OrderedSum(gw) if need_w else None
+        gw_sum = lanes.OrderedSum(gw) if by_windows else None
 
         def scratch():  # one lane's: its window matrices and window gradients
-            return (_WindowMatrices(xpad, g, _largest(chunks), groups) if need_w else None,
+            return (_WindowMatrices(xpad, g, _largest(chunks), groups) if by_windows else None,
                     xp.empty((_largest(chunks) * length, groups * width), dtype=gy_matrix.dtype) if fold else None)
 
         def gradients(state, index, chunk):
             window_matrix, cols_grad = state
             start, stop = chunk
             gy_chunk = gy_matrix[start * length:stop * length]
-            if need_w:
+            if by_windows:
                 cols = window_matrix(start, stop)
                 gw_sum.add(index, xp.stack([gy_chunk[:, group * og:(group + 1) * og].T
                                             @ cols[:, group * width:(group + 1) * width] for group in range(groups)]))
@@ -438,13 +442,13 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
         _run_chunks(xp, gradients, chunks, scratch)
     if fold:
         gx = gx_pad[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
-    if need_w:
+    if by_windows:
         if groups < g.groups:  # the dense (O, KH*KW*C) gradient: keep each group's diagonal block
             per_group = gw.reshape(g.groups, o // g.groups, kh * kw, g.groups, cg)
             diagonal = xp.arange(g.groups)
             gw = per_group[diagonal, :, :, diagonal, :]  # (groups, O/groups, KH*KW, C/groups)
         gw = xp.ascontiguousarray(gw.reshape(o, kh, kw, cg).transpose(0, 3, 1, 2))
-    return gx, gw
+    return gx, (gw_by_tiles if gw_by_tiles is not None else gw)
 
 
 def _output_matrix(gy):
