@@ -26,6 +26,11 @@ def test_transforms_equal_their_matrices():
     w = rng.standard_normal((4, 5, 3, 3))
     expected = np.einsum("ia,ocab,jb->ijco", winograd._G, w, winograd._G).reshape(16, 5, 4)
     np.testing.assert_allclose(winograd.transformed_weight(w, np.float64), expected, atol=1e-12)
+    du = rng.standard_normal((16, 5, 4))
+    gw = np.empty((4, 5, 3, 3))
+    winograd.weight_tiles_adjoint(du, gw)
+    np.testing.assert_allclose(gw, np.einsum("ia,ijco,jb->ocab", winograd._G, du.reshape(4, 4, 5, 4), winograd._G),
+                               atol=1e-12)
 
     m = rng.standard_normal((16, 2 * 2 * 3, 4))          # one image of 2 x 3 tiles: 4 x 6 outputs
     out = np.full((2 * 4 * 5, 4), np.nan)                # OW 5: the last tile column keeps one output

@@ -117,9 +117,9 @@ def weight_gradient(xpad, gy_matrix, weight_shape, g):
         output_tiles_adjoint(gy_matrix, dm, start, tiles_h, tiles_w, g.oh, g.ow)
         total.add(index, np.matmul(v.transpose(0, 2, 1), dm))
     lanes.run(products, chunks, scratch)
-    du = total.total.astype(np.float64).reshape(4, 4, c, o)
-    gw = np.tensordot(np.tensordot(_G, du, axes=(0, 0)), _G, axes=(1, 0))   # G^T du G: (3, C, O, 3)
-    return np.ascontiguousarray(gw.transpose(2, 1, 0, 3), dtype=xpad.dtype)
+    gw = np.empty(weight_shape, dtype=xpad.dtype)
+    weight_tiles_adjoint(total.total, gw)
+    return gw
 
 
 @compiled.kernel
@@ -142,6 +142,30 @@ def weight_tiles(weight, u):
                 u[4 * i + 1, in_channel, out_channel] = 0.5 * (w0 + w1 + w2)
                 u[4 * i + 2, in_channel, out_channel] = 0.5 * (w0 - w1 + w2)
                 u[4 * i + 3, in_channel, out_channel] = w2
+
+
+@compiled.kernel
+def weight_tiles_adjoint(du, gw):
+    """gw (O, C, 3, 3) = G^T du G for each (input, output) channel pair of du (16, C, O),
+    summed in float64: the adjoint of weight_tiles."""
+    c, o = du.shape[1], du.shape[2]
+    rows = np.empty((4, 3))
+    for out_channel in range(o):
+        for in_channel in range(c):
+            for i in range(4):  # G^T across each row: d0 + (d1 + d2) / 2, (d1 - d2) / 2, (d1 + d2) / 2 + d3
+                d0 = np.float64(du[4 * i, in_channel, out_channel])
+                d1 = np.float64(du[4 * i + 1, in_channel, out_channel])
+                d2 = np.float64(du[4 * i + 2, in_channel, out_channel])
+                d3 = np.float64(du[4 * i + 3, in_channel, out_channel])
+                rows[i, 0] = d0 + 0.5 * (d1 + d2)
+                rows[i, 1] = 0.5 * (d1 - d2)
+                rows[i, 2] = 0.5 * (d1 + d2) + d3
+            target = gw[out_channel, in_channel]
+            for j in range(3):  # then G^T down each column
+                d0, d1, d2, d3 = rows[0, j], rows[1, j], rows[2, j], rows[3, j]
+                target[0, j] = d0 + 0.5 * (d1 + d2)
+                target[1, j] = 0.5 * (d1 - d2)
+                target[2, j] = 0.5 * (d1 + d2) + d3
 
 
 # The transforms run in two stages of simple loops (two or three loads, one store), each
