@@ -42,13 +42,20 @@ def _executor(size):
         return _pool["executor"]
 
 
-def _forget_pool():
-    """After fork the child has none of the parent's threads: start a new pool when needed."""
+def _after_fork_in_child():
+    """The child has none of the parent's threads: start a new pool when needed, and give
+    BLAS back the count a conv running in the parent at the fork had set aside."""
+    global _pool_lock, _blas_lock
+    _pool_lock, _blas_lock = threading.Lock(), threading.Lock()   # another thread may have held them
     _pool["executor"], _pool["size"] = None, 0
+    if _blas["running"]:
+        _blas["running"] = 0
+        if _blas["saved"] not in (None, 1):
+            threads.set_raw(_blas["saved"])
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def count():

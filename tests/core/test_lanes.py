@@ -1,6 +1,7 @@
 """Kernel chunks on several threads (core/lanes.py): every chunk once, BLAS on one thread
 meanwhile and restored after, sums in chunk order, and the same results on any number of
 threads."""
+import os
 import random
 import threading
 
@@ -85,3 +86,35 @@ def test_a_conv_is_the_same_bit_for_bit_on_one_and_two_threads(channels, monkeyp
         results.append((y.numpy(), xt.grad.numpy(), wt.grad.numpy()))
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+def _conv_in_child(queue):
+    rng = np.random.default_rng(4)
+    x = ef.tensor(rng.standard_normal((8, 16, 32, 32)).astype(np.float32))  # several chunks
+    w = ef.tensor(rng.standard_normal((16, 16, 3, 3)).astype(np.float32))
+    queue.put(F.conv2d(x, w, padding=1).numpy())
+
+
+@needs_openblas
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_runs_lanes_of_its_own(monkeypatch):
+    """After a conv has started the lane threads, a forked child (a data-loader worker) has
+    none of them: it starts its own instead of waiting forever for the parent's."""
+    import multiprocessing
+    monkeypatch.setattr(lanes, "count", lambda: 2)
+    started = []
+    monkeypatch.setattr(lanes, "_executor", lambda size, f=lanes._executor: started.append(size) or f(size))
+    expected = []
+    _conv_in_child(type("Q", (), {"put": staticmethod(expected.append)}))   # starts the pool here
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_conv_in_child, args=(queue,))
+    assert started
+    child.start()
+    try:
+        result = queue.get(timeout=60)
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    np.testing.assert_array_equal(result, expected[0])
