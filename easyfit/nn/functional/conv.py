@@ -8,11 +8,13 @@ gradient.
 """
 import numpy as np
 
+from ...core import lanes
 from ...core.autograd import _grad_enabled
 from ...core.backend import get_array_module
 from ...core.functions import concatenate
 from ...core.tensor import _wrap, Function, reshape, sum
 from . import _conv_kernels as kernels
+from . import _winograd
 from ._arguments import _pair
 
 
@@ -382,6 +384,8 @@ def _conv_forward_arrays(xpad, weight, g):
     `xpad` is the input padded and channels-last (see `_pad_channels_last`)."""
     if _is_depthwise(weight.shape, g):
         return _depthwise_forward(xpad, weight, g)
+    if _winograd.applies(xpad, weight.shape, g):
+        return _winograd.conv_forward(xpad, weight, g)
     xp = get_array_module(xpad)
     n = xpad.shape[0]
     o = weight.shape[0]
@@ -393,15 +397,28 @@ def _conv_forward_arrays(xpad, weight, g):
     length = g.oh * g.ow
     out = xp.empty((n * length, o), dtype=xpad.dtype)
     chunks = _chunks(n, length, wm.shape[1] * wm.shape[0])
-    window_matrix = _WindowMatrices(xpad, g, _largest(chunks), groups)
     width, og = wm.shape[1], o // groups  # one group's columns and outputs
-    for start, stop in chunks:
+
+    def product(window_matrix, index, chunk):
+        start, stop = chunk
         cols = window_matrix(start, stop)  # group-major: each group's columns one block
         rows = slice(start * length, stop * length)
         for group in range(groups):
             xp.matmul(cols[:, group * width:(group + 1) * width], wm[group],
                       out=out[rows, group * og:(group + 1) * og])
+    _run_chunks(xp, product, chunks, lambda: _WindowMatrices(xpad, g, _largest(chunks), groups))
     return out
+
+
+def _run_chunks(xp, work, chunks, make_state):
+    """work(state, index, chunk) for each chunk: NumPy arrays on lanes (core/lanes.py),
+    CuPy arrays in order on the current stream."""
+    if xp is np:
+        lanes.run(work, chunks, make_state)
+        return
+    state = make_state()
+    for index, chunk in enumerate(chunks):
+        work(state, index, chunk)
 
 
 def _grad_input_by_conv_is_faster(g, in_channels, out_channels):
@@ -409,9 +426,10 @@ def _grad_input_by_conv_is_faster(g, in_channels, out_channels):
     multiplying into window gradients and folding them back (col2im). The convolution
     copies windows of gy (out_channels wide); col2im adds windows of in_channels: measured
     here, the convolution wins by 1.3-2x when out_channels <= in_channels and loses by as
-    much when out_channels = 2 * in_channels."""
-    return (g.sh == 1 and g.sw == 1 and g.ph <= g.dh * (g.kh - 1) and g.pw <= g.dw * (g.kw - 1)
-            and out_channels <= in_channels)
+    much when out_channels = 2 * in_channels. A convolution by Winograd tiles wins either way."""
+    if not (g.sh == 1 and g.sw == 1 and g.ph <= g.dh * (g.kh - 1) and g.pw <= g.dw * (g.kw - 1)):
+        return False
+    return out_channels <= in_channels or _winograd.geometry_applies((in_channels, out_channels, g.kh, g.kw), g)
 
 
 def _grad_input_by_conv(gy_matrix, weight, g, x_shape):
@@ -434,9 +452,9 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
 
     Works chunk by chunk over the batch: the window matrix of a chunk is rebuilt from x
     (cheaper than keeping the whole batch's from the forward pass) and multiplied into
-    the weight gradient. The input gradient is a convolution itself where that is faster
-    (`_grad_input_by_conv_is_faster`); otherwise the chunk's window gradients are folded
-    back by col2im.
+    the weight gradient (by Winograd tiles where they apply). The input gradient is a
+    convolution itself where that is faster (`_grad_input_by_conv_is_faster`); otherwise
+    the chunk's window gradients are folded back by col2im.
     """
     xp = get_array_module(gy_matrix)
     n, c, h, w = x_shape
@@ -451,38 +469,49 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
     gx = None
     if need_x and _grad_input_by_conv_is_faster(g, c, o):
         gx = _grad_input_by_conv(gy_matrix, weight, g, x_shape).reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    gw_by_tiles = None
+    if need_w and _winograd.applies(xpad, weight_shape, g):
+        gw_by_tiles = _winograd.weight_gradient(xpad, gy_matrix, weight_shape, g)
+    by_windows = need_w and gw_by_tiles is None  # the weight gradient from window matrices
     fold = need_x and gx is None
     gx_pad = xp.zeros((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy_matrix.dtype) if fold else None
-    gw = xp.zeros((groups, og, kh * kw * (c // groups)), dtype=gy_matrix.dtype) if need_w else None
+    gw = xp.zeros((groups, og, kh * kw * (c // groups)), dtype=gy_matrix.dtype) if by_windows else None
     wm = _weight_matrix(weight, g.groups) if fold else None
     if fold and groups < g.groups:
         wm = _block_diagonal(wm, g)
-    if need_w or fold:
+    if by_windows or fold:
         chunks = _chunks(n, length, kh * kw * c)
-        window_matrix = _WindowMatrices(xpad, g, _largest(chunks), groups) if need_w else None
         width = kh * kw * (c // groups)  # one group's columns (group-major, see im2col)
-        cols_grad = xp.empty((_largest(chunks) * length, groups * width), dtype=gy_matrix.dtype) if fold else None
-        for start, stop in chunks:
+        gw_sum = lanes.OrderedSum(gw) if by_windows else None
+
+        def scratch():  # one lane's: its window matrices and window gradients
+            return (_WindowMatrices(xpad, g, _largest(chunks), groups) if by_windows else None,
+                    xp.empty((_largest(chunks) * length, groups * width), dtype=gy_matrix.dtype) if fold else None)
+
+        def gradients(state, index, chunk):
+            window_matrix, cols_grad = state
+            start, stop = chunk
             gy_chunk = gy_matrix[start * length:stop * length]
-            if need_w:
+            if by_windows:
                 cols = window_matrix(start, stop)
-                for group in range(groups):
-                    gw[group] += gy_chunk[:, group * og:(group + 1) * og].T @ cols[:, group * width:(group + 1) * width]
+                gw_sum.add(index, xp.stack([gy_chunk[:, group * og:(group + 1) * og].T
+                                            @ cols[:, group * width:(group + 1) * width] for group in range(groups)]))
             if fold:
                 chunk_grad = cols_grad[:len(gy_chunk)]
                 for group in range(groups):
                     xp.matmul(gy_chunk[:, group * og:(group + 1) * og], wm[group].T,
                               out=chunk_grad[:, group * width:(group + 1) * width])
                 _col2im_add(gx_pad[start:stop], chunk_grad, g, groups)
+        _run_chunks(xp, gradients, chunks, scratch)
     if fold:
         gx = gx_pad[:, g.ph:g.ph + h, g.pw:g.pw + w].transpose(0, 3, 1, 2)
-    if need_w:
+    if by_windows:
         if groups < g.groups:  # the dense (O, KH*KW*C) gradient: keep each group's diagonal block
             per_group = gw.reshape(g.groups, o // g.groups, kh * kw, g.groups, cg)
             diagonal = xp.arange(g.groups)
             gw = per_group[diagonal, :, :, diagonal, :]  # (groups, O/groups, KH*KW, C/groups)
         gw = xp.ascontiguousarray(gw.reshape(o, kh, kw, cg).transpose(0, 3, 1, 2))
-    return gx, gw
+    return gx, (gw_by_tiles if gw_by_tiles is not None else gw)
 
 
 def _output_matrix(gy):

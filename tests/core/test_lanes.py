@@ -1,0 +1,120 @@
+"""Kernel chunks on several threads (core/lanes.py): every chunk once, BLAS on one thread
+meanwhile and restored after, sums in chunk order, and the same results on any number of
+threads."""
+import os
+import random
+import threading
+
+import numpy as np
+import pytest
+
+import easyfit as ef
+from easyfit.core import lanes, threads
+from easyfit.nn import functional as F
+
+needs_openblas = pytest.mark.skipif(threads.get_num_threads() is None, reason="no OpenBLAS to set")
+
+
+@needs_openblas
+def test_every_chunk_runs_once_with_blas_on_one_thread(monkeypatch):
+    monkeypatch.setattr(lanes, "count", lambda: 2)
+    before = threads.get_num_threads()
+    threads.set_raw(2)
+    try:
+        seen, blas, names, states = [], [], set(), []
+
+        def make_state():
+            states.append(object())
+            return states[-1]
+
+        def work(state, index, chunk):
+            seen.append((index, chunk))
+            blas.append(threads.get_num_threads())
+            names.add(threading.current_thread().name)
+        chunks = [(i, i + 1) for i in range(40)]
+        lanes.run(work, chunks, make_state)
+        assert sorted(seen) == list(enumerate(chunks))
+        assert set(blas) == {1}
+        assert len(states) == 2
+        assert threads.get_num_threads() == 2
+    finally:
+        threads.set_raw(before)
+
+
+@needs_openblas
+def test_an_error_in_a_lane_reaches_the_caller_and_blas_is_restored(monkeypatch):
+    monkeypatch.setattr(lanes, "count", lambda: 2)
+    before = threads.get_num_threads()
+    threads.set_raw(2)
+    try:
+        def work(state, index, chunk):
+            if index == 5:
+                raise ValueError("chunk 5")
+        with pytest.raises(ValueError, match="chunk 5"):
+            lanes.run(work, list(range(12)))
+        assert threads.get_num_threads() == 2
+    finally:
+        threads.set_raw(before)
+
+
+def test_ordered_sum_adds_in_chunk_order_whatever_the_arrival():
+    rng = np.random.default_rng(0)
+    parts = [rng.standard_normal(50).astype(np.float32) * 10.0 ** rng.integers(-3, 4) for _ in range(30)]
+    expected = np.zeros(50, np.float32)
+    for part in parts:
+        expected += part
+    order = list(range(30))
+    random.Random(1).shuffle(order)
+    total = lanes.OrderedSum(np.zeros(50, np.float32))
+    for index in order:
+        total.add(index, parts[index])
+    np.testing.assert_array_equal(total.total, expected)
+
+
+@needs_openblas
+@pytest.mark.parametrize("channels", [8, 32], ids=["im2col", "winograd"])
+def test_a_conv_is_the_same_bit_for_bit_on_one_and_two_threads(channels, monkeypatch):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, channels, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((channels, channels, 3, 3)).astype(np.float32)
+    results = []
+    for n in (1, 2):
+        monkeypatch.setattr(lanes, "count", lambda n=n: n)
+        xt, wt = ef.tensor(x, requires_grad=True), ef.tensor(w, requires_grad=True)
+        y = F.conv2d(xt, wt, padding=1)
+        y.backward(ef.tensor(np.cos(y.numpy())))
+        results.append((y.numpy(), xt.grad.numpy(), wt.grad.numpy()))
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
+def _conv_in_child(queue):
+    rng = np.random.default_rng(4)
+    x = ef.tensor(rng.standard_normal((8, 16, 32, 32)).astype(np.float32))  # several chunks
+    w = ef.tensor(rng.standard_normal((16, 16, 3, 3)).astype(np.float32))
+    queue.put(F.conv2d(x, w, padding=1).numpy())
+
+
+@needs_openblas
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_runs_lanes_of_its_own(monkeypatch):
+    """After a conv has started the lane threads, a forked child (a data-loader worker) has
+    none of them: it starts its own instead of waiting forever for the parent's."""
+    import multiprocessing
+    monkeypatch.setattr(lanes, "count", lambda: 2)
+    started = []
+    monkeypatch.setattr(lanes, "_executor", lambda size, f=lanes._executor: started.append(size) or f(size))
+    expected = []
+    _conv_in_child(type("Q", (), {"put": staticmethod(expected.append)}))   # starts the pool here
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_conv_in_child, args=(queue,))
+    assert started
+    child.start()
+    try:
+        result = queue.get(timeout=60)
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    np.testing.assert_array_equal(result, expected[0])
