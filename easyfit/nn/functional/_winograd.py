@@ -61,31 +61,40 @@ def _padded_to_tiles(xpad, tiles_h, tiles_w):
     return out
 
 
+class _Tiling:
+    """The tile grid of one conv, its batch chunks, and each lane's scratch for a chunk's
+    transformed input (16, tiles, C) and products (16, tiles, O)."""
+
+    def __init__(self, xpad, g, out_channels):
+        self.tiles_h, self.tiles_w = (g.oh + 1) // 2, (g.ow + 1) // 2
+        self.xpad = _padded_to_tiles(xpad, self.tiles_h, self.tiles_w)
+        n, self.c, self.o = xpad.shape[0], xpad.shape[3], out_channels
+        self.per_image = self.tiles_h * self.tiles_w
+        self.images = max(1, min(n, _CHUNK_FLOATS // (16 * self.per_image * max(self.c, self.o))))
+        self.chunks = [(start, min(n, start + self.images)) for start in range(0, n, self.images)]
+
+    def scratch(self):
+        tiles = 16 * self.images * self.per_image
+        return np.empty(tiles * self.c, dtype=self.xpad.dtype), np.empty(tiles * self.o, dtype=self.xpad.dtype)
+
+    def views(self, buffers, chunk):
+        count = (chunk[1] - chunk[0]) * self.per_image
+        return (buffers[0][:16 * count * self.c].reshape(16, count, self.c),
+                buffers[1][:16 * count * self.o].reshape(16, count, self.o))
+
+
 def conv_forward(xpad, weight, g):
     """conv2d of xpad (N, Hp, Wp, C), padded and channels-last, as an (N*OH*OW, O) matrix."""
-    n, c = xpad.shape[0], xpad.shape[3]
-    o = weight.shape[0]
-    tiles_h, tiles_w = (g.oh + 1) // 2, (g.ow + 1) // 2
-    xpad = _padded_to_tiles(xpad, tiles_h, tiles_w)
+    tiling = _Tiling(xpad, g, weight.shape[0])
     u = transformed_weight(weight, xpad.dtype)
-    out = np.empty((n * g.oh * g.ow, o), dtype=xpad.dtype)
-    per_image = tiles_h * tiles_w
-    images = max(1, min(n, _CHUNK_FLOATS // (16 * per_image * max(c, o))))
-    chunks = [(start, min(n, start + images)) for start in range(0, n, images)]
-
-    def scratch():  # one lane's transformed tiles and products
-        return (np.empty(16 * images * per_image * c, dtype=xpad.dtype),
-                np.empty(16 * images * per_image * o, dtype=xpad.dtype))
+    out = np.empty((xpad.shape[0] * g.oh * g.ow, weight.shape[0]), dtype=xpad.dtype)
 
     def tiles(buffers, index, chunk):
-        start, stop = chunk
-        count = (stop - start) * per_image
-        v = buffers[0][:16 * count * c].reshape(16, count, c)
-        m = buffers[1][:16 * count * o].reshape(16, count, o)
-        input_tiles(xpad, v, start, tiles_h, tiles_w)
+        v, m = tiling.views(buffers, chunk)
+        input_tiles(tiling.xpad, v, chunk[0], tiling.tiles_h, tiling.tiles_w)
         np.matmul(v, u, out=m)
-        output_tiles(m, out, start, tiles_h, tiles_w, g.oh, g.ow)
-    lanes.run(tiles, chunks, scratch)
+        output_tiles(m, out, chunk[0], tiling.tiles_h, tiling.tiles_w, g.oh, g.ow)
+    lanes.run(tiles, tiling.chunks, tiling.scratch)
     return out
 
 
@@ -94,29 +103,16 @@ def weight_gradient(xpad, gy_matrix, weight_shape, g):
     the output gradient gy_matrix (N*OH*OW, O), through the same tiles: per chunk, the
     input tiles V and the output gradient carried back through A (A dY A^T), their 16
     products (C x tiles times tiles x O) summed in chunk order, then G^T (...) G."""
-    n, c = xpad.shape[0], xpad.shape[3]
-    o = weight_shape[0]
-    tiles_h, tiles_w = (g.oh + 1) // 2, (g.ow + 1) // 2
-    xpad = _padded_to_tiles(xpad, tiles_h, tiles_w)
-    per_image = tiles_h * tiles_w
-    images = max(1, min(n, _CHUNK_FLOATS // (16 * per_image * max(c, o))))
-    chunks = [(start, min(n, start + images)) for start in range(0, n, images)]
-    total = lanes.OrderedSum(np.zeros((16, c, o), dtype=xpad.dtype))
+    tiling = _Tiling(xpad, g, weight_shape[0])
+    total = lanes.OrderedSum(np.zeros((16, tiling.c, tiling.o), dtype=xpad.dtype))
     gy_matrix = np.ascontiguousarray(gy_matrix)
 
-    def scratch():
-        return (np.empty(16 * images * per_image * c, dtype=xpad.dtype),
-                np.empty(16 * images * per_image * o, dtype=xpad.dtype))
-
     def products(buffers, index, chunk):
-        start, stop = chunk
-        count = (stop - start) * per_image
-        v = buffers[0][:16 * count * c].reshape(16, count, c)
-        dm = buffers[1][:16 * count * o].reshape(16, count, o)
-        input_tiles(xpad, v, start, tiles_h, tiles_w)
-        output_tiles_adjoint(gy_matrix, dm, start, tiles_h, tiles_w, g.oh, g.ow)
+        v, dm = tiling.views(buffers, chunk)
+        input_tiles(tiling.xpad, v, chunk[0], tiling.tiles_h, tiling.tiles_w)
+        output_tiles_adjoint(gy_matrix, dm, chunk[0], tiling.tiles_h, tiling.tiles_w, g.oh, g.ow)
         total.add(index, np.matmul(v.transpose(0, 2, 1), dm))
-    lanes.run(products, chunks, scratch)
+    lanes.run(products, tiling.chunks, tiling.scratch)
     gw = np.empty(weight_shape, dtype=xpad.dtype)
     weight_tiles_adjoint(total.total, gw)
     return gw
