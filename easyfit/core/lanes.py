@@ -11,10 +11,12 @@ every product, as a BLAS thread does.
 
 Lanes take chunks in whatever order they free up, so callers make every chunk's result
 independent of which lane computed it (sums over chunks are added in chunk order
-afterwards), and every product runs on one BLAS thread whatever the lane count: the
-results are the same bit for bit on any number of threads. The lane count is the BLAS
-thread count in force (`easyfit.set_num_threads`, OPENBLAS_NUM_THREADS); without an
-OpenBLAS to set to one thread, there is one lane.
+afterwards), and every product runs on one BLAS thread whatever the lane count: a kernel
+of two chunks or more gives the same results bit for bit on any number of threads. A
+single chunk (one large image) runs on BLAS's own threads instead, which may round its
+products differently on another thread count, as any BLAS product may. The lane count is
+the BLAS thread count in force (`easyfit.set_num_threads`, OPENBLAS_NUM_THREADS); without
+an OpenBLAS to set to one thread, there is one lane.
 """
 import itertools
 import os
@@ -67,10 +69,11 @@ def count():
 def run(work, chunks, make_state=lambda: None):
     """Call work(state, index, chunk) for every chunk in `chunks` (a sequence), on up to
     count() threads; each lane has its own state from make_state() (its scratch buffers).
-    BLAS runs on one thread meanwhile (whatever the lane count), and its count is restored
-    afterwards."""
+    With two lanes or more, BLAS runs on one thread meanwhile and gets its count back
+    afterwards. One lane (one thread set, a single chunk such as one large image, no
+    OpenBLAS to set) runs the chunks in order with BLAS as it is."""
     lanes = min(count(), len(chunks))
-    if threads.get_num_threads() is None:   # no OpenBLAS to hold at one thread: one lane, BLAS as it is
+    if lanes == 1:
         state = make_state()
         for index, chunk in enumerate(chunks):
             work(state, index, chunk)

@@ -42,6 +42,21 @@ def test_every_chunk_runs_once_with_blas_on_one_thread(monkeypatch):
 
 
 @needs_openblas
+def test_a_single_chunk_keeps_blas_threads(monkeypatch):
+    """One chunk (one large image) cannot be shared: its product keeps BLAS's threads
+    instead of running on one."""
+    monkeypatch.setattr(lanes, "count", lambda: 2)
+    before = threads.get_num_threads()
+    threads.set_raw(2)
+    try:
+        seen = []
+        lanes.run(lambda state, index, chunk: seen.append(threads.get_num_threads()), [(0, 1)])
+        assert seen == [2]
+    finally:
+        threads.set_raw(before)
+
+
+@needs_openblas
 def test_an_error_in_a_lane_reaches_the_caller_and_blas_is_restored(monkeypatch):
     monkeypatch.setattr(lanes, "count", lambda: 2)
     before = threads.get_num_threads()
