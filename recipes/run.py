@@ -19,6 +19,7 @@ import numpy as np
 
 import easyfit
 from easyfit import distributed
+from easyfit.core import compiled
 from easyfit.learner import Callback, SaveModelCallback, TensorBoardCallback, load_learner
 
 from . import get_recipe
@@ -92,6 +93,7 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
         resume_name = RESUMABLE
     if distributed.is_main():
         write_config(recipe, config, out_dir)
+    compiled.load_in_background()   # numba's first-use setup overlaps reading the data
     easyfit.manual_seed(config.seed)
     learn = recipe.build_learner(config, out_dir)
     _check_validation_data(learn, config)

@@ -1,4 +1,5 @@
-"""A recipe run's final metrics reuse the last epoch's validation when the model is unchanged."""
+"""Work a recipe run does not repeat or wait for: the final metrics reuse the last epoch's
+validation when the model is unchanged, and numba's setup overlaps reading the data."""
 import numpy as np
 import pytest
 
@@ -91,3 +92,14 @@ def test_a_recipe_run_validates_again_when_a_callback_changes_the_weights(tmp_pa
     results = run.train(vision, config, tmp_path / "run", log=lambda *a: None)
     assert len(passes) == 2
     assert [results["valid_loss"], results["accuracy"]] == pytest.approx(passes[-1], rel=0, abs=0)
+
+
+def test_a_recipe_run_sets_up_numba_before_reading_its_data(tmp_path, monkeypatch):
+    """The first kernel's setup (about a second) overlaps reading the data set."""
+    order = []
+    monkeypatch.setattr(run.compiled, "load_in_background", lambda: order.append("numba"))
+    original = vision.build_learner
+    monkeypatch.setattr(vision, "build_learner", lambda *args: (order.append("data"), original(*args))[1])
+    config = run.resolve_config(vision, overrides=["epochs=1", "width=4", "bs=128"])
+    run.train(vision, config, tmp_path / "run", log=lambda *a: None)
+    assert order == ["numba", "data"]
