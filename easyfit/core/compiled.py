@@ -8,10 +8,17 @@ path runs. Both paths are kept, and tests run each kernel both ways (`numba_disa
 numba is imported on the first call of a compiled kernel, never at `import easyfit`, and
 compiled functions are cached on disk (`cache=True`), so only the first run on a machine
 pays the compile time. CuPy arrays always take the array-module path.
+
+Even from the cache, a process's first kernel costs about a second: importing numba, and
+setting up its CPU target (type registries, SciPy's BLAS bindings). `load_in_background()`
+does that in a daemon thread while the caller does other work (the recipes call it before
+reading their data), so the first training step finds numba ready.
 """
 import contextlib
 import os
 import threading
+
+import numpy as np
 
 _numba = None          # the numba module once imported
 _numba_error = None    # why importing it failed, if it did
@@ -77,6 +84,27 @@ class _Kernel:
         return compiled(*args)
 
 
+def load_in_background():
+    """Import numba and set up its CPU target in a daemon thread; returns the thread (the
+    same one on every call), or None when compiled kernels are off. Failures are left to
+    the first kernel call in the caller's own thread, which reports them as usual."""
+    if _disabled_depth or not _environment_allows():
+        return None
+    with _lock:
+        if _background[0] is None:
+            _background[0] = threading.Thread(target=_warm_up, name="easyfit-numba-warm-up", daemon=True)
+            _background[0].start()
+    return _background[0]
+
+
+def _warm_up():
+    try:
+        if _import_numba() is not None:
+            _smallest_kernel(np.zeros(1))
+    except Exception:  # noqa: BLE001 - reported by the caller's own first kernel call
+        pass
+
+
 def kernel(function=None, **options):
     """Decorator: compile `function` with numba on first use.
 
@@ -89,3 +117,15 @@ def kernel(function=None, **options):
     if function is None:
         return lambda f: _Kernel(f, options)
     return _Kernel(function, options)
+
+
+_background = [None]   # the warm-up thread, once started
+
+
+@kernel
+def _smallest_kernel(values):
+    """A tiny cached kernel: loading it sets up numba's CPU target for every later kernel."""
+    total = 0.0
+    for i in range(values.shape[0]):
+        total += values[i]
+    return total

@@ -47,3 +47,23 @@ def test_import_easyfit_does_not_import_numba():
     code = "import sys, easyfit; print('numba' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_load_in_background_imports_numba_and_sets_up_its_target_once():
+    pytest.importorskip("numba")
+    code = ("import sys, easyfit\n"
+            "from easyfit.core import compiled\n"
+            "thread = compiled.load_in_background()\n"
+            "assert compiled.load_in_background() is thread\n"
+            "thread.join()\n"
+            "print(thread.daemon, 'numba' in sys.modules, compiled._smallest_kernel._compiled is not None)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["True", "True", "True"]
+
+
+def test_load_in_background_does_nothing_when_compiled_kernels_are_off(monkeypatch):
+    monkeypatch.setenv("EASYFIT_NUMBA", "0")
+    assert compiled.load_in_background() is None
+    monkeypatch.delenv("EASYFIT_NUMBA")
+    with compiled.numba_disabled():
+        assert compiled.load_in_background() is None
