@@ -16,7 +16,8 @@ from pathlib import Path
 
 import easyfit
 from easyfit import distributed
-from easyfit.learner import SaveModelCallback, TensorBoardCallback, load_learner
+from easyfit.core.backend import get_array_module
+from easyfit.learner import Callback, SaveModelCallback, TensorBoardCallback, load_learner
 
 from . import get_recipe
 from .runs import is_numbered_run
@@ -94,8 +95,10 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
     _check_validation_data(learn, config)
     logdir = Path(logdir) if logdir else out_dir / "tensorboard"
     hparams = {k: v for k, v in to_dict(config).items() if isinstance(v, (int, float, str, bool))}
+    last_validation = _LastValidation()
     callbacks = [TensorBoardCallback(str(logdir), hparams=hparams),
-                 SaveModelCallback(fname=CHECKPOINT, every_n_batches=_checkpoint_every(learn), at_end=True)]
+                 SaveModelCallback(fname=CHECKPOINT, every_n_batches=_checkpoint_every(learn), at_end=True),
+                 last_validation]
     lr = config.lr
     with learn.distrib_ctx():  # data-parallel under mpiexec; a world of one trains as usual
         if lr_find and not resume:
@@ -106,7 +109,9 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
         start = time.perf_counter()
         learn.fit_one_cycle(config.epochs, lr_max=lr, cbs=callbacks, resume=resume_name)
         seconds = time.perf_counter() - start
-        values = learn.validate()
+        values = last_validation.results_for(learn)
+        if values is None:
+            values = learn.validate()
     if not distributed.is_main():
         return None  # rank 0 exports and reports
     names = ["valid_loss"] + [m.name for m in learn.metrics]
@@ -133,6 +138,53 @@ def train(recipe, config, out_dir, logdir=None, lr_find=False, resume=False, log
     view = out_dir.parent if is_numbered_run(out_dir) and logdir == out_dir / "tensorboard" else logdir
     log(f"TensorBoard logs: {logdir}  (view them with: tensorboard --logdir {view})")
     return results
+
+
+class _LastValidation(Callback):
+    """Keeps the last epoch's validation results while the weights stay as they were.
+
+    `train` reports the final validation loss and metrics. The last epoch has just
+    computed them on the final weights, so validating again would repeat the same pass
+    (about 5% of a one-epoch char-RNN run). The results are kept only when that pass
+    went over the whole validation loader, and dropped by any optimizer step after it;
+    `results_for` also checks a fingerprint of the model's state (every parameter's and
+    buffer's sum), so a callback that changes or reloads weights after the last
+    validation makes `train` validate again.
+    """
+
+    order = 100          # after the other callbacks' after_epoch
+
+    def __init__(self):
+        self.results, self.fingerprint, self.batches = None, None, 0
+
+    def before_validate(self):
+        self.batches = 0
+
+    def after_batch(self):
+        if not self.learner.training:
+            self.batches += 1
+
+    def after_step(self):
+        self.results = None
+
+    def after_epoch(self):
+        learn = self.learner
+        valid = learn.dls.valid if learn.dls is not None else None
+        complete = valid is not None and learn.valid_results is not None and self.batches == len(valid)
+        self.results = list(learn.valid_results) if complete else None
+        self.fingerprint = _fingerprint(learn.model) if complete else None
+
+    def results_for(self, learn):
+        """The kept results, or None when the model may have changed since (validate again)."""
+        if self.results is None or _fingerprint(learn.model) != self.fingerprint:
+            return None
+        return list(self.results)
+
+
+def _fingerprint(model):
+    """The sum of every parameter and buffer, by name (NaN never compares equal: validate again)."""
+    return [(name, float(get_array_module(value).sum(value, dtype="float64")))
+            for name, value in ((n, getattr(v, "array", v)) for n, v in model.state_dict().items())]
 
 
 def skipped_files(learn):
