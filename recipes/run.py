@@ -154,14 +154,23 @@ class LastValidation(Callback):
 
     def __init__(self):
         self.kept = None
+        self.batches = 0
 
     def before_fit(self):
         self.kept = None
 
+    def before_validate(self):
+        self.batches = 0
+
+    def after_batch(self):
+        if not self.learner.training:
+            self.batches += 1
+
     def after_epoch(self):
         learn = self.learner
-        results = learn.valid_results
-        self.kept = None if results is None else (list(results), learn.dls.valid, model_fingerprint(learn.model))
+        results, valid = learn.valid_results, learn.dls.valid
+        complete = results is not None and valid is not None and self.batches == len(valid)  # not cut short
+        self.kept = (list(results), valid, model_fingerprint(learn.model)) if complete else None
 
     def results_if_unchanged(self, learn):
         """The kept results when `learn`'s model and validation loader are still those measured, else None."""

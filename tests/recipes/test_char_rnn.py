@@ -320,3 +320,54 @@ def test_fortunes_matches_the_pytorch_twin():
     theirs = bench.train_torch(config, bench.easyfit_initial_state(config))
     assert abs(ours["valid_loss"] / theirs["valid_loss"] - 1) <= 0.02, (ours, theirs)
     assert abs(ours["accuracy"] - theirs["accuracy"]) <= 0.01, (ours, theirs)
+
+
+def _count_validations(monkeypatch):
+    """Counts Learner._do_epoch_validate calls (the last epoch's and any final validate())."""
+    from easyfit.learner import Learner
+    calls = []
+    original = Learner._do_epoch_validate
+
+    def counted(self, dl=None):
+        calls.append(dl)
+        return original(self, dl)
+
+    monkeypatch.setattr(Learner, "_do_epoch_validate", counted)
+    return calls
+
+
+def test_train_reports_the_last_epochs_validation_without_validating_again(text_file, tmp_path, monkeypatch):
+    from recipes import run
+    built = []
+    original = char_rnn.build_learner
+    monkeypatch.setattr(char_rnn, "build_learner", lambda *a: built.append(original(*a)) or built[-1])
+    calls = _count_validations(monkeypatch)
+    config = tiny_config(text_file, epochs=2)
+    results = run.train(char_rnn, config, tmp_path / "out", log=lambda *a, **k: None)
+    assert len(calls) == 2                  # one per epoch; the final metrics reuse the last
+    again = built[0].validate()             # the same pass on the final weights
+    assert results["valid_loss"] == pytest.approx(float(again[0]), rel=1e-6)
+    assert results["accuracy"] == pytest.approx(float(again[1]), rel=1e-6)
+
+
+def test_train_validates_again_when_weights_change_after_the_last_validation(text_file, tmp_path, monkeypatch):
+    from recipes import run
+
+    class ChangeWeightsAtEnd(Callback):
+        def after_fit(self):
+            for p in self.learner.model.parameters():
+                p.array[...] = 0
+
+    original = char_rnn.build_learner
+
+    def build(config, out_dir):
+        learn = original(config, out_dir)
+        learn.add_cb(ChangeWeightsAtEnd())
+        return learn
+
+    monkeypatch.setattr(char_rnn, "build_learner", build)
+    calls = _count_validations(monkeypatch)
+    results = run.train(char_rnn, tiny_config(text_file), tmp_path / "out", log=lambda *a, **k: None)
+    assert len(calls) == 2                  # the epoch's, then again on the changed weights
+    vocab = results["perplexity"]
+    assert vocab == pytest.approx(float(np.exp(results["valid_loss"])), rel=1e-5)

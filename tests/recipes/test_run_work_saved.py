@@ -7,6 +7,7 @@ import easyfit as ef
 from easyfit import nn
 from easyfit.data import ArrayDataset, DataLoader, DataLoaders
 from easyfit.learner import Callback, Learner
+from easyfit.learner.callback import CancelValidException
 from easyfit.learner import learner as learner_module
 from recipes import run, vision
 from recipes.run import LastValidation, model_fingerprint
@@ -103,3 +104,19 @@ def test_a_recipe_run_sets_up_numba_before_reading_its_data(tmp_path, monkeypatc
     config = run.resolve_config(vision, overrides=["epochs=1", "width=4", "bs=128"])
     run.train(vision, config, tmp_path / "run", log=lambda *a: None)
     assert order == ["numba", "data"]
+
+
+class _CutsValidationShort(Callback):
+    def after_batch(self):
+        if not self.learner.training:
+            raise CancelValidException()
+
+
+def test_a_validation_cut_short_is_not_kept(tmp_path):
+    """A pass that stopped after its first batch measured part of the validation set: the
+    final metrics must come from a whole pass."""
+    learn = _learner(tmp_path)
+    kept = LastValidation()
+    learn.fit(1, lr=0.01, cbs=[kept, _CutsValidationShort()])
+    assert learn.valid_results is not None
+    assert kept.results_if_unchanged(learn) is None
