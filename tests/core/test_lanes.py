@@ -133,3 +133,33 @@ def test_a_forked_child_runs_lanes_of_its_own(monkeypatch):
         if child.is_alive():
             child.kill()
     np.testing.assert_array_equal(result, expected[0])
+
+
+@needs_openblas
+def test_channels_last_batch_norm_runs_on_lanes_the_same_on_any_number(monkeypatch):
+    """batch_norm of a conv's (channels-last) output splits its rows into blocks on lanes;
+    its statistics add the blocks in order, so one and two lanes agree bit for bit."""
+    pytest.importorskip("numba")
+    from easyfit import nn
+    rng = np.random.default_rng(5)
+    x_array = np.ascontiguousarray(rng.standard_normal((8, 24, 24, 32)).astype(np.float32) * 3 + 1)
+    seed = ef.tensor(rng.standard_normal((8, 32, 24, 24)).astype(np.float32))
+    results, names = [], set()
+    original = lanes.run
+
+    def recording(work, chunks, make_state=lambda: None):
+        def named(state, index, chunk):
+            names.add(threading.current_thread().name)
+            work(state, index, chunk)
+        original(named, chunks, make_state)
+    monkeypatch.setattr(lanes, "run", recording)
+    for n in (1, 2):
+        monkeypatch.setattr(lanes, "count", lambda n=n: n)
+        layer = nn.BatchNorm2d(32)
+        x = ef.tensor(x_array, requires_grad=True)
+        y = layer(ef.transpose(x, (0, 3, 1, 2)))
+        y.backward(seed)
+        results.append((y.numpy(), x.grad.numpy(), layer.weight.grad.numpy(), layer.running_var.numpy()))
+    assert len(names) == 2    # the two-lane run used a second thread
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
