@@ -4,6 +4,7 @@ threads."""
 import os
 import random
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -15,61 +16,53 @@ from easyfit.nn import functional as F
 needs_openblas = pytest.mark.skipif(threads.get_num_threads() is None, reason="no OpenBLAS to set")
 
 
-@needs_openblas
-def test_every_chunk_runs_once_with_blas_on_one_thread(monkeypatch):
+@pytest.fixture
+def two_lanes(monkeypatch):
+    """Two lanes, and OpenBLAS on two threads (restored after)."""
+    if threads.get_num_threads() is None:
+        pytest.skip("no OpenBLAS to set")
     monkeypatch.setattr(lanes, "count", lambda: 2)
     before = threads.get_num_threads()
     threads.set_raw(2)
-    try:
-        seen, blas, names, states = [], [], set(), []
-
-        def make_state():
-            states.append(object())
-            return states[-1]
-
-        def work(state, index, chunk):
-            seen.append((index, chunk))
-            blas.append(threads.get_num_threads())
-            names.add(threading.current_thread().name)
-        chunks = [(i, i + 1) for i in range(40)]
-        lanes.run(work, chunks, make_state)
-        assert sorted(seen) == list(enumerate(chunks))
-        assert set(blas) == {1}
-        assert len(states) == 2
-        assert threads.get_num_threads() == 2
-    finally:
-        threads.set_raw(before)
+    yield
+    threads.set_raw(before)
 
 
-@needs_openblas
-def test_a_single_chunk_keeps_blas_threads(monkeypatch):
+def test_every_chunk_runs_once_with_blas_on_one_thread(two_lanes):
+    seen, blas, names, states = [], [], set(), []
+
+    def make_state():
+        states.append(object())
+        return states[-1]
+
+    def work(state, index, chunk):
+        seen.append((index, chunk))
+        blas.append(threads.get_num_threads())
+        names.add(threading.current_thread().name)
+        time.sleep(0.002)   # long enough for the second lane to take chunks too
+    chunks = [(i, i + 1) for i in range(40)]
+    lanes.run(work, chunks, make_state)
+    assert sorted(seen) == list(enumerate(chunks))
+    assert set(blas) == {1}
+    assert len(states) == 2 and len(names) == 2
+    assert threads.get_num_threads() == 2
+
+
+def test_a_single_chunk_keeps_blas_threads(two_lanes):
     """One chunk (one large image) cannot be shared: its product keeps BLAS's threads
     instead of running on one."""
-    monkeypatch.setattr(lanes, "count", lambda: 2)
-    before = threads.get_num_threads()
-    threads.set_raw(2)
-    try:
-        seen = []
-        lanes.run(lambda state, index, chunk: seen.append(threads.get_num_threads()), [(0, 1)])
-        assert seen == [2]
-    finally:
-        threads.set_raw(before)
+    seen = []
+    lanes.run(lambda state, index, chunk: seen.append(threads.get_num_threads()), [(0, 1)])
+    assert seen == [2]
 
 
-@needs_openblas
-def test_an_error_in_a_lane_reaches_the_caller_and_blas_is_restored(monkeypatch):
-    monkeypatch.setattr(lanes, "count", lambda: 2)
-    before = threads.get_num_threads()
-    threads.set_raw(2)
-    try:
-        def work(state, index, chunk):
-            if index == 5:
-                raise ValueError("chunk 5")
-        with pytest.raises(ValueError, match="chunk 5"):
-            lanes.run(work, list(range(12)))
-        assert threads.get_num_threads() == 2
-    finally:
-        threads.set_raw(before)
+def test_an_error_in_a_lane_reaches_the_caller_and_blas_is_restored(two_lanes):
+    def work(state, index, chunk):
+        if index == 5:
+            raise ValueError("chunk 5")
+    with pytest.raises(ValueError, match="chunk 5"):
+        lanes.run(work, list(range(12)))
+    assert threads.get_num_threads() == 2
 
 
 def test_ordered_sum_adds_in_chunk_order_whatever_the_arrival():

@@ -348,26 +348,3 @@ def test_train_reports_the_last_epochs_validation_without_validating_again(text_
     again = built[0].validate()             # the same pass on the final weights
     assert results["valid_loss"] == pytest.approx(float(again[0]), rel=1e-6)
     assert results["accuracy"] == pytest.approx(float(again[1]), rel=1e-6)
-
-
-def test_train_validates_again_when_weights_change_after_the_last_validation(text_file, tmp_path, monkeypatch):
-    from recipes import run
-
-    class ChangeWeightsAtEnd(Callback):
-        def after_fit(self):
-            for p in self.learner.model.parameters():
-                p.array[...] = 0
-
-    original = char_rnn.build_learner
-
-    def build(config, out_dir):
-        learn = original(config, out_dir)
-        learn.add_cb(ChangeWeightsAtEnd())
-        return learn
-
-    monkeypatch.setattr(char_rnn, "build_learner", build)
-    calls = _count_validations(monkeypatch)
-    results = run.train(char_rnn, tiny_config(text_file), tmp_path / "out", log=lambda *a, **k: None)
-    assert len(calls) == 2                  # the epoch's, then again on the changed weights
-    vocab = results["perplexity"]
-    assert vocab == pytest.approx(float(np.exp(results["valid_loss"])), rel=1e-5)

@@ -494,8 +494,11 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
             gy_chunk = gy_matrix[start * length:stop * length]
             if by_windows:
                 cols = window_matrix(start, stop)
-                gw_sum.add(index, xp.stack([gy_chunk[:, group * og:(group + 1) * og].T
-                                            @ cols[:, group * width:(group + 1) * width] for group in range(groups)]))
+                partial = xp.empty(gw.shape, dtype=gw.dtype)  # this chunk's share, added in chunk order
+                for group in range(groups):
+                    xp.matmul(gy_chunk[:, group * og:(group + 1) * og].T, cols[:, group * width:(group + 1) * width],
+                              out=partial[group])
+                gw_sum.add(index, partial)
             if fold:
                 chunk_grad = cols_grad[:len(gy_chunk)]
                 for group in range(groups):
