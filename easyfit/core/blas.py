@@ -1,5 +1,6 @@
-"""The OpenBLAS that NumPy loaded, reached through ctypes: its thread count and two
-level-1 kernels that NumPy's ufuncs would spend two passes on.
+"""The OpenBLAS that NumPy loaded, reached through ctypes: its thread count, how long its
+idle worker threads spin, and two level-1 kernels that NumPy's ufuncs would spend two
+passes on.
 
 `axpy(alpha, x, y)` (y += alpha * x) and `axpby(alpha, x, beta, y)` (y = alpha * x +
 beta * y) each read and write memory once, where NumPy needs a temporary or a second
@@ -24,11 +25,21 @@ _KERNELS = {(np.dtype(np.float32), "axpy"): "scipy_cblas_saxpy64_", (np.dtype(np
             (np.dtype(np.float64), "axpby"): "scipy_cblas_daxpby64_"}
 SMALLEST = 4096          # below this a ctypes call costs more than the pass it saves
 
+# After each threaded call an OpenBLAS worker busy-waits 2**28 CPU cycles (about 0.1 s) for
+# the next one before it sleeps. On two cores that spinning thread takes the core a lane
+# needs (easyfit.core.lanes): the ResNet step of bench/train_step.py ran 1.6x slower than
+# with workers that sleep within 2**20 cycles (about 0.4 ms, still long enough to bridge
+# back-to-back products). OpenBLAS reads OPENBLAS_THREAD_TIMEOUT (an exponent) only when
+# it starts its pool, so the pool is restarted once, lazily, with this setting.
+WORKER_SPIN_EXPONENT = 20
+_SPIN_FUNCTIONS = ("openblas_read_env", "blas_thread_shutdown_")
+
 _found = []              # [functions] once looked up: {name: ctypes function}, empty when none
 
 
 def functions():
-    """{'set', 'get', (dtype, 'axpy'), (dtype, 'axpby')} -> ctypes function; {} without an OpenBLAS."""
+    """{'set', 'get', (dtype, 'axpy'), (dtype, 'axpby')} -> ctypes function, and 'library' ->
+    the ctypes library; {} without an OpenBLAS."""
     if not _found:
         _found.append(_find())
     return _found[0]
@@ -57,7 +68,7 @@ def _find():
                  for role, candidates in _THREAD_FUNCTIONS.items()}
         if None in names.values():
             continue
-        found = {}
+        found = {"library": library}
         found["set"] = getattr(library, names["set"])
         found["set"].argtypes, found["set"].restype = [ctypes.c_int], None
         found["get"] = getattr(library, names["get"])
@@ -72,6 +83,27 @@ def _find():
                 found[(dtype, kind)] = kernel
         return found
     return {}
+
+
+def shorten_worker_spin(exponent=WORKER_SPIN_EXPONENT):
+    """Make OpenBLAS's idle workers sleep after 2**exponent cycles instead of 2**28; True when
+    done. Left alone (False): a user's own OPENBLAS_THREAD_TIMEOUT, no OpenBLAS, or one
+    without its pthread pool (an OpenMP build). Call it when no other thread is inside BLAS:
+    the pool is shut down here and starts again with the next threaded call."""
+    if os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
+        return False
+    library = functions().get("library")
+    if library is None or not all(hasattr(library, name) for name in _SPIN_FUNCTIONS):
+        return False
+    # OpenBLAS copies the variable when it reads the environment; the variable itself is
+    # removed again so that child processes start with their own defaults.
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(int(exponent))
+    try:
+        library.openblas_read_env()
+    finally:
+        del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+    library.blas_thread_shutdown_()
+    return True
 
 
 def _applies(x, y):

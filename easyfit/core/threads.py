@@ -21,6 +21,10 @@ import time
 
 from . import blas
 
+# OpenBLAS's idle workers would spin about 0.1 s after every threaded product, on the core
+# that the engine's lanes (lanes.py) run on; they now sleep within about 0.4 ms.
+blas.shorten_worker_spin()
+
 INTERVAL = 1.0          # seconds between two looks at the machine's load
 
 # "fixed": an int the user fixed; AUTO: follow the load; None (the default): leave the BLAS

@@ -1,4 +1,8 @@
 """BLAS threads: fixed by the user, or chosen from the machine's load (easyfit.core.threads)."""
+import os
+import subprocess
+import sys
+
 import pytest
 
 import easyfit as ef
@@ -77,3 +81,41 @@ def test_by_default_the_load_does_not_change_the_threads(monkeypatch, restore_th
     for _ in range(3):
         (x * 2.0).sum().backward()
     assert ef.get_num_threads() == before
+
+
+_IDLE_CPU_SCRIPT = """
+import time, numpy as np
+import easyfit
+from easyfit.core import blas, threads
+threads.set_raw(2)
+a = np.ones((512, 512), np.float32)
+for _ in range(3):
+    product = a @ a          # a threaded product: wakes OpenBLAS's worker
+assert product[0, 0] == 512.0
+before = time.process_time()  # CPU time of every thread of this process
+time.sleep(0.2)
+import os
+print(os.environ.get("OPENBLAS_THREAD_TIMEOUT", "unset"), time.process_time() - before)
+"""
+
+
+def test_openblas_workers_sleep_soon_after_a_threaded_product():
+    # OpenBLAS's default keeps its idle worker spinning for about 0.1 s after each product,
+    # on the core that a lane of the next conv needs; easyfit shortens that to ~0.4 ms.
+    from easyfit.core import blas
+    if not blas.functions() or (os.cpu_count() or 1) < 2 or "OPENBLAS_THREAD_TIMEOUT" in os.environ:
+        pytest.skip("needs NumPy's OpenBLAS with its thread pool, on two CPUs or more")
+    result = subprocess.run([sys.executable, "-c", _IDLE_CPU_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    variable, idle_cpu = result.stdout.split()
+    assert variable == "unset"    # child processes start with OpenBLAS's own default
+    idle_cpu = float(idle_cpu)
+    assert idle_cpu < 0.03, f"the process burned {idle_cpu:.3f} s of CPU while idle for 0.2 s"
+
+
+def test_a_users_own_openblas_thread_timeout_is_kept(monkeypatch):
+    from easyfit.core import blas
+    monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", "28")
+    assert blas.shorten_worker_spin() is False
+    assert os.environ["OPENBLAS_THREAD_TIMEOUT"] == "28"
+
