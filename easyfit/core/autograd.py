@@ -12,6 +12,8 @@ import traceback
 import weakref
 from contextlib import contextmanager
 
+import numpy as np
+
 from . import threads
 from .backend import get_array_module
 
@@ -176,8 +178,24 @@ def _capture_key(x):
     return id(original) if original is not None else None
 
 
+def _base_references(view):
+    return sys.getrefcount(view.base)
+
+
+# What _base_references counts for a view that alone holds its base (interpreters differ).
+_SOLE_VIEW_REFERENCES = _base_references(np.empty((2, 2)).T)
+
+
 def _owns(array, taken):
-    return array.base is None and array.flags.writeable and id(array) not in taken
+    """Whether `array` may become a leaf's .grad as it is: writable memory that nothing else
+    holds (its own, or a base that only this view refers to: a layer's gradient returned
+    as a transposed or reshaped view of a fresh array), and not already another leaf's."""
+    if not array.flags.writeable or id(array) in taken:
+        return False
+    if array.base is None:
+        return True
+    return (type(array.base) is type(array) and array.base.base is None
+            and _base_references(array) <= _SOLE_VIEW_REFERENCES)
 
 
 def _accumulate(grad, gx, create_graph, owned):
