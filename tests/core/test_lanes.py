@@ -12,6 +12,7 @@ import pytest
 import easyfit as ef
 from easyfit.core import lanes, threads
 from easyfit.nn import functional as F
+from easyfit.nn.functional import normalization
 
 needs_openblas = pytest.mark.skipif(threads.get_num_threads() is None, reason="no OpenBLAS to set")
 
@@ -128,16 +129,10 @@ def test_a_forked_child_runs_lanes_of_its_own(monkeypatch):
     np.testing.assert_array_equal(result, expected[0])
 
 
-@needs_openblas
-def test_channels_last_batch_norm_runs_on_lanes_the_same_on_any_number(monkeypatch):
-    """batch_norm of a conv's (channels-last) output splits its rows into blocks on lanes;
-    its statistics add the blocks in order, so one and two lanes agree bit for bit."""
-    pytest.importorskip("numba")
-    from easyfit import nn
-    rng = np.random.default_rng(5)
-    x_array = np.ascontiguousarray(rng.standard_normal((8, 24, 24, 32)).astype(np.float32) * 3 + 1)
-    seed = ef.tensor(rng.standard_normal((8, 32, 24, 24)).astype(np.float32))
-    results, names = [], set()
+@pytest.fixture
+def lane_threads(monkeypatch):
+    """The names of the threads that ran chunks of lanes.run (recorded)."""
+    names = set()
     original = lanes.run
 
     def recording(work, chunks, make_state=lambda: None):
@@ -146,6 +141,20 @@ def test_channels_last_batch_norm_runs_on_lanes_the_same_on_any_number(monkeypat
             work(state, index, chunk)
         original(named, chunks, make_state)
     monkeypatch.setattr(lanes, "run", recording)
+    return names
+
+
+@needs_openblas
+def test_channels_last_batch_norm_runs_on_lanes_the_same_on_any_number(monkeypatch, lane_threads):
+    """batch_norm of a conv's (channels-last) output splits its rows into blocks on lanes;
+    its statistics add the blocks in order, so one and two lanes agree bit for bit."""
+    pytest.importorskip("numba")
+    from easyfit import nn
+    monkeypatch.setattr(normalization, "_LANE_BLOCK_FLOATS", 1 << 14)   # several blocks
+    rng = np.random.default_rng(5)
+    x_array = np.ascontiguousarray(rng.standard_normal((8, 24, 24, 32)).astype(np.float32) * 3 + 1)
+    seed = ef.tensor(rng.standard_normal((8, 32, 24, 24)).astype(np.float32))
+    results = []
     for n in (1, 2):
         monkeypatch.setattr(lanes, "count", lambda n=n: n)
         layer = nn.BatchNorm2d(32)
@@ -153,6 +162,29 @@ def test_channels_last_batch_norm_runs_on_lanes_the_same_on_any_number(monkeypat
         y = layer(ef.transpose(x, (0, 3, 1, 2)))
         y.backward(seed)
         results.append((y.numpy(), x.grad.numpy(), layer.weight.grad.numpy(), layer.running_var.numpy()))
-    assert len(names) == 2    # the two-lane run used a second thread
+    assert len(lane_threads) == 2    # the two-lane run used a second thread
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
+@needs_openblas
+def test_layer_norm_runs_on_lanes_the_same_on_any_number(monkeypatch, lane_threads):
+    """layer_norm's rows are independent: blocks of them run on lanes, and the weight and
+    bias gradients add the blocks' sums in order, so one and two lanes agree bit for bit."""
+    pytest.importorskip("numba")
+    from easyfit import nn
+    monkeypatch.setattr(normalization, "_LANE_BLOCK_FLOATS", 1 << 14)   # several blocks
+    rng = np.random.default_rng(6)
+    x_array = rng.standard_normal((16, 24, 128)).astype(np.float32) * 2 + 0.5
+    seed = ef.tensor(rng.standard_normal(x_array.shape).astype(np.float32))
+    results = []
+    for n in (1, 2):
+        monkeypatch.setattr(lanes, "count", lambda n=n: n)
+        layer = nn.LayerNorm(128)
+        x = ef.tensor(x_array, requires_grad=True)
+        y = layer(x)
+        y.backward(seed)
+        results.append((y.numpy(), x.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()))
+    assert len(lane_threads) == 2
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)

@@ -222,11 +222,14 @@ def _batch_norm_grad_input_planes(g3, x3, mean, a, b, offset, gx3):
                 gx3[i, c, j] = g3[i, c, j] * ac + (x3[i, c, j] - m) * bc + oc
 
 
-# The rows layout runs on lanes (core/lanes.py), in fixed blocks of about this many floats:
-# each block's per-channel sums are added in block order, so the statistics are the same
-# on any number of threads. One thread made batch_norm the slowest layer of a two-thread
-# step (64x32x28x28 channels-last: 6.7 ms against PyTorch's 3.4).
-_LANE_BLOCK_FLOATS = 1 << 17
+# Batch norm's rows layout and layer norm run on lanes (core/lanes.py), in fixed blocks of
+# about this many floats: each block's per-channel sums are added in block order, so the
+# results are the same on any number of threads. On one thread they were the slowest
+# layers of a two-thread step (batch norm 64x32x28x28 channels-last: 6.7 ms against
+# PyTorch's 3.4; layer norm 64x64x256: 1.6 against 0.9). A block of 2**18 floats fills an
+# L2 cache: smaller blocks cost a lane handoff each (layer norm above, fwd+bwd: 0.82 ms in
+# blocks of 2**16, 0.76 in 2**18), and larger ones leave a lane idle on mid-sized inputs.
+_LANE_BLOCK_FLOATS = 1 << 18
 
 
 def _row_blocks(rows, channels):
@@ -578,7 +581,13 @@ class LayerNormFunction(_NormalizeAffine):
             dtype = x2.dtype
             weight = np.ones(features, dtype) if weight is None else np.ascontiguousarray(weight, dtype)
             bias = np.zeros(features, dtype) if bias is None else np.ascontiguousarray(bias, dtype)
-            _layer_norm_forward_kernel(x2, weight, bias, float(self.eps), y, mean_all, invstd_all)
+            eps = float(self.eps)
+
+            def normalize_block(state, index, block):   # rows are independent: any lane, any order
+                start, stop = block
+                _layer_norm_forward_kernel(x2[start:stop], weight, bias, eps, y[start:stop],
+                                           mean_all[start:stop], invstd_all[start:stop])
+            lanes.run(normalize_block, _row_blocks(rows, features))
             self.row_mean, self.row_invstd = mean_all, invstd_all
             return y.reshape(x.shape)
         for start, stop in self._blocks(x2):
@@ -658,9 +667,23 @@ class LayerNormFunction(_NormalizeAffine):
         # Gradients are allocated in their final shapes: a leaf's .grad then takes the array
         # itself (a reshaped view would be copied by the engine).
         gx = np.empty(x.shape, dtype=dtype) if x.requires_grad else np.empty((0, features), dtype=dtype)
-        gw, gb = np.zeros(features), np.zeros(features)
-        _layer_norm_backward_kernel(x2, np.ascontiguousarray(g2), weight, self.row_mean, self.row_invstd,
-                                    gx.reshape(-1, features), gw, gb, x.requires_grad)
+        g2 = np.ascontiguousarray(g2)
+        gx2 = gx.reshape(-1, features)
+        need_gx = x.requires_grad
+        # Row blocks on lanes; each block's weight and bias sums are added in block order,
+        # so the gradients are the same bit for bit on any number of threads.
+        gw_total, gb_total = lanes.OrderedSum(np.zeros(features)), lanes.OrderedSum(np.zeros(features))
+
+        def block_gradients(state, index, block):
+            start, stop = block
+            gw_block, gb_block = np.zeros(features), np.zeros(features)
+            _layer_norm_backward_kernel(x2[start:stop], g2[start:stop], weight, self.row_mean[start:stop],
+                                        self.row_invstd[start:stop], gx2[start:stop] if need_gx else gx2,
+                                        gw_block, gb_block, need_gx)
+            gw_total.add(index, gw_block)
+            gb_total.add(index, gb_block)
+        lanes.run(block_gradients, _row_blocks(x2.shape[0], features))
+        gw, gb = gw_total.total, gb_total.total
         grads = [_wrap(gx) if x.requires_grad else None]
         if self.has_weight:
             grads.append(_wrap(gw.reshape(weight_t.shape).astype(dtype)) if need_w else None)
