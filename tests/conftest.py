@@ -25,3 +25,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def lane_threads(monkeypatch):
+    """The names of the threads that ran chunks of easyfit.core.lanes.run (recorded)."""
+    import threading
+    from easyfit.core import lanes
+    names = set()
+    original = lanes.run
+
+    def recording(work, chunks, make_state=lambda: None):
+        def named(state, index, chunk):
+            names.add(threading.current_thread().name)
+            work(state, index, chunk)
+        original(named, chunks, make_state)
+    monkeypatch.setattr(lanes, "run", recording)
+    return names

@@ -129,21 +129,6 @@ def test_a_forked_child_runs_lanes_of_its_own(monkeypatch):
     np.testing.assert_array_equal(result, expected[0])
 
 
-@pytest.fixture
-def lane_threads(monkeypatch):
-    """The names of the threads that ran chunks of lanes.run (recorded)."""
-    names = set()
-    original = lanes.run
-
-    def recording(work, chunks, make_state=lambda: None):
-        def named(state, index, chunk):
-            names.add(threading.current_thread().name)
-            work(state, index, chunk)
-        original(named, chunks, make_state)
-    monkeypatch.setattr(lanes, "run", recording)
-    return names
-
-
 @needs_openblas
 def test_channels_last_batch_norm_runs_on_lanes_the_same_on_any_number(monkeypatch, lane_threads):
     """batch_norm of a conv's (channels-last) output splits its rows into blocks on lanes;

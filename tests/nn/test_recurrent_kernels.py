@@ -135,3 +135,38 @@ def test_environment_switch_turns_the_kernels_off(monkeypatch):
     op = GRUSequence()
     op(*inputs)
     assert op.compiled
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_blocks_run_on_lanes_the_same_on_any_number(kind, dtype, monkeypatch, lane_threads):
+    """A batch of several row blocks (16 rows each) runs each block's whole time loop on a
+    lane: one and two lanes agree bit for bit, in both directions, and the blocks agree
+    with one whole-batch loop (the path tested against PyTorch) to rounding."""
+    from easyfit.core import lanes, threads
+    from easyfit.nn import recurrent
+    if threads.get_num_threads() is None:
+        pytest.skip("no OpenBLAS to set")
+    layer = getattr(nn, kind)(12, 24, num_layers=2, bidirectional=True).to(dtype)
+    x0 = np.random.default_rng(8).standard_normal((7, 40, 12)).astype(dtype)   # blocks of 16, 16, 8
+
+    def run():
+        x = ef.tensor(x0, requires_grad=True)
+        output, state = layer(x)
+        h_n = state[0] if kind == "LSTM" else state
+        ((output * output).sum() + (h_n * h_n * h_n).sum()).backward()
+        results = [output.numpy().copy(), x.grad.numpy().copy()] + [p.grad.numpy().copy() for p in layer.parameters()]
+        layer.zero_grad()
+        return results
+
+    by_lanes = {}
+    for n in (1, 2):
+        monkeypatch.setattr(lanes, "count", lambda n=n: n)
+        by_lanes[n] = run()
+    assert len(lane_threads) == 2
+    for one, two in zip(by_lanes[1], by_lanes[2]):
+        np.testing.assert_array_equal(one, two)
+    monkeypatch.setattr(recurrent, "_LANE_ROWS", 64)   # the whole batch as one block
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    for blocks, whole in zip(by_lanes[2], run()):
+        np.testing.assert_allclose(blocks, whole, rtol=tolerance, atol=tolerance)
