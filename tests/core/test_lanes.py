@@ -173,3 +173,27 @@ def test_layer_norm_runs_on_lanes_the_same_on_any_number(monkeypatch, lane_threa
     assert len(lane_threads) == 2
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+@needs_openblas
+@pytest.mark.parametrize("groups", [16, 4], ids=["depthwise", "grouped"])
+def test_plane_kernels_run_on_lanes_the_same_on_any_number(groups, monkeypatch, lane_threads):
+    """Depthwise and grouped convs run their compiled plane kernels in blocks of images on
+    lanes; the weight and bias gradients add the blocks' sums in order."""
+    pytest.importorskip("numba")
+    from easyfit.nn.functional import conv
+    monkeypatch.setattr(conv, "_PLANE_BLOCK_FLOATS", 1 << 11)   # blocks of one image
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 16, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 16 // groups, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    results = []
+    for n in (1, 2):
+        monkeypatch.setattr(lanes, "count", lambda n=n: n)
+        xt, wt, bt = (ef.tensor(a, requires_grad=True) for a in (x, w, b))
+        y = F.conv2d(xt, wt, bt, padding=1, groups=groups)
+        y.backward(ef.tensor(np.cos(y.numpy())))
+        results.append((y.numpy(), xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()))
+    assert len(lane_threads) == 2
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
