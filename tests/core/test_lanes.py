@@ -182,7 +182,7 @@ def test_plane_kernels_run_on_lanes_the_same_on_any_number(groups, monkeypatch, 
     lanes; the weight and bias gradients add the blocks' sums in order."""
     pytest.importorskip("numba")
     from easyfit.nn.functional import conv
-    monkeypatch.setattr(conv, "_PLANE_BLOCK_FLOATS", 1 << 11)   # blocks of one image
+    monkeypatch.setattr(conv, "_IMAGE_BLOCK_FLOATS", 1 << 11)   # blocks of one image
     rng = np.random.default_rng(9)
     x = rng.standard_normal((5, 16, 12, 12)).astype(np.float32)
     w = rng.standard_normal((16, 16 // groups, 3, 3)).astype(np.float32)
@@ -197,3 +197,27 @@ def test_plane_kernels_run_on_lanes_the_same_on_any_number(groups, monkeypatch, 
     assert len(lane_threads) == 2
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+@needs_openblas
+def test_max_pool_runs_on_lanes_the_same_on_any_number(monkeypatch, lane_threads):
+    """max_pool2d of a conv's (channels-last) output runs its compiled kernels in blocks of
+    images on lanes."""
+    pytest.importorskip("numba")
+    from easyfit.nn.functional import conv
+    monkeypatch.setattr(conv, "_IMAGE_BLOCK_FLOATS", 1 << 11)
+    rng = np.random.default_rng(10)
+    x = np.ascontiguousarray(rng.standard_normal((6, 10, 10, 16)).astype(np.float32)).transpose(0, 3, 1, 2)
+    results = []
+    for n in (1, 2):
+        monkeypatch.setattr(lanes, "count", lambda n=n: n)
+        for kernel_size, stride in ((2, 2), (3, 1)):   # windows that tile the input, and overlapping ones
+            xt = ef.tensor(x, requires_grad=True)
+            y = F.max_pool2d(xt, kernel_size, stride)
+            y.backward(ef.tensor(np.sin(y.numpy())))
+            results.append((n, kernel_size, y.numpy(), xt.grad.numpy()))
+    assert len(lane_threads) == 2
+    for (_, k1, *one), (_, k2, *two) in zip(results[:2], results[2:]):
+        assert k1 == k2
+        for a, b in zip(one, two):
+            np.testing.assert_array_equal(a, b)

@@ -221,16 +221,16 @@ def _grouped_by_planes(x, weight, g):
             and kernels.use_compiled(x, weight))
 
 
-# The plane kernels (grouped and depthwise) run on lanes in fixed blocks of whole images of
-# about this many input floats; weight and bias gradients are summed per block in float64
-# and the blocks added in order, so results are the same on any number of threads. On one
-# thread they took as long at 2 threads as at 1 (depthwise 64 channels, 32x32x32x32:
-# 17.4 ms at both, PyTorch 7.2 at 2 threads).
-_PLANE_BLOCK_FLOATS = 1 << 18
+# The compiled plane kernels (grouped and depthwise convs) and max-pool's kernels run on
+# lanes in fixed blocks of whole images of about this many input floats; weight and bias
+# gradients are summed per block in float64 and the blocks added in order, so results are
+# the same on any number of threads. On one thread they took as long at 2 threads as at 1
+# (depthwise 64 channels, 32x32x32x32: 17.4 ms at both, PyTorch 7.2 at 2 threads).
+_IMAGE_BLOCK_FLOATS = 1 << 18
 
 
 def _image_blocks(x):
-    per_block = max(1, _PLANE_BLOCK_FLOATS // max(1, x[0].size))
+    per_block = max(1, _IMAGE_BLOCK_FLOATS // max(1, x[0].size))
     return [slice(start, min(x.shape[0], start + per_block)) for start in range(0, x.shape[0], per_block)]
 
 

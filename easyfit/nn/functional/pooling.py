@@ -6,7 +6,7 @@ from ...core.autograd import _grad_enabled
 from ...core.backend import get_array_module, to_device
 from ...core.tensor import Function, matmul, mean, Tensor
 from ._arguments import _pair
-from .conv import _channels_last, _chunks, _ConvGeometry, _pad_channels_last
+from .conv import _by_image_blocks, _channels_last, _chunks, _ConvGeometry, _pad_channels_last
 
 
 def _pool_geometry(x, kernel_size, stride, padding, dilation, name):
@@ -160,9 +160,11 @@ class MaxPool2d(Function):
             # int32 winners: with int8 ones the compiled loop does not vectorize (5x slower)
             record = argmax is not None
             argmax = np.empty(out.shape if record else (0, 0, 0, 0), np.int32)
-            _max_pool_forward_kernel(np.ascontiguousarray(xh), g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, out, argmax)
+            xh = np.ascontiguousarray(xh)
+            _by_image_blocks(xh, lambda images: _max_pool_forward_kernel(
+                xh[images], g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, out[images],
+                argmax[images] if record else argmax))
             self.argmax = argmax if record else None
-            self.argmax = argmax
             return _from_images(out, x.shape[0], self.channels_first)
         # A few images at a time: the dozen passes below then run in cache (about 2x faster).
         for start, stop in _chunks(n, h * w, c):
@@ -215,7 +217,9 @@ class MaxPool2dGrad(Function):
             tiled = _windows_tile(g, h, w)
             out = np.empty((n, h, w, c), dtype=gy.dtype) if tiled else np.zeros((n, h, w, c), dtype=gy.dtype)
             # a strided gradient (from a Flatten: channels-first) is 10x slower to walk than to copy
-            _max_pool_backward_kernel(np.ascontiguousarray(gyh), self.argmax, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, out, tiled)
+            gyh = np.ascontiguousarray(gyh)
+            _by_image_blocks(gyh, lambda images: _max_pool_backward_kernel(
+                gyh[images], self.argmax[images], g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, out[images], tiled))
             return _from_images(out, self.x_shape[0], self.channels_first)
         out = xp.empty((n, h + 2 * g.ph, w + 2 * g.pw, c), dtype=gy.dtype)
         for start, stop in _chunks(n, h * w, c):
