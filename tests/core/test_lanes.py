@@ -221,3 +221,23 @@ def test_max_pool_runs_on_lanes_the_same_on_any_number(monkeypatch, lane_threads
         assert k1 == k2
         for a, b in zip(one, two):
             np.testing.assert_array_equal(a, b)
+
+
+@needs_openblas
+def test_a_first_layers_input_gradient_runs_on_lanes_the_same_on_any_number(monkeypatch, lane_threads):
+    """A 1-channel input fits one chunk; its input gradient alone (nothing summed over
+    chunks) is cut into several, so both lanes work, with the same results as one."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((8, 1, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    results = []
+    for n in (1, 2):
+        monkeypatch.setattr(lanes, "count", lambda n=n: n)
+        xt, wt, bt = (ef.tensor(a, requires_grad=True) for a in (x, w, b))
+        y = F.conv2d(xt, wt, bt, padding=1)
+        y.backward(ef.tensor(np.cos(y.numpy())))
+        results.append((y.numpy(), xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()))
+    assert len(lane_threads) == 2
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
