@@ -23,6 +23,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from . import threads
 
 _pool = {"executor": None, "size": 0}
@@ -101,6 +103,28 @@ def run(work, chunks, make_state=lambda: None):
                 future.result()
     finally:
         _release_blas()
+
+
+def blocks(count, per_block):
+    """range(count) cut into slices of per_block items (the last may be shorter): chunk
+    boundaries that depend on the sizes alone, never on the number of lanes."""
+    per_block = max(1, per_block)
+    return [slice(start, min(count, start + per_block)) for start in range(0, count, per_block)]
+
+
+def run_sums(work, chunks, *shapes):
+    """work(chunk, *partials) for every chunk on lanes, each call with zeroed float64 arrays
+    of `shapes` to add into; returns one total per shape, the chunks' partials added in
+    chunk order (OrderedSum), so the totals are the same on any number of threads."""
+    totals = [OrderedSum(np.zeros(shape)) for shape in shapes]
+
+    def chunk_sums(state, index, chunk):
+        partials = [np.zeros(shape) for shape in shapes]
+        work(chunk, *partials)
+        for total, partial in zip(totals, partials):
+            total.add(index, partial)
+    run(chunk_sums, chunks)
+    return [total.total for total in totals]
 
 
 def _hold_blas_at_one():

@@ -261,7 +261,7 @@ _LANE_ROWS = 16
 def _run_rows(key, loop, steps, batch):
     """Run the compiled `loop(rows, first, stop)` over all steps: a batch of two row blocks
     or more by blocks on lanes; a smaller one whole, through `_run_loop`."""
-    blocks = [slice(start, min(batch, start + _LANE_ROWS)) for start in range(0, batch, _LANE_ROWS)]
+    blocks = lanes.blocks(batch, _LANE_ROWS)
     if len(blocks) == 1:
         _run_loop(np, key, lambda first, stop: loop(slice(0, batch), first, stop), steps)
     else:

@@ -80,6 +80,28 @@ def test_ordered_sum_adds_in_chunk_order_whatever_the_arrival():
     np.testing.assert_array_equal(total.total, expected)
 
 
+
+def test_blocks_depend_on_the_sizes_alone():
+    assert lanes.blocks(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    assert lanes.blocks(3, 0) == [slice(0, 1), slice(1, 2), slice(2, 3)]   # at least one item a block
+    assert lanes.blocks(0, 4) == []
+
+
+def test_run_sums_adds_each_chunks_partials_in_chunk_order(two_lanes):
+    rng = np.random.default_rng(12)
+    values = rng.standard_normal(40) * 10.0 ** rng.integers(-6, 7, 40)
+    chunks = lanes.blocks(40, 3)
+
+    def work(chunk, total, count):
+        time.sleep(0.001 * (chunk.start % 2))   # chunks finish out of order
+        total += values[chunk].sum()
+        count += chunk.stop - chunk.start
+    total, count = lanes.run_sums(work, chunks, (), ())
+    expected = 0.0
+    for chunk in chunks:
+        expected += values[chunk].sum()
+    assert total == expected and count == 40
+
 @needs_openblas
 @pytest.mark.parametrize("channels", [8, 32], ids=["im2col", "winograd"])
 def test_a_conv_is_the_same_bit_for_bit_on_one_and_two_threads(channels, monkeypatch):

@@ -88,8 +88,8 @@ def _padded_input(x, g):
 # floats (a few MB): it stays in cache between the im2col copy, the matmul and col2im,
 # and no step allocates a window matrix for the whole batch.
 _CHUNK_FLOATS = 1 << 19
-
-
+# An input gradient alone (no weight gradient over the same chunks) is cut into at least
+# this many chunks, so that every lane folds some (see _conv_backward_arrays).
 _MIN_FOLD_CHUNKS = 4
 
 
@@ -233,27 +233,12 @@ _IMAGE_BLOCK_FLOATS = 1 << 18
 
 
 def _image_blocks(x):
-    per_block = max(1, _IMAGE_BLOCK_FLOATS // max(1, x[0].size))
-    return [slice(start, min(x.shape[0], start + per_block)) for start in range(0, x.shape[0], per_block)]
+    return lanes.blocks(x.shape[0], _IMAGE_BLOCK_FLOATS // max(1, x[0].size))
 
 
 def _by_image_blocks(x, work):
     """work(images) for every block of images of x (a slice along N), on lanes."""
     lanes.run(lambda state, index, images: work(images), _image_blocks(x))
-
-
-def _sums_by_image_blocks(x, work, *shapes):
-    """work(images, *partials) for every block of images of x, on lanes, with zeroed float64
-    partials of `shapes`; returns each partial's total over the blocks, added in block order."""
-    totals = [lanes.OrderedSum(np.zeros(shape)) for shape in shapes]
-
-    def block(state, index, images):
-        partials = [np.zeros(shape) for shape in shapes]
-        work(images, *partials)
-        for total, partial in zip(totals, partials):
-            total.add(index, partial)
-    lanes.run(block, _image_blocks(x))
-    return [total.total for total in totals]
 
 
 def _grouped_forward_planes(x, weight, bias, g):
@@ -289,10 +274,10 @@ def _grouped_backward_planes(x, weight, gy, g, need_x, need_w, need_b):
         # would turn an inf or NaN outside every window of a kernel offset into NaN there
         gw = _conv_backward_arrays(x, x.shape, None, weight.shape, _output_matrix(gy), g, False, True)[1]
     elif need_w:
-        gw, gb = _sums_by_image_blocks(   # sums over images in float64
-            x, lambda images, gw, gb: kernels.grouped_backward_weight_planes(x[images], gy[images], gw, gb,
-                                                                             g.ph, g.pw, g.dh, g.dw),
-            weight.shape, o if need_b else 0)
+        gw, gb = lanes.run_sums(   # sums over images in float64
+            lambda images, gw, gb: kernels.grouped_backward_weight_planes(x[images], gy[images], gw, gb,
+                                                                          g.ph, g.pw, g.dh, g.dw),
+            _image_blocks(x), weight.shape, o if need_b else 0)
         gw, gb = gw.astype(gy.dtype), (gb.astype(gy.dtype) if need_b else None)
     if need_b and gb is None:
         gb = gy.sum(axis=(0, 2, 3))
@@ -415,7 +400,7 @@ def _depthwise_backward_planes(x, weight, gy, g, need_x, need_w, need_b):
     def block(images, gw, gb):
         kernels.depthwise_backward_planes(x[images] if need_w else empty, weight, gy[images],
                                           gx[images] if need_x else empty, gw, gb, g.sh, g.ph, g.pw, g.dh, g.dw)
-    gw, gb = _sums_by_image_blocks(x, block, (c if need_w else 0, g.kh * g.kw), c if need_b else 0)  # float64
+    gw, gb = lanes.run_sums(block, _image_blocks(x), (c if need_w else 0, g.kh * g.kw), c if need_b else 0)  # float64
     return ((gx if need_x else None), (gw.astype(gy.dtype).reshape(weight.shape) if need_w else None),
             (gb.astype(gy.dtype) if need_b else None))
 
@@ -526,8 +511,7 @@ def _conv_backward_arrays(x, x_shape, weight, weight_shape, gy_matrix, g, need_x
         if not by_windows and len(chunks) < _MIN_FOLD_CHUNKS:
             # The input gradient alone: chunks are independent (nothing summed over them), so a
             # small input (a 1-channel first layer: one chunk) is cut further for the lanes.
-            per_chunk = -(-n // _MIN_FOLD_CHUNKS)
-            chunks = [(start, min(n, start + per_chunk)) for start in range(0, n, per_chunk)]
+            chunks = [(images.start, images.stop) for images in lanes.blocks(n, -(-n // _MIN_FOLD_CHUNKS))]
         width = kh * kw * (c // groups)  # one group's columns (group-major, see im2col)
         gw_sum = lanes.OrderedSum(gw) if by_windows else None
 

@@ -233,30 +233,20 @@ _LANE_BLOCK_FLOATS = 1 << 18
 
 
 def _row_blocks(rows, channels):
-    per_block = max(1, _LANE_BLOCK_FLOATS // max(1, channels))
-    return [(start, min(rows, start + per_block)) for start in range(0, rows, per_block)]
+    return lanes.blocks(rows, _LANE_BLOCK_FLOATS // max(1, channels))
 
 
 def _sums_by_blocks(kernel, sliced, fixed, channels):
     """The two per-channel float64 sums kernel(*row blocks of `sliced`, *fixed, s, q) adds
     up, block by block on lanes, added in block order."""
-    first, second = lanes.OrderedSum(np.zeros(channels)), lanes.OrderedSum(np.zeros(channels))
-
-    def block_sums(state, index, block):
-        s, q = np.zeros(channels), np.zeros(channels)
-        kernel(*(a[block[0]:block[1]] for a in sliced), *fixed, s, q)
-        first.add(index, s)
-        second.add(index, q)
-    lanes.run(block_sums, _row_blocks(sliced[0].shape[0], channels))
-    return first.total, second.total
+    return lanes.run_sums(lambda rows, s, q: kernel(*(a[rows] for a in sliced), *fixed, s, q),
+                          _row_blocks(sliced[0].shape[0], channels), channels, channels)
 
 
 def _rows_by_blocks(kernel, sliced, fixed, out):
     """out = kernel(*sliced, *fixed), row block by row block on lanes."""
-    def block_rows(state, index, block):
-        start, stop = block
-        kernel(*(a[start:stop] for a in sliced), *fixed, out[start:stop])
-    lanes.run(block_rows, _row_blocks(out.shape[0], out.shape[1]))
+    lanes.run(lambda state, index, rows: kernel(*(a[rows] for a in sliced), *fixed, out[rows]),
+              _row_blocks(out.shape[0], out.shape[1]))
 
 
 class BatchNormTrain(_NormalizeAffine):
@@ -584,9 +574,7 @@ class LayerNormFunction(_NormalizeAffine):
             eps = float(self.eps)
 
             def normalize_block(state, index, block):   # rows are independent: any lane, any order
-                start, stop = block
-                _layer_norm_forward_kernel(x2[start:stop], weight, bias, eps, y[start:stop],
-                                           mean_all[start:stop], invstd_all[start:stop])
+                _layer_norm_forward_kernel(x2[block], weight, bias, eps, y[block], mean_all[block], invstd_all[block])
             lanes.run(normalize_block, _row_blocks(rows, features))
             self.row_mean, self.row_invstd = mean_all, invstd_all
             return y.reshape(x.shape)
@@ -672,18 +660,10 @@ class LayerNormFunction(_NormalizeAffine):
         need_gx = x.requires_grad
         # Row blocks on lanes; each block's weight and bias sums are added in block order,
         # so the gradients are the same bit for bit on any number of threads.
-        gw_total, gb_total = lanes.OrderedSum(np.zeros(features)), lanes.OrderedSum(np.zeros(features))
-
-        def block_gradients(state, index, block):
-            start, stop = block
-            gw_block, gb_block = np.zeros(features), np.zeros(features)
-            _layer_norm_backward_kernel(x2[start:stop], g2[start:stop], weight, self.row_mean[start:stop],
-                                        self.row_invstd[start:stop], gx2[start:stop] if need_gx else gx2,
-                                        gw_block, gb_block, need_gx)
-            gw_total.add(index, gw_block)
-            gb_total.add(index, gb_block)
-        lanes.run(block_gradients, _row_blocks(x2.shape[0], features))
-        gw, gb = gw_total.total, gb_total.total
+        def block_gradients(block, gw, gb):
+            _layer_norm_backward_kernel(x2[block], g2[block], weight, self.row_mean[block], self.row_invstd[block],
+                                        gx2[block] if need_gx else gx2, gw, gb, need_gx)
+        gw, gb = lanes.run_sums(block_gradients, _row_blocks(x2.shape[0], features), features, features)
         grads = [_wrap(gx) if x.requires_grad else None]
         if self.has_weight:
             grads.append(_wrap(gw.reshape(weight_t.shape).astype(dtype)) if need_w else None)
