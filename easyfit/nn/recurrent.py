@@ -139,19 +139,18 @@ class LSTMSequence(Function):
         activations = np.empty_like(gates_x)
         hidden = np.empty((length + 1, batch, H), dtype=dtype)
         cell = np.empty((length + 1, batch, H), dtype=dtype)
-        recurrent = np.empty((batch, four_h), dtype=dtype)
         first = length if self.reverse else 0
         hidden[first] = h0
         cell[first] = c0
-        weight_t = np.ascontiguousarray(weight_hh.T)
+        weight = np.ascontiguousarray(weight_hh)
         steps = _step_indices(length, self.reverse)
         step_kernel = kernels.lstm_forward_step
 
         def loop(rows, first, stop):
-            out = recurrent[rows]
+            out_t = np.empty((four_h, rows.stop - rows.start), dtype=dtype)
             for t, prev, new in steps[first:stop]:
-                np.matmul(hidden[prev, rows], weight_t, out=out)
-                step_kernel(gates_x[t, rows], out, cell[prev, rows], activations[t, rows], cell[new, rows],
+                _transposed_product(weight, hidden[prev, rows], out_t)
+                step_kernel(gates_x[t, rows], out_t, cell[prev, rows], activations[t, rows], cell[new, rows],
                             hidden[new, rows])
 
         _run_rows(("lstm forward compiled", batch, H, dtype.str), loop, length, batch)
@@ -256,6 +255,16 @@ class LSTMSequence(Function):
 # time, against PyTorch's 2.9x). The blocks are fixed by the batch size alone, so results
 # are the same on any number of threads.
 _LANE_ROWS = 16
+
+
+def _transposed_product(weight, h, out_t):
+    """out_t = (h @ weight.T).T = weight @ h.T, for a step's few rows h (B, H).
+
+    The compiled LSTM gate kernel reads the product in this layout. For a block of 16 rows
+    OpenBLAS computes it about a third faster than h @ weight.T (16x256 by 256x1024, one
+    thread, best of 30: 0.126 against 0.187 ms with the SkylakeX kernel on an AVX-512
+    EPYC, 0.115 against 0.129 with the Haswell kernel on the same machine)."""
+    np.matmul(weight, h.T, out=out_t)
 
 
 def _run_rows(key, loop, steps, batch):

@@ -69,10 +69,12 @@ def tanh_kernel(x, out):
 
 
 @compiled.kernel(error_model="numpy")
-def lstm_forward_step(gates_x, recurrent, c_prev, activations, c_new, h_new):
+def lstm_forward_step(gates_x, recurrent_t, c_prev, activations, c_new, h_new):
     """One LSTM step after the matmul: pre = gates_x + recurrent (B, 4H, gates i, f, g, o);
     activations = (sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)); c' = f c + i g;
-    h' = o tanh(c'). Every array (B, ...) with unit stride along its last axis."""
+    h' = o tanh(c'). `recurrent_t` is h W_hh.T transposed, (4H, B), as the product
+    W_hh @ h.T gives it (see `_transposed_product` in recurrent.py); every other array
+    is (B, ...) with unit stride along its last axis."""
     precise = c_new.itemsize == 8
 
     def tanh(v):
@@ -87,13 +89,14 @@ def lstm_forward_step(gates_x, recurrent, c_prev, activations, c_new, h_new):
     batch, H = c_prev.shape
     for b in range(batch):
         x = gates_x[b]
-        r = recurrent[b]
         y = activations[b]
+        for j in range(4 * H):      # the row's column of the product, gathered apart so
+            y[j] = recurrent_t[j, b]    # that the gate loop below reads with unit stride
         # one flat loop over the four gates (sigmoid(v) is 0.5 tanh(v / 2) + 0.5; the g
         # gate's scale is 1)
         for j in range(4 * H):
             scale = 1.0 if 2 * H <= j < 3 * H else 0.5
-            y[j] = scale * tanh(scale * (x[j] + r[j])) + (1.0 - scale)
+            y[j] = scale * tanh(scale * (x[j] + y[j])) + (1.0 - scale)
         c_out = c_new[b]
         h_out = h_new[b]
         c_in = c_prev[b]
