@@ -5,7 +5,7 @@ Fashion-MNIST / MNIST (IDX files; Debian's `dataset-fashion-mnist`), CIFAR-10 (b
 batches), or any folder of `class_name/image.png` files.
 
     easyfit train vision                                  # digits, small CNN
-    easyfit train vision --data fashion-mnist --epochs 3  # 91%+ test accuracy
+    easyfit train vision --data fashion-mnist --epochs 3  # 92%+ test accuracy
     easyfit train vision --data path/to/images --arch resnet --set size=64
 """
 from dataclasses import dataclass
@@ -46,7 +46,7 @@ class Config:
     augment: bool = False            # fastai-style augmentation: small rotations and zooms, lighting (aug_transforms)
     dropout: float = 0.1             # before the last layer (cnn)
     width: int = 32                  # channels of the first stage
-    label_smoothing: float = 0.0     # cross-entropy against (1 - e) one-hot + e uniform targets
+    label_smoothing: float = 0.1     # cross-entropy against (1 - e) one-hot + e uniform targets (0: off)
 
 
 # ----- models -------------------------------------------------------------------------
