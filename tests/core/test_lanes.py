@@ -263,3 +263,20 @@ def test_a_first_layers_input_gradient_runs_on_lanes_the_same_on_any_number(monk
     assert len(lane_threads) == 2
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("shape", [(8, 32, 32, 32), (24, 16, 28, 28)])   # 4 KB planes (skewed first) and others
+def test_a_large_transpose_to_channels_last_runs_on_lanes(shape, monkeypatch, lane_threads):
+    """The NCHW -> padded NHWC copy of a conv's input or output gradient is split into
+    blocks of images on lanes; the copy is the same as NumPy's own transpose."""
+    from easyfit.nn.functional import conv
+    monkeypatch.setattr(lanes, "count", lambda: 2)
+    x = np.random.default_rng(11).standard_normal(shape).astype(np.float32)
+    assert x.size >= conv._PARALLEL_COPY_FLOATS
+    n, c, h, w = shape
+    out = np.full((n, h + 2, w + 4, c), 7.0, dtype=np.float32)
+    conv._copy_channels_last(x, out, 1, 2)
+    expected = np.full_like(out, 7.0)
+    expected[:, 1:1 + h, 2:2 + w] = x.transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(out, expected)
+    assert len(lane_threads) == 2

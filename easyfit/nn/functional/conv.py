@@ -54,6 +54,13 @@ def _pad_channels_last(xh, ph, pw, fill=0.0):
     return out
 
 
+# A NumPy batch of at least this many floats is transposed on lanes, in up to 4 blocks of
+# images (a copy: the same result on any number of threads). 64x32x28x28: 0.67 -> 0.39 ms;
+# 64x32x32x32: 1.69 -> 0.74 ms (best of 20, 2-core AVX-512 EPYC); 32x128x8x8 (0.5 MB)
+# gained nothing.
+_PARALLEL_COPY_FLOATS = 1 << 18
+
+
 def _copy_channels_last(x, out, ph, pw):
     """out[:, ph:ph+H, pw:pw+W] = x (N, C, H, W) transposed to (N, H, W, C).
 
@@ -62,7 +69,17 @@ def _copy_channels_last(x, out, ph, pw):
     L1 cache and evict each other (11.8 ms for a 32x64x32x32 batch here); the planes are
     first copied a few floats apart (a fast contiguous copy), then transposed (6.3 ms).
     Other sizes transpose directly (2.9 ms for 64x32x28x28, where a compiled scalar loop
-    took 10 ms)."""
+    took 10 ms). Large NumPy batches are copied by blocks of images on lanes."""
+    n = x.shape[0]
+    if get_array_module(x) is np and n > 1 and x.size >= _PARALLEL_COPY_FLOATS:
+        lanes.run(lambda state, index, images: _transpose_channels_last(x[images], out[images], ph, pw),
+                  lanes.blocks(n, -(-n // 4)))
+        return out
+    return _transpose_channels_last(x, out, ph, pw)
+
+
+def _transpose_channels_last(x, out, ph, pw):
+    """_copy_channels_last on one thread."""
     xp = get_array_module(x)
     n, c, h, w = x.shape
     target = out[:, ph:ph + h, pw:pw + w]
