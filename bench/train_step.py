@@ -22,7 +22,8 @@ each framework's process medians (the one least disturbed by other load on the m
 the load average is printed before and after), the ratio easyfit/PyTorch and both peak
 RSS values. The verdict against issue 17's goal uses the paired ratio: the median over
 rounds of each round's easyfit / PyTorch (its two processes ran back to back), which
-holds steadier than best against best when the machine's speed drifts. A model whose easyfit layers do not exist yet is reported as "not available yet".
+holds steadier than best against best when the machine's speed drifts. A model whose
+easyfit layers do not exist yet is reported as "not available yet".
 
 `--busy N` measures each model twice: as above, then again while N other processes keep
 N cores busy (bench/busy.py), and prints each framework's slowdown (busy / quiet). The

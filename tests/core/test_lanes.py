@@ -80,7 +80,6 @@ def test_ordered_sum_adds_in_chunk_order_whatever_the_arrival():
     np.testing.assert_array_equal(total.total, expected)
 
 
-
 def test_blocks_depend_on_the_sizes_alone():
     assert lanes.blocks(10, 4) == [slice(0, 4), slice(4, 8), slice(8, 10)]
     assert lanes.blocks(3, 0) == [slice(0, 1), slice(1, 2), slice(2, 3)]   # at least one item a block
@@ -101,6 +100,7 @@ def test_run_sums_adds_each_chunks_partials_in_chunk_order(two_lanes):
     for chunk in chunks:
         expected += values[chunk].sum()
     assert total == expected and count == 40
+
 
 @needs_openblas
 @pytest.mark.parametrize("channels", [8, 32], ids=["im2col", "winograd"])
@@ -271,8 +271,8 @@ def test_a_large_transpose_to_channels_last_runs_on_lanes(shape, monkeypatch, la
     blocks of images on lanes; the copy is the same as NumPy's own transpose."""
     from easyfit.nn.functional import conv
     monkeypatch.setattr(lanes, "count", lambda: 2)
+    monkeypatch.setattr(conv, "_IMAGE_BLOCK_FLOATS", 1 << 16)   # blocks of 2 and 5 images
     x = np.random.default_rng(11).standard_normal(shape).astype(np.float32)
-    assert x.size >= conv._PARALLEL_COPY_FLOATS
     n, c, h, w = shape
     out = np.full((n, h + 2, w + 4, c), 7.0, dtype=np.float32)
     conv._copy_channels_last(x, out, 1, 2)
