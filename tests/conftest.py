@@ -36,8 +36,18 @@ def lane_threads(monkeypatch):
     original = lanes.run
 
     def recording(work, chunks, make_state=lambda: None):
+        # A lane whose thread starts late can find every chunk taken (the kernels here are
+        # small): each chunk waits, up to a few seconds, until this run has a second lane.
+        this_run, both_started = set(), threading.Event()
+        wait = lanes.count() > 1 and len(chunks) > 1
+
         def named(state, index, chunk):
+            this_run.add(threading.current_thread().name)
             names.add(threading.current_thread().name)
+            if len(this_run) > 1:
+                both_started.set()
+            if wait:
+                both_started.wait(timeout=5)
             work(state, index, chunk)
         original(named, chunks, make_state)
     monkeypatch.setattr(lanes, "run", recording)
