@@ -87,6 +87,32 @@ def test_conv2d(kwargs, channels):
     run_both(nn.Conv2d(cin, cout, **kwargs), torch.nn.Conv2d(cin, cout, **kwargs), randn(2, cin, 9, 8), atol=1e-4)
 
 
+@pytest.mark.parametrize("frozen", [None, "weight", "bias", "input"])
+@pytest.mark.parametrize("layout", ["NCHW", "channels-last"])
+def test_few_input_channels_gradients_from_either_layout(layout, frozen):
+    """A first layer's gradients come from per-image products over the output gradient as
+    it is stored (a later conv hands one back channels-last), with the bias's gradient
+    from the same product as the weight's; each part frozen in turn."""
+    ours, theirs = nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(3, 8, 3, padding=1)
+    load_from_torch(ours, theirs)
+    for module in (ours, theirs):
+        if frozen in ("weight", "bias"):
+            getattr(module, frozen).requires_grad_(False)
+    x = randn(4, 3, 10, 7)
+    grad_out = randn(4, 8, 10, 7, seed=2)
+    if layout == "channels-last":
+        grad_out = np.ascontiguousarray(grad_out.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    x_ef, x_t = ef.tensor(x, requires_grad=frozen != "input"), torch.tensor(x, requires_grad=frozen != "input")
+    ours(x_ef).backward(ef.tensor(grad_out))
+    theirs(x_t).backward(torch.tensor(grad_out))
+    pairs = [(p.grad, q.grad) for p, q in zip(ours.parameters(), theirs.parameters()) if q.requires_grad]
+    if frozen != "input":
+        pairs.append((x_ef.grad, x_t.grad))
+    assert len(pairs) == 3 - (frozen is not None)
+    for mine, reference in pairs:
+        np.testing.assert_allclose(mine.numpy(), reference.numpy(), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("channels, kwargs", [
     (1, dict(kernel_size=3, padding=1)),
     (3, dict(kernel_size=3, stride=2, padding=1)),
