@@ -158,6 +158,7 @@ def test_channels_last_batch_norm_runs_on_lanes_the_same_on_any_number(monkeypat
     pytest.importorskip("numba")
     from easyfit import nn
     monkeypatch.setattr(normalization, "_LANE_BLOCK_FLOATS", 1 << 14)   # several blocks
+    monkeypatch.setattr(normalization, "_BATCH_NORM_LANES_MIN_FLOATS", 1 << 14)
     rng = np.random.default_rng(5)
     x_array = np.ascontiguousarray(rng.standard_normal((8, 24, 24, 32)).astype(np.float32) * 3 + 1)
     seed = ef.tensor(rng.standard_normal((8, 32, 24, 24)).astype(np.float32))
@@ -172,6 +173,24 @@ def test_channels_last_batch_norm_runs_on_lanes_the_same_on_any_number(monkeypat
     assert len(lane_threads) == 2    # the two-lane run used a second thread
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
+
+
+@needs_openblas
+def test_a_mid_sized_channels_last_batch_norm_stays_on_the_calling_thread(monkeypatch, lane_threads):
+    """Batch norm's row kernels only stream memory: under _BATCH_NORM_LANES_MIN_FLOATS a
+    second lane's wake-up costs more than it saves, so a ResNet-sized input (32x32x32x32)
+    is one block on the calling thread, and a larger one still splits."""
+    pytest.importorskip("numba")
+    from easyfit import nn
+    monkeypatch.setattr(lanes, "count", lambda: 2)
+    rng = np.random.default_rng(7)
+    for shape, threads_used in (((32, 32, 32, 32), 1), ((16, 64, 64, 32), 2)):
+        lane_threads.clear()
+        x = ef.tensor(np.ascontiguousarray(rng.standard_normal(shape).astype(np.float32)), requires_grad=True)
+        layer = nn.BatchNorm2d(shape[-1])
+        layer(ef.transpose(x, (0, 3, 1, 2))).sum().backward()
+        assert len(lane_threads) == threads_used, shape
+        assert x.grad is not None
 
 
 @needs_openblas
