@@ -158,7 +158,7 @@ def test_channels_last_batch_norm_runs_on_lanes_the_same_on_any_number(monkeypat
     pytest.importorskip("numba")
     from easyfit import nn
     monkeypatch.setattr(normalization, "_LANE_BLOCK_FLOATS", 1 << 14)   # several blocks
-    monkeypatch.setattr(normalization, "_BATCH_NORM_LANES_MIN_FLOATS", 1 << 14)
+    monkeypatch.setattr(normalization, "_BATCH_NORM_ONE_BLOCK_FLOATS", 1 << 13)
     rng = np.random.default_rng(5)
     x_array = np.ascontiguousarray(rng.standard_normal((8, 24, 24, 32)).astype(np.float32) * 3 + 1)
     seed = ef.tensor(rng.standard_normal((8, 32, 24, 24)).astype(np.float32))
@@ -177,7 +177,7 @@ def test_channels_last_batch_norm_runs_on_lanes_the_same_on_any_number(monkeypat
 
 @needs_openblas
 def test_a_mid_sized_channels_last_batch_norm_stays_on_the_calling_thread(monkeypatch, lane_threads):
-    """Batch norm's row kernels only stream memory: under _BATCH_NORM_LANES_MIN_FLOATS a
+    """Batch norm's row kernels only stream memory: up to _BATCH_NORM_ONE_BLOCK_FLOATS a
     second lane's wake-up costs more than it saves, so a ResNet-sized input (32x32x32x32)
     is one block on the calling thread, and a larger one still splits."""
     pytest.importorskip("numba")

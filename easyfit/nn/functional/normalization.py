@@ -256,18 +256,18 @@ def _row_blocks(rows, channels):
     return lanes.blocks(rows, _LANE_BLOCK_FLOATS // max(1, channels))
 
 
-# Batch norm's row kernels stream their data once at memory speed, so below this many
+# Batch norm's row kernels stream their data once at memory speed, so up to this many
 # floats a lane handoff (waking the other thread: 50-300 us on the 2-core VMs measured)
 # costs more than the second core saves, and the rows stay one block on the calling
 # thread. Interleaved fwd+bwd on the AVX-512 EPYC, blocks on lanes / one block: 32x64x16x16
-# 2.31 / 1.04 ms, 32x32x32x32 3.32 / 2.03, 64x32x28x28 2.82 / 2.82, 64x32x56x56 10.0 /
-# 11.5. Layer norm does more work per float and gains from lanes at 1M floats (1.04
-# against 1.32 ms), so it keeps its blocks.
-_BATCH_NORM_LANES_MIN_FLOATS = 1 << 21
+# 2.31 / 1.04 ms, 32x32x32x32 3.32 / 2.03, 64x32x28x28 2.82 / 2.82 (in bench/nn_kernels.py
+# 1.87 / 1.97), 64x32x56x56 10.0 / 11.5. Layer norm does more work per float and gains
+# from lanes at 1M floats (1.04 against 1.32 ms), so it keeps its blocks.
+_BATCH_NORM_ONE_BLOCK_FLOATS = 1 << 20
 
 
 def _batch_norm_row_blocks(rows, channels):
-    if rows * channels < _BATCH_NORM_LANES_MIN_FLOATS:
+    if rows * channels <= _BATCH_NORM_ONE_BLOCK_FLOATS:
         return [slice(0, rows)]
     return _row_blocks(rows, channels)
 
