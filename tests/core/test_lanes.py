@@ -297,3 +297,15 @@ def test_a_large_transpose_to_channels_last_runs_on_lanes(shape, monkeypatch, la
     expected[:, 1:1 + h, 2:2 + w] = x.transpose(0, 2, 3, 1)
     np.testing.assert_array_equal(out, expected)
     assert len(lane_threads) == 2
+
+
+def test_a_few_conv_chunks_are_equal_and_a_power_of_two_in_number():
+    """Two or four lanes finish a conv's chunks together: 14 + 14 + 4 images (one lane
+    idle a third of the time) become 4 x 8; many chunks, or one, keep their sizes."""
+    from easyfit.nn.functional.conv import _CHUNK_FLOATS, _chunks
+    per_image = _CHUNK_FLOATS // 14          # 14 images fit a chunk
+    assert _chunks(32, per_image, 1) == [(0, 8), (8, 16), (16, 24), (24, 32)]
+    assert _chunks(20, per_image, 1) == [(0, 10), (10, 20)]
+    assert _chunks(3, _CHUNK_FLOATS, 1) == [(0, 1), (1, 2), (2, 3)]   # never more chunks than images
+    assert _chunks(10, per_image, 1) == [(0, 10)]
+    assert len(_chunks(140, per_image, 1)) == 10
